@@ -1,0 +1,74 @@
+# ConvLens — every target installs what it needs into .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: help install test run stop weights bench lint builtin demo clean
+
+help:
+	@echo "make run      start the API (TorchServe) and the dashboard on the built-in model"
+	@echo "make stop     stop both"
+	@echo "make test     install what is missing and run the whole test suite"
+	@echo "make weights  fetch ImageNet weights into the torch cache (needs internet)"
+	@echo "make bench    benchmarks against Captum / pytorch-grad-cam -> docs/benchmarks.md"
+	@echo "make builtin  retrain the built-in model (about 10 min on 2 CPU cores)"
+	@echo "make lint     ruff + mypy"
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# The browser test drives Debian's Chromium (a test tool's own browser download is not possible everywhere).
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver
+
+test: $(STAMP) $(CHROMIUM)
+	$(PY) -m pytest -q
+
+# TorchServe (builds stale archives, waits for /ping) and the dashboard, both on 127.0.0.1.
+run: $(STAMP)
+	@command -v java >/dev/null || { echo "error: TorchServe needs Java 17+: apt-get install openjdk-17-jre-headless"; exit 1; }
+	$(VENV)/bin/convlens serve start
+	$(PY) -m dashboard.launch start --api-url http://127.0.0.1:$${CONVLENS_INFERENCE_PORT:-8080} \
+		--key-file serve/run/key_file.json
+	@echo ""
+	@echo "ConvLens is running on the built-in model:"
+	@echo "  dashboard      http://127.0.0.1:$${CONVLENS_DASHBOARD_PORT:-8501}"
+	@echo "  inference API  http://127.0.0.1:$${CONVLENS_INFERENCE_PORT:-8080}  (token: serve/run/key_file.json)"
+	@echo "  try:           .venv/bin/convlens call saliency dashboard/samples/ring.png --param method=gradcam"
+	@echo "stop both with:  make stop"
+
+stop:
+	-$(PY) -m dashboard.launch stop
+	-$(VENV)/bin/convlens serve stop
+
+demo: $(STAMP)
+	$(VENV)/bin/convlens demo --out out/demo
+
+weights: $(STAMP)
+	$(VENV)/bin/convlens weights fetch
+
+bench: $(STAMP)
+	$(PY) bench/attribution.py --out docs/benchmarks.md
+	$(PY) bench/serving.py --out docs/benchmarks.md
+
+builtin: $(STAMP)
+	$(VENV)/bin/convlens builtin train
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check convlens tests bench
+	$(VENV)/bin/mypy convlens
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache out

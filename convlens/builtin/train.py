@@ -1,0 +1,196 @@
+"""Training, evaluation, checkpoint I/O and sample export for the builtin model.
+
+Run ``python -m convlens.builtin.train`` to retrain the committed checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .dataset import CLASSES, HELDOUT_SEED, IMAGE_SIZE, TRAIN_SEED, render_batch, render_sample
+from .net import MEAN, STD, BuiltinNet, normalize
+
+CHECKPOINT_PATH = Path(__file__).with_name("builtin.pt")
+
+Callback = Callable[[int, int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters; the defaults produce the committed checkpoint."""
+
+    seed: int = TRAIN_SEED  # dataset stream and torch.manual_seed
+    n_train: int = 12_000
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 3e-3  # OneCycle peak learning rate
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.05
+    size: int = IMAGE_SIZE
+    threads: int = 2
+
+
+def _augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random horizontal/vertical flips per sample; (N,3,H,W) → (N,3,H,W). Label-preserving for all classes."""
+    n = images.shape[0]
+    flip_x = torch.rand(n, generator=gen) < 0.5
+    flip_y = torch.rand(n, generator=gen) < 0.5
+    images = torch.where(flip_x.view(n, 1, 1, 1), images.flip(3), images)
+    return torch.where(flip_y.view(n, 1, 1, 1), images.flip(2), images)
+
+
+def _to_input(images_uint8: torch.Tensor) -> torch.Tensor:
+    """(N,3,H,W) uint8 → normalised float32 model input."""
+    return normalize(images_uint8.float().div_(255.0))
+
+
+def train(config: TrainConfig = TrainConfig(), callback: Callback | None = None) -> tuple[BuiltinNet, list[dict[str, float]]]:
+    """Train a BuiltinNet from scratch; returns the eval-mode model and per-step history.
+
+    ``callback(step, total_steps, {"loss", "epoch", "lr"})`` is called after every step.
+    """
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+
+    images_np, _, labels_np = render_batch(config.seed, config.n_train, config.size)
+    images = torch.from_numpy(images_np).permute(0, 3, 1, 2).contiguous()  # uint8 (N,3,H,W)
+    labels = torch.from_numpy(labels_np)
+
+    model = BuiltinNet(num_classes=len(CLASSES))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(config.n_train / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total, pct_start=0.25)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+    history: list[dict[str, float]] = []
+    model.train()
+    step = 0
+    for epoch in range(config.epochs):
+        order = torch.randperm(config.n_train, generator=gen)
+        for b in range(steps_per_epoch):
+            idx = order[b * config.batch_size : (b + 1) * config.batch_size]
+            x = _to_input(_augment(images[idx], gen))
+            loss = loss_fn(model(x), labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            record = {"loss": float(loss.item()), "epoch": float(epoch), "lr": float(scheduler.get_last_lr()[0])}
+            history.append(record)
+            if callback is not None:
+                callback(step, total, record)
+    return model.eval(), history
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: np.ndarray, batch_size: int = 250) -> np.ndarray:
+    """(N,H,W,3) uint8 images → (N,) int64 predicted labels (model left in its original mode)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for s in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[s : s + batch_size]).permute(0, 3, 1, 2)
+        out.append(model(_to_input(x)).argmax(1))
+    model.train(was_training)
+    return torch.cat(out).numpy()
+
+
+def evaluate(model: nn.Module, seed: int = HELDOUT_SEED, n: int = 2000, size: int = IMAGE_SIZE) -> float:
+    """Accuracy of ``model`` on ``n`` freshly rendered images of stream ``seed``."""
+    images, _, labels = render_batch(seed, n, size)
+    return float((predict(model, images) == labels).mean())
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any]) -> None:
+    """Write a plain-dict checkpoint loadable with ``torch.load(..., weights_only=True)``.
+
+    ``metadata`` must hold ``heldout_accuracy`` (float) and ``train_config`` (dict or
+    TrainConfig); ``classes``, ``image_size``, ``mean`` and ``std`` default to this package's.
+    Extra keys must be plain Python values.
+    """
+    missing = {"heldout_accuracy", "train_config"} - metadata.keys()
+    if missing:
+        raise ValueError(f"checkpoint metadata is missing {sorted(missing)}")
+    meta = dict(metadata)
+    if dataclasses.is_dataclass(meta["train_config"]):
+        meta["train_config"] = dataclasses.asdict(meta["train_config"])
+    ckpt: dict[str, Any] = {
+        "classes": list(CLASSES),
+        "image_size": IMAGE_SIZE,
+        "mean": list(MEAN),
+        "std": list(STD),
+        **meta,
+        "heldout_accuracy": float(meta["heldout_accuracy"]),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, path)
+
+
+def load_checkpoint(path: str | Path = CHECKPOINT_PATH) -> tuple[BuiltinNet, dict[str, Any]]:
+    """Load a checkpoint → (eval-mode BuiltinNet, metadata dict without the state_dict)."""
+    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
+    model = BuiltinNet(num_classes=len(meta["classes"]))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), meta
+
+
+def write_samples(out_dir: Path, n: int, seed: int = HELDOUT_SEED, size: int = IMAGE_SIZE) -> list[Path]:
+    """Write ``NNNN_<class>.png`` and ``NNNN_<class>_mask.png`` for samples 0..n-1; returns the paths."""
+    from PIL import Image  # lazy: keep package import light
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    for i in range(n):
+        s = render_sample(seed, i, size)
+        stem = f"{i:04d}_{CLASSES[s.label]}"
+        image_path, mask_path = out_dir / f"{stem}.png", out_dir / f"{stem}_mask.png"
+        Image.fromarray(s.image).save(image_path)
+        Image.fromarray(s.mask.astype(np.uint8) * 255).save(mask_path)
+        paths += [image_path, mask_path]
+    return paths
+
+
+def _main() -> None:
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(description="Train the builtin ConvLens model (train → evaluate → save).")
+    parser.add_argument("--out", type=Path, default=CHECKPOINT_PATH, help="checkpoint path")
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--n-train", type=int, default=TrainConfig.n_train)
+    args = parser.parse_args()
+    config = dataclasses.replace(TrainConfig(), epochs=args.epochs, n_train=args.n_train)
+
+    start = time.perf_counter()
+
+    def report(step: int, total: int, rec: dict[str, float]) -> None:
+        if step % 50 == 0 or step == total:
+            elapsed = time.perf_counter() - start
+            print(f"step {step}/{total} epoch {int(rec['epoch'])} loss {rec['loss']:.4f} ({elapsed:.0f}s)", flush=True)
+
+    model, _ = train(config, report)
+    train_seconds = time.perf_counter() - start
+    acc = evaluate(model, HELDOUT_SEED, 2000, config.size)
+    print(f"trained in {train_seconds:.0f}s; held-out accuracy (seed {HELDOUT_SEED}, n=2000): {acc:.4f}")
+    save_checkpoint(model, args.out, {"heldout_accuracy": acc, "train_config": config, "train_seconds": round(train_seconds, 1)})
+    print(f"saved {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,218 @@
+"""Image decoding, conversion, normalisation, colour maps and overlays.
+
+Decoding is defensive: size limits are checked before pixels are decoded
+(decompression bombs), EXIF orientation is applied, every mode becomes RGB
+(transparency composited on white), and truncated files are rejected.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+
+from convlens.schema import MAX_IMAGE_PIXELS, MAX_UPLOAD_BYTES
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not a usable image (the message says why, for a 4xx response)."""
+
+
+def decode_image(
+    data: bytes, *, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_IMAGE_PIXELS
+) -> Image.Image:
+    """Decode encoded image bytes to an RGB ``PIL.Image`` with EXIF orientation applied."""
+    if not data:
+        raise ImageDecodeError("image is empty")
+    if len(data) > max_bytes:
+        raise ImageDecodeError(f"image is {len(data)} bytes; the limit is {max_bytes}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img: Image.Image = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > max_pixels:
+                raise ImageDecodeError(
+                    f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+                )
+            if width < 1 or height < 1:
+                raise ImageDecodeError("image has no pixels")
+            img.load()  # forces a full decode: truncated files fail here
+            img = ImageOps.exif_transpose(img)
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError("not a recognised image format (send PNG, JPEG, WebP, BMP or GIF)") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"image is too large to decode safely: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(f"image could not be decoded (truncated or corrupt): {exc}") from exc
+    return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode to RGB; transparent pixels are composited on white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = arr.max() if arr.size and arr.max() > 0 else 1.0
+        return Image.fromarray((arr / hi * 255).astype(np.uint8)).convert("RGB")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        arr = (arr - arr.min()) / max(float(np.ptp(arr)), 1e-12)
+        return Image.fromarray((arr * 255).astype(np.uint8)).convert("RGB")
+    return img.convert("RGB")
+
+
+def resize_and_crop(img: Image.Image, resize: int, crop: int) -> Image.Image:
+    """Resize the shorter side to ``resize`` (bilinear, antialiased), then centre-crop ``crop``×``crop``."""
+    width, height = img.size
+    scale = resize / min(width, height)
+    new_w, new_h = max(crop, round(width * scale)), max(crop, round(height * scale))
+    img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    left, top = (new_w - crop) // 2, (new_h - crop) // 2
+    return img.crop((left, top, left + crop, top + crop))
+
+
+def to_tensor(img: Image.Image) -> Tensor:
+    """RGB ``PIL.Image`` → float tensor (3, H, W) in [0, 1]."""
+    arr = np.asarray(to_rgb(img), dtype=np.float32) / 255.0
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def to_pil(image: Tensor) -> Image.Image:
+    """Tensor (3, H, W) or (H, W) in [0, 1] → ``PIL.Image`` (RGB or L)."""
+    arr = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    if arr.ndim == 3:
+        return Image.fromarray(arr.permute(1, 2, 0).numpy(), "RGB")
+    if arr.ndim == 2:
+        return Image.fromarray(arr.numpy(), "L")
+    raise ValueError(f"expected (3, H, W) or (H, W), got {tuple(image.shape)}")
+
+
+def encode_png(image: Tensor) -> bytes:
+    """Tensor (3, H, W) or (H, W) in [0, 1] → PNG bytes."""
+    buffer = io.BytesIO()
+    to_pil(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def normalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """(N, 3, H, W) or (3, H, W) in [0, 1] → model input. Never in place."""
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    return (x - m) / s
+
+
+def denormalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """Inverse of :func:`normalize`."""
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    return x * s + m
+
+
+def normalize_map(m: Tensor, eps: float = 1e-12) -> Tensor:
+    """Scale each map of (N, H, W) to [0, 1] by its own min and max (a flat map becomes 0)."""
+    flat = m.flatten(1)
+    lo = flat.min(dim=1, keepdim=True).values
+    hi = flat.max(dim=1, keepdim=True).values
+    out = (flat - lo) / (hi - lo).clamp_min(eps)
+    return out.view_as(m)
+
+
+def gradient_image(grad: Tensor, spread: float = 0.15) -> Tensor:
+    """Signed input gradient (N, 3, H, W) → displayable RGB in [0, 1].
+
+    Centred at 0.5 grey with ``spread`` per standard deviation, the usual way
+    guided-backprop images are shown (Springenberg et al. 2015; Chollet §9.4.2).
+    """
+    flat = grad.flatten(1)
+    mean = flat.mean(dim=1).view(-1, 1, 1, 1)
+    std = flat.std(dim=1).view(-1, 1, 1, 1).clamp_min(1e-12)
+    return ((grad - mean) / std * spread + 0.5).clamp(0, 1)
+
+
+# Colour maps as anchor colours, linearly interpolated (matplotlib's data, sampled).
+_COLORMAPS: dict[str, tuple[tuple[float, float, float], ...]] = {
+    "inferno": (
+        (0.001, 0.000, 0.014),
+        (0.122, 0.047, 0.282),
+        (0.336, 0.060, 0.430),
+        (0.545, 0.134, 0.415),
+        (0.735, 0.216, 0.330),
+        (0.891, 0.347, 0.198),
+        (0.978, 0.557, 0.035),
+        (0.975, 0.800, 0.252),
+        (0.988, 0.998, 0.645),
+    ),
+    "viridis": (
+        (0.267, 0.005, 0.329),
+        (0.283, 0.141, 0.458),
+        (0.254, 0.265, 0.530),
+        (0.207, 0.372, 0.553),
+        (0.164, 0.471, 0.558),
+        (0.128, 0.567, 0.551),
+        (0.135, 0.659, 0.518),
+        (0.267, 0.749, 0.441),
+        (0.478, 0.821, 0.318),
+        (0.741, 0.873, 0.150),
+        (0.993, 0.906, 0.144),
+    ),
+    "jet": (
+        (0.0, 0.0, 0.5),
+        (0.0, 0.0, 1.0),
+        (0.0, 0.5, 1.0),
+        (0.0, 1.0, 1.0),
+        (0.5, 1.0, 0.5),
+        (1.0, 1.0, 0.0),
+        (1.0, 0.5, 0.0),
+        (1.0, 0.0, 0.0),
+        (0.5, 0.0, 0.0),
+    ),
+    "gray": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+}
+COLORMAPS: tuple[str, ...] = tuple(_COLORMAPS)
+
+
+def colormap(values: Tensor, name: str = "inferno") -> Tensor:
+    """Map values in [0, 1] of shape (..., H, W) to RGB (..., 3, H, W)."""
+    if name not in _COLORMAPS:
+        raise ValueError(f"unknown colour map {name!r}; known: {', '.join(COLORMAPS)}")
+    anchors = torch.tensor(_COLORMAPS[name], dtype=torch.float32, device=values.device)
+    pos = values.float().clamp(0, 1) * (len(anchors) - 1)
+    lo = pos.floor().long().clamp(max=len(anchors) - 2)
+    frac = (pos - lo).unsqueeze(-1)
+    rgb = anchors[lo] * (1 - frac) + anchors[lo + 1] * frac  # (..., H, W, 3)
+    return rgb.movedim(-1, -3)
+
+
+def overlay(image: Tensor, heatmap: Tensor, alpha: float = 0.5, cmap: str = "inferno") -> Tensor:
+    """Blend a colour-mapped heat map (…, H, W) in [0, 1] over an image (…, 3, H, W) in [0, 1]."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if heatmap.shape[-2:] != image.shape[-2:]:
+        raise ValueError(f"heat map {tuple(heatmap.shape)} and image {tuple(image.shape)} differ in size")
+    return (1 - alpha) * image + alpha * colormap(heatmap, cmap).to(image.dtype)
+
+
+def grid(tiles: Sequence[Tensor], columns: int, pad: int = 2, background: float = 1.0) -> Tensor:
+    """Lay out (3, H, W) tiles of equal size row by row → (3, rows·(H+pad)-pad, columns·(W+pad)-pad)."""
+    if not tiles:
+        raise ValueError("no tiles")
+    _, h, w = tiles[0].shape
+    rows = -(-len(tiles) // columns)
+    out = torch.full((3, rows * (h + pad) - pad, columns * (w + pad) - pad), background)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, columns)
+        out[:, r * (h + pad): r * (h + pad) + h, c * (w + pad): c * (w + pad) + w] = tile.expand(3, h, w)
+    return out

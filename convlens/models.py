@@ -1,0 +1,253 @@
+"""The model zoo: name → architecture, weights, preprocessing, class names, layer catalogue.
+
+Weights are never downloaded here and never silently replaced by random ones:
+ImageNet weights are read from ``$CONVLENS_WEIGHTS_DIR`` or the torch hub cache
+(``$TORCH_HOME/hub/checkpoints``) with ``torch.load(..., weights_only=True)``; a
+missing file raises :class:`WeightsNotFoundError` naming the file and the command
+that fetches it. ``weights="random"`` must be asked for, and the loaded model then
+reports ``weights == "random"``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+from torchvision import models as tvm
+from torchvision.models import WeightsEnum
+
+from convlens import images
+from convlens.builtin import CHECKPOINT_PATH, CLASSES, IMAGE_SIZE, MEAN, STD, BuiltinNet, load_checkpoint
+from convlens.hooks import resolve_layer
+from convlens.receptive_field import LayerInfo, default_cam_layer, layer_catalogue
+from convlens.schema import MODEL_NAMES, WeightsKind
+
+WeightsChoice = Literal["pretrained", "random"]
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Pretrained weights are not on this machine."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes model input: resize the shorter side, centre-crop, normalise."""
+
+    input_size: int
+    resize_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def display(self, img: Image.Image) -> Tensor:
+        """The pixels the model sees, (3, S, S) in [0, 1]: maps are aligned to this."""
+        return images.to_tensor(images.resize_and_crop(img, self.resize_size, self.input_size))
+
+    def normalize(self, x: Tensor) -> Tensor:
+        return images.normalize(x, self.mean, self.std)
+
+    def denormalize(self, x: Tensor) -> Tensor:
+        return images.denormalize(x, self.mean, self.std)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registry entry. ``tv_weights`` is the torchvision weights enum (None for builtin)."""
+
+    name: str
+    build: Callable[[], nn.Module]
+    tv_weights: WeightsEnum | None
+    description: str
+    state_dict_fixes: Callable[[dict[str, Tensor]], dict[str, Tensor]] = field(default=lambda sd: sd)
+
+    @property
+    def weights_file(self) -> str:
+        """File name the pretrained weights are expected under."""
+        if self.tv_weights is None:
+            return CHECKPOINT_PATH.name
+        return self.tv_weights.url.rsplit("/", 1)[-1]
+
+    @property
+    def weights_url(self) -> str | None:
+        return None if self.tv_weights is None else self.tv_weights.url
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        if self.tv_weights is None:
+            return Preprocessing(IMAGE_SIZE, IMAGE_SIZE, tuple(MEAN), tuple(STD))  # type: ignore[arg-type]
+        t = self.tv_weights.transforms()
+        return Preprocessing(int(t.crop_size[0]), int(t.resize_size[0]), tuple(t.mean), tuple(t.std))
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        if self.tv_weights is None:
+            return CLASSES
+        return tuple(self.tv_weights.meta["categories"])
+
+
+def _densenet_keys(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    # The published DenseNet files predate the module names: "norm.1.weight" is now "norm1.weight".
+    return {re.sub(r"(denselayer\d+\.(?:norm|relu|conv))\.([12])\.", r"\1\2.", k): v for k, v in sd.items()}
+
+
+def _googlenet_keys(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v for k, v in sd.items() if not k.startswith(("aux1.", "aux2."))}
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    "builtin": ModelSpec("builtin", BuiltinNet, None, "ConvLens built-in CNN: 10 synthetic shape/texture classes"),
+    "alexnet": ModelSpec("alexnet", tvm.alexnet, tvm.AlexNet_Weights.DEFAULT, "AlexNet (Krizhevsky et al. 2012)"),
+    "vgg16": ModelSpec("vgg16", tvm.vgg16, tvm.VGG16_Weights.DEFAULT, "VGG-16 (Simonyan & Zisserman 2015)"),
+    "vgg19": ModelSpec("vgg19", tvm.vgg19, tvm.VGG19_Weights.DEFAULT, "VGG-19 (Simonyan & Zisserman 2015)"),
+    "resnet18": ModelSpec("resnet18", tvm.resnet18, tvm.ResNet18_Weights.DEFAULT, "ResNet-18 (He et al. 2016)"),
+    "resnet50": ModelSpec("resnet50", tvm.resnet50, tvm.ResNet50_Weights.DEFAULT, "ResNet-50 (He et al. 2016)"),
+    "resnet101": ModelSpec("resnet101", tvm.resnet101, tvm.ResNet101_Weights.DEFAULT, "ResNet-101 (He et al. 2016)"),
+    "densenet121": ModelSpec(
+        "densenet121", tvm.densenet121, tvm.DenseNet121_Weights.DEFAULT, "DenseNet-121 (Huang et al. 2017)",
+        _densenet_keys,
+    ),
+    "squeezenet1_1": ModelSpec(
+        "squeezenet1_1", tvm.squeezenet1_1, tvm.SqueezeNet1_1_Weights.DEFAULT, "SqueezeNet 1.1 (Iandola et al. 2016)"
+    ),
+    "googlenet": ModelSpec(
+        "googlenet",
+        lambda: tvm.googlenet(weights=None, aux_logits=False, transform_input=True, init_weights=True),
+        tvm.GoogLeNet_Weights.DEFAULT,
+        "GoogLeNet / Inception v1 (Szegedy et al. 2015)",
+        _googlenet_keys,
+    ),
+}
+assert tuple(REGISTRY) == MODEL_NAMES, "schema.MODEL_NAMES and the registry must list the same models"
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in REGISTRY:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def weights_search_paths(name: str) -> list[Path]:
+    """Where the weights of ``name`` are looked for, in order."""
+    spec = get_spec(name)
+    if spec.tv_weights is None:
+        return [CHECKPOINT_PATH]
+    paths = []
+    if os.environ.get("CONVLENS_WEIGHTS_DIR"):
+        paths.append(Path(os.environ["CONVLENS_WEIGHTS_DIR"]) / spec.weights_file)
+    paths.append(Path(torch.hub.get_dir()) / "checkpoints" / spec.weights_file)
+    return paths
+
+
+def find_weights(name: str) -> Path | None:
+    """The first existing weights file of ``name``, or None."""
+    return next((p for p in weights_search_paths(name) if p.is_file()), None)
+
+
+def _missing(name: str) -> WeightsNotFoundError:
+    spec = get_spec(name)
+    where = " or ".join(str(p) for p in weights_search_paths(name))
+    if spec.tv_weights is None:
+        how = "retrain it with `convlens builtin train`"
+    else:
+        how = f"fetch it with `convlens weights fetch {name}` (or `make weights`) on a machine with internet"
+    return WeightsNotFoundError(
+        f"pretrained weights for {name!r} not found: expected {spec.weights_file} at {where}; {how}, "
+        "or load with weights='random' to study an untrained network"
+    )
+
+
+@dataclass
+class LoadedModel:
+    """A network ready for the techniques: eval mode, parameters frozen, on its device."""
+
+    name: str
+    net: nn.Module
+    classes: tuple[str, ...]
+    preprocessing: Preprocessing
+    weights: WeightsKind
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    @cached_property
+    def layers(self) -> list[LayerInfo]:
+        return layer_catalogue(self.net, self.preprocessing.input_size)
+
+    @cached_property
+    def default_cam_layer(self) -> str:
+        return default_cam_layer(self.net, self.layers)
+
+    def layer(self, name: str) -> LayerInfo:
+        """Catalogue row of a layer; raises UnknownLayerError for names outside the catalogue."""
+        resolve_layer(self.net, name)
+        for row in self.layers:
+            if row.name == name:
+                return row
+        raise KeyError(f"layer {name!r} is not reached by the forward pass")
+
+    def prepare(self, img: Image.Image) -> tuple[Tensor, Tensor]:
+        """Image → (display (3, S, S) in [0, 1], model input (1, 3, S, S) on the device)."""
+        display = self.preprocessing.display(img)
+        return display, self.preprocessing.normalize(display).unsqueeze(0).to(self.device)
+
+    def label(self, index: int) -> str:
+        return self.classes[index]
+
+
+def load_state_dict(name: str, path: Path | None = None) -> Mapping[str, Tensor]:
+    """Read pretrained weights of ``name`` (safely: weights_only=True)."""
+    spec = get_spec(name)
+    path = path or find_weights(name)
+    if path is None:
+        raise _missing(name)
+    if spec.tv_weights is None:
+        model, _meta = load_checkpoint(path)
+        return model.state_dict()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path} does not hold a state dict")
+    return spec.state_dict_fixes(dict(state))
+
+
+def load_model(
+    name: str = "builtin", weights: WeightsChoice = "pretrained", device: torch.device | str | None = None
+) -> LoadedModel:
+    """Build ``name`` with its pretrained weights (or, when asked, random ones).
+
+    ``device`` defaults to the CPU; servers pass the device of their context.
+    """
+    spec = get_spec(name)
+    if weights not in ("pretrained", "random"):
+        raise ValueError(f"weights must be 'pretrained' or 'random', got {weights!r}")
+    net = spec.build()
+    if weights == "pretrained":
+        net.load_state_dict(load_state_dict(name), strict=True)
+        kind: WeightsKind = "builtin" if spec.tv_weights is None else "imagenet"
+    else:
+        kind = "random"
+    net.eval().requires_grad_(False)
+    net.to(torch.device(device) if device is not None else torch.device("cpu"))
+    return LoadedModel(name, net, spec.classes, spec.preprocessing, kind)
+
+
+def fetch_weights(name: str, directory: Path | None = None, progress: bool = True) -> Path:
+    """Download the ImageNet weights of ``name`` into the hub cache (needs internet; not used in tests)."""
+    spec = get_spec(name)
+    if spec.weights_url is None:
+        return CHECKPOINT_PATH
+    target_dir = directory or Path(torch.hub.get_dir()) / "checkpoints"
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / spec.weights_file
+    if not target.is_file():
+        match = re.search(r"-([a-f0-9]{6,})\.", spec.weights_file)
+        torch.hub.download_url_to_file(spec.weights_url, str(target), match.group(1) if match else None, progress)
+    torch.load(target, map_location="cpu", weights_only=True)  # proves the file is a safe state dict
+    return target

@@ -1,0 +1,1 @@
+"""The ConvLens Streamlit dashboard: UI only; every HTTP call goes through ``dashboard.client``."""

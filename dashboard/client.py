@@ -1,0 +1,215 @@
+"""The one HTTP client of ConvLens: the dashboard and ``convlens call`` both use it.
+
+Talks to TorchServe's inference API with the bearer token TorchServe writes to
+``key_file.json``. Imports only ``convlens.schema`` from the core (no torch), so it
+is cheap to import in the dashboard.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from convlens.schema import AttributionResponse
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_KEY_FILE = Path(__file__).resolve().parents[1] / "serve" / "run" / "key_file.json"
+ENDPOINTS = ("classify", "saliency")
+INFO_ENDPOINT = "classify"  # where the info API ({"info": "models" | "layers" | "classes"}) is answered
+_REPO = Path(__file__).resolve().parents[1]
+DEFAULT_KEY_FILE = _REPO / "serve" / "run" / "key_file.json"  # written by TorchServe (`convlens serve start`)
+
+
+def default_url() -> str:
+    """``$CONVLENS_URL``, else the loopback inference API on ``$CONVLENS_INFERENCE_PORT`` (8080)."""
+    if os.environ.get("CONVLENS_URL"):
+        return os.environ["CONVLENS_URL"]
+    return f"http://127.0.0.1:{os.environ.get('CONVLENS_INFERENCE_PORT') or 8080}"
+
+
+def default_key_file() -> Path:
+    """``$CONVLENS_KEY_FILE``, else ``key_file.json`` in ``$CONVLENS_RUN_DIR`` or in ``serve/run``."""
+    if os.environ.get("CONVLENS_KEY_FILE"):
+        return Path(os.environ["CONVLENS_KEY_FILE"])
+    if os.environ.get("CONVLENS_RUN_DIR"):
+        return Path(os.environ["CONVLENS_RUN_DIR"]) / "key_file.json"
+    return DEFAULT_KEY_FILE
+
+
+class ApiError(Exception):
+    """The API answered with an error (``status`` ≥ 400) or could not be reached (``status`` 0)."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(f"{message} (field: {field})" if field else message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+@dataclass(frozen=True)
+class ApiStatus:
+    reachable: bool
+    authorised: bool
+    detail: str
+
+
+def read_token(key_file: str | Path | None = None) -> str | None:
+    """The inference key: ``$CONVLENS_TOKEN``, else the ``key_file.json`` TorchServe wrote
+    (``key_file``, else :func:`default_key_file`)."""
+    if os.environ.get("CONVLENS_TOKEN"):
+        return os.environ["CONVLENS_TOKEN"]
+    path = Path(key_file) if key_file else default_key_file()
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return str(data["inference"]["key"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    description: str
+    weights: str  # "builtin", "imagenet" or "missing"
+    num_classes: int
+    input_size: int
+    fetch_hint: str | None = None
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    name: str
+    type: str
+    output_shape: tuple[int, ...]
+    receptive_field: int
+    stride: int
+    spatial: bool
+
+
+@dataclass(frozen=True)
+class LayerCatalogue:
+    model: str
+    input_size: int
+    default_cam_layer: str
+    layers: list[LayerRow]
+    classes: tuple[str, ...]
+
+    @property
+    def cam_layers(self) -> list[str]:
+        """Layers Grad-CAM can use: spatial ones with more than one position."""
+        return [r.name for r in self.layers if r.spatial and len(r.output_shape) == 3 and min(r.output_shape[1:]) > 1]
+
+
+class ConvLensClient:
+    """Typed calls to the ConvLens endpoints. One instance per process (it pools connections)."""
+
+    def __init__(self, base_url: str | None = None, token: str | None = None, timeout: float = 120.0) -> None:
+        self.base_url = (base_url or default_url()).rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self._session = requests.Session()
+
+    def _headers(self) -> dict[str, str]:
+        # Without an explicit token, re-read the key file each call: a restarted server has new keys.
+        token = self.token or read_token()
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def ping(self) -> ApiStatus:
+        try:
+            r = self._session.get(f"{self.base_url}/ping", headers=self._headers(), timeout=5)
+        except requests.RequestException as exc:
+            return ApiStatus(False, False, f"unreachable: {exc.__class__.__name__}")
+        if r.status_code == 200:
+            return ApiStatus(True, True, r.json().get("status", "ok"))
+        return ApiStatus(True, False, _error_message(r))
+
+    def post(self, endpoint: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST a JSON body to ``/predictions/ENDPOINT`` and return the decoded JSON answer."""
+        if endpoint not in ENDPOINTS:
+            raise ValueError(f"unknown endpoint {endpoint!r}; known: {', '.join(ENDPOINTS)}")
+        try:
+            r = self._session.post(f"{self.base_url}/predictions/{endpoint}", json=dict(body),
+                                   headers=self._headers(), timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise ApiError(0, f"the ConvLens API at {self.base_url} is unreachable ({exc.__class__.__name__})") from exc
+        if r.status_code >= 400:
+            field = None
+            try:
+                field = r.json().get("field")
+            except ValueError:
+                pass
+            raise ApiError(r.status_code, _error_message(r), field)
+        try:
+            return dict(r.json())
+        except ValueError as exc:
+            raise ApiError(r.status_code, "the API answered with something that is not JSON") from exc
+
+    def models(self) -> list[ModelInfo]:
+        """Every model the server knows, with the weights it would use ("missing" if not installed)."""
+        data = self.post(INFO_ENDPOINT, {"info": "models"})
+        return [ModelInfo(m["name"], m["description"], m["weights"], int(m["num_classes"]), int(m["input_size"]),
+                          m.get("fetch_hint")) for m in data["models"]]
+
+    def layers(self, model: str) -> LayerCatalogue:
+        """A model's layer catalogue and class names."""
+        data = self.post(INFO_ENDPOINT, {"info": "layers", "model": model})
+        rows = [LayerRow(r["name"], r["type"], tuple(r["output_shape"]), int(r["receptive_field"]), int(r["stride"]),
+                         bool(r["spatial"])) for r in data["layers"]]
+        return LayerCatalogue(data["model"], int(data["input_size"]), data["default_cam_layer"], rows,
+                              tuple(data["classes"]))
+
+    def explain(
+        self,
+        endpoint: str,
+        image: bytes,
+        model: str = "builtin",
+        target: int | None = None,
+        layer: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        weights: str | None = None,
+    ) -> AttributionResponse:
+        """``weights="random"`` asks explicitly for an untrained network (default: the pretrained weights)."""
+        body: dict[str, Any] = {"image": base64.b64encode(image).decode("ascii"), "model": model, "target": target,
+                                "layer": layer, "params": dict(params or {})}
+        if weights is not None:
+            body["weights"] = weights
+        return AttributionResponse.from_json(self.post(endpoint, body))
+
+    # The info API: what the server offers, without an image.
+
+    def classes(self, model: str = "builtin") -> list[str]:
+        return list(self.post(INFO_ENDPOINT, {"info": "classes", "model": model})["classes"])
+
+    def classify(self, image: bytes, model: str = "builtin", topk: int = 5, target: int | None = None,
+                 weights: str | None = None) -> AttributionResponse:
+        return self.explain("classify", image, model=model, target=target, params={"topk": topk}, weights=weights)
+
+    def saliency(
+        self, image: bytes, method: str, model: str = "builtin", target: int | None = None,
+        layer: str | None = None, weights: str | None = None, **params: Any,
+    ) -> AttributionResponse:
+        return self.explain("saliency", image, model, target, layer, {"method": method, **params}, weights)
+
+
+def _error_message(r: requests.Response) -> str:
+    try:
+        data = r.json()
+        if isinstance(data, dict):
+            return str(data.get("error") or data.get("message") or data)
+    except ValueError:
+        pass
+    return f"HTTP {r.status_code}: {r.text[:200]}"
+
+
+def decode_images(response: AttributionResponse) -> dict[str, bytes]:
+    """name → PNG bytes."""
+    return {name: base64.b64decode(data) for name, data in response.images.items()}

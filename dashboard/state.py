@@ -1,0 +1,79 @@
+"""What every page shares: the API client, the chosen model, cached API answers.
+
+A test puts a fake client into ``st.session_state["client"]``; otherwise one real
+client is created per process from ``CONVLENS_URL`` and the TorchServe token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from convlens.schema import AttributionResponse
+from dashboard.client import ApiError, ApiStatus, ConvLensClient, LayerCatalogue, ModelInfo
+
+SAMPLES_DIR = Path(__file__).with_name("samples")
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif"]
+
+
+@st.cache_resource
+def _real_client() -> ConvLensClient:
+    return ConvLensClient()  # $CONVLENS_URL, token from $CONVLENS_KEY_FILE
+
+
+def get_client() -> Any:
+    """The session's client (a test's fake if one was put in ``session_state``)."""
+    return st.session_state.get("client") or _real_client()
+
+
+def selected_model() -> str:
+    return str(st.session_state.get("model", "builtin"))
+
+
+def api_status() -> ApiStatus:
+    return get_client().ping()
+
+
+@st.cache_data(ttl=30, max_entries=4, show_spinner=False)
+def _models(_client: Any, key: str) -> list[ModelInfo]:
+    return list(_client.models())
+
+
+def models() -> list[ModelInfo]:
+    client = get_client()
+    return _models(client, f"{id(client)}")
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _layers(_client: Any, key: str, model: str) -> LayerCatalogue:
+    return _client.layers(model)
+
+
+def layers(model: str) -> LayerCatalogue:
+    client = get_client()
+    return _layers(client, f"{id(client)}", model)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _call(_client: Any, key: str, endpoint: str, image_digest: str, _image: bytes, model: str,
+          target: int | None, layer: str | None, params: tuple[tuple[str, Any], ...]) -> AttributionResponse:
+    return _client.explain(endpoint, _image, model=model, target=target, layer=layer, params=dict(params))
+
+
+def call(endpoint: str, image: bytes, model: str, target: int | None = None, layer: str | None = None,
+         **params: Any) -> AttributionResponse:
+    """A cached API call: the same image and settings are answered from memory (bounded)."""
+    client = get_client()
+    digest = hashlib.sha256(image).hexdigest()
+    return _call(client, f"{id(client)}", endpoint, digest, image, model, target, layer, tuple(sorted(params.items())))
+
+
+def samples() -> dict[str, Path]:
+    """Built-in sample images shipped with the dashboard, by display name."""
+    return {p.stem.replace("_", " "): p for p in sorted(SAMPLES_DIR.glob("*.png"))}
+
+
+__all__ = ["ApiError", "api_status", "call", "get_client", "layers", "models", "samples", "selected_model"]

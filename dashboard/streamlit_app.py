@@ -1,0 +1,56 @@
+"""ConvLens dashboard entry point: ``streamlit run dashboard/streamlit_app.py``.
+
+The sidebar holds the model picker (with the weights each model would use) and the
+API status; pages live in ``dashboard/app_pages/``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run` puts only this folder on the path
+
+from dashboard import state  # noqa: E402
+from dashboard.client import ApiError  # noqa: E402
+
+WEIGHT_BADGES = {"builtin": "built-in weights", "imagenet": "ImageNet weights", "missing": "weights missing"}
+
+
+def sidebar() -> None:
+    with st.sidebar:
+        st.title("ConvLens")
+        status = state.api_status()
+        if status.reachable and status.authorised:
+            st.success("API: connected", icon=":material/check_circle:")
+        elif status.reachable:
+            st.error(f"API: refused ({status.detail})", icon=":material/lock:")
+        else:
+            st.error(f"API: {status.detail}. Start it with `make run`.", icon=":material/cloud_off:")
+        try:
+            models = state.models()
+        except ApiError as exc:
+            st.caption(f"Model list unavailable: {exc.message}")
+            return
+        names = [m.name for m in models]
+        info = {m.name: m for m in models}
+        current = state.selected_model()
+        st.selectbox(
+            "Model", names, index=names.index(current) if current in names else 0, key="model",
+            format_func=lambda n: f"{n} — {WEIGHT_BADGES.get(info[n].weights, info[n].weights)}",
+        )
+        chosen = info[st.session_state["model"]]
+        if chosen.weights == "missing":
+            st.warning(f"{chosen.name}: pretrained weights are not installed on the server; "
+                       f"{chosen.fetch_hint or 'fetch them first'}.")
+        else:
+            st.caption(f"{chosen.description} · {chosen.num_classes} classes · {chosen.input_size} px input")
+
+
+st.set_page_config(page_title="ConvLens", page_icon=":material/visibility:", layout="wide")
+sidebar()
+pages = [st.Page(str(Path(__file__).with_name("app_pages") / "attribution.py"), title="Attribution",
+                 icon=":material/target:", default=True)]
+st.navigation(pages).run()

@@ -1,0 +1,472 @@
+"""What every ConvLens TorchServe handler shares: decode, validate, group, call the core, encode.
+
+A handler instance serves one TorchServe worker. For each batch TorchServe hands it
+a list of requests and expects exactly one response per request, in order. This base:
+
+* reads each request the way TorchServe delivers it (a JSON body arrives as a dict,
+  a multipart form as one key per field, a raw body as bytes) and validates it with
+  :func:`convlens.schema.parse_attribution_request`;
+* answers every bad request on its own with a JSON ``{"error": ..., "field": ...}``
+  and a 4xx set through ``context.set_response_status(code, phrase, idx=i)``, so one
+  bad request never fails the rest of its batch;
+* groups the good requests by everything but the image (and the target) and calls the
+  core once per group, so TorchServe's batching turns into real tensor batches;
+* keeps loaded backbones in a bounded LRU cache and places them on the device of the
+  context (``gpu_id`` → ``cuda:{gpu_id}`` when CUDA is available, else the CPU);
+* answers ``{"info": "models" | "layers" | "classes", ...}`` requests (the catalogue the
+  dashboard needs) without any image.
+
+Unexpected exceptions become a 500 with a short JSON message; the traceback goes to
+the worker log, never into a response.
+"""
+
+from __future__ import annotations
+
+import base64
+import http
+import io
+import json
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+from ts.torch_handler.base_handler import BaseHandler
+
+from convlens import models as zoo
+from convlens.explain import TECHNIQUES
+from convlens.images import ImageDecodeError, decode_image, encode_png
+from convlens.schema import MODEL_NAMES, AttributionRequest, SchemaError, parse_attribution_request
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CACHE_SIZE = 3
+WEIGHTS_CHOICES = ("pretrained", "random")
+INFO_KINDS = ("models", "layers", "classes")
+JSON_CONTENT_TYPE = "application/json"
+
+
+class RequestError(Exception):
+    """A request that gets an error response (``status``) instead of a result."""
+
+    def __init__(self, status: int, message: str, field_name: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field_name
+
+    @classmethod
+    def from_schema(cls, exc: SchemaError) -> RequestError:
+        return cls(400, exc.message, exc.field)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": self.message, "field": self.field}
+
+
+@dataclass
+class Job:
+    """One good request of the batch, decoded and validated as far as possible without the model."""
+
+    index: int
+    request: AttributionRequest
+    image: Image.Image
+    weights: str
+    params: dict[str, Any]
+    method: str | None = None
+    seconds: float = 0.0  # time spent on this request alone (decode, encode)
+
+    @property
+    def group_key(self) -> tuple[Any, ...]:
+        """Requests with equal keys run as one batch; the image and the target may differ."""
+        return (self.request.model, self.weights, self.method, self.request.layer,
+                json.dumps(self.params, sort_keys=True, default=str), self.request.target is None)
+
+
+@dataclass
+class Outcome:
+    status: int
+    body: dict[str, Any]
+
+
+@dataclass
+class ModelCache:
+    """A bounded LRU cache of loaded models, keyed by (name, weights choice)."""
+
+    capacity: int
+    loader: Callable[[str, str], zoo.LoadedModel]
+    _items: OrderedDict[tuple[str, str], zoo.LoadedModel] = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, name: str, weights: str) -> zoo.LoadedModel:
+        key = (name, weights)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        loaded = self.loader(name, weights)
+        with self._lock:
+            self._items[key] = loaded
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                evicted, _ = self._items.popitem(last=False)
+                logger.info("model cache full (%d): evicted %s", self.capacity, evicted)
+        return loaded
+
+    def keys(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def device_from_context(context: Any) -> torch.device:
+    """``cuda:{gpu_id}`` when TorchServe assigned a GPU and CUDA is usable, else the CPU."""
+    props = getattr(context, "system_properties", None) or {}
+    gpu_id = props.get("gpu_id")
+    if gpu_id is not None and torch.cuda.is_available():
+        return torch.device(f"cuda:{int(gpu_id)}")
+    return torch.device("cpu")
+
+
+def handler_config(context: Any) -> dict[str, Any]:
+    """The ``handler:`` section of the archive's model-config YAML (empty if none)."""
+    config = getattr(context, "model_yaml_config", None) or {}
+    section = config.get("handler") if isinstance(config, Mapping) else None
+    return dict(section) if isinstance(section, Mapping) else {}
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+    return value
+
+
+def request_fields(row: Any) -> dict[str, Any]:
+    """The request's fields, however TorchServe delivered them.
+
+    JSON body (``Content-Type: application/json``) → ``row["body"]`` is the decoded
+    object; multipart form → one key per field; any other body → ``row["body"]`` holds
+    the bytes, which are either a JSON object or the image itself (its other fields then
+    come from the query string).
+    """
+    if not isinstance(row, Mapping):
+        raise SchemaError("body", "expected a JSON object or a multipart form")
+    key = "body" if "body" in row else "data" if "data" in row else None
+    if key is None:
+        return dict(row)
+    body = row[key]
+    rest = {k: v for k, v in row.items() if k != key}
+    if isinstance(body, Mapping):
+        return {**rest, **body}
+    if isinstance(body, (bytes, bytearray)):
+        head = bytes(body[:64]).lstrip()
+        if head.startswith(b"{"):
+            try:
+                decoded = json.loads(bytes(body))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise SchemaError("body", f"is not valid JSON: {exc}") from None
+            if not isinstance(decoded, Mapping):
+                raise SchemaError("body", "expected a JSON object")
+            return {**rest, **decoded}
+        return {**rest, "image": body}  # a raw image upload
+    if isinstance(body, str):
+        try:
+            decoded = json.loads(body)
+        except json.JSONDecodeError:
+            raise SchemaError("body", "expected a JSON object, got a string") from None
+        if isinstance(decoded, Mapping):
+            return {**rest, **decoded}
+    raise SchemaError("body", f"expected a JSON object, got {type(body).__name__}")
+
+
+def weights_choice(value: Any) -> str:
+    value = _text(value)
+    if value is None or value == "":
+        return "pretrained"
+    if value not in WEIGHTS_CHOICES:
+        raise SchemaError("weights", f"must be one of {', '.join(WEIGHTS_CHOICES)}; got {value!r}")
+    return str(value)
+
+
+def encode_b64_png(image: torch.Tensor) -> str:
+    return base64.b64encode(encode_png(image)).decode("ascii")
+
+
+def _load(name: str, weights: str, device: torch.device) -> zoo.LoadedModel:
+    return zoo.load_model(name, weights=weights, device=device)  # type: ignore[arg-type]
+
+
+class ConvLensHandler(BaseHandler):  # type: ignore[misc]
+    """Base of the endpoint handlers; subclasses implement :meth:`prepare_job` and :meth:`run_group`."""
+
+    endpoint = "base"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.context: Any = None
+        self.device = torch.device("cpu")
+        self.cache = ModelCache(DEFAULT_CACHE_SIZE, self._load_model)
+        self._layers_info: dict[str, dict[str, Any]] = {}
+        self.initialized = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def initialize(self, context: Any) -> None:
+        self.context = context
+        self.device = device_from_context(context)
+        config = handler_config(context)
+        size = config.get("cache_size", os.environ.get("CONVLENS_MODEL_CACHE_SIZE", DEFAULT_CACHE_SIZE))
+        try:
+            capacity = max(1, int(size))
+        except (TypeError, ValueError):
+            logger.warning("cache_size %r is not an integer; using %d", size, DEFAULT_CACHE_SIZE)
+            capacity = DEFAULT_CACHE_SIZE
+        self.cache = ModelCache(capacity, self._load_model)
+        threads = config.get("torch_threads")
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.initialized = True
+        for name in config.get("preload", []) or []:
+            try:
+                self.cache.get(str(name), "pretrained")
+                logger.info("%s: preloaded %s on %s", self.endpoint, name, self.device)
+            except Exception as exc:  # noqa: BLE001 — a missing checkpoint must not stop the worker
+                logger.warning("%s: could not preload %s: %s", self.endpoint, name, exc)
+                continue
+            if config.get("warmup", True):
+                self.warm_up(str(name))
+        logger.info("%s handler ready on %s, model cache size %d", self.endpoint, self.device, capacity)
+
+    def warm_up(self, name: str) -> None:
+        """Answer a few requests on a grey image, so the first real request is not the slow one."""
+        buffer = io.BytesIO()
+        Image.new("RGB", (32, 32), (128, 128, 128)).save(buffer, format="PNG")
+        image = base64.b64encode(buffer.getvalue()).decode("ascii")
+        rows = [{"body": {"image": image, "model": name, "params": params}} for params in self.warmup_params]
+        context, self.context = self.context, None
+        try:
+            started = time.perf_counter()
+            self.handle(rows, None)
+            logger.info("%s: warmed up %s in %.0f ms", self.endpoint, name, (time.perf_counter() - started) * 1e3)
+        finally:
+            self.context = context
+
+    warmup_params: tuple[dict[str, Any], ...] = ({},)
+
+    def _load_model(self, name: str, weights: str) -> zoo.LoadedModel:
+        started = time.perf_counter()
+        loaded = _load(name, weights, self.device)
+        logger.info("loaded %s (%s weights) on %s in %.0f ms", name, loaded.weights, self.device,
+                    (time.perf_counter() - started) * 1e3)
+        return loaded
+
+    def get_model(self, name: str, weights: str) -> zoo.LoadedModel:
+        """A loaded model from the cache; missing weights become a 4xx naming ``model``."""
+        try:
+            return self.cache.get(name, weights)
+        except zoo.WeightsNotFoundError as exc:
+            raise RequestError(400, f"{exc}", "model") from None
+
+    # ------------------------------------------------------------------ TorchServe entry point
+
+    def handle(self, data: Sequence[Any], context: Any) -> list[bytes]:
+        """One JSON response per request, in order; never raises."""
+        self.context = context
+        rows = list(data or [])
+        outcomes: list[Outcome | None] = [None] * len(rows)
+        try:
+            jobs = self.preprocess(rows, outcomes)
+            self.inference(jobs, outcomes)
+        except Exception:  # noqa: BLE001 — the contract: one answer per request, whatever happens
+            logger.exception("%s: batch of %d failed", self.endpoint, len(rows))
+            for i, outcome in enumerate(outcomes):
+                if outcome is None:
+                    outcomes[i] = _internal_error()
+        return self.postprocess(outcomes)
+
+    def preprocess(self, rows: Sequence[Any], outcomes: list[Outcome | None]) -> list[Job]:
+        """Parse and decode each request; bad ones and info requests are answered here."""
+        jobs = []
+        for i, row in enumerate(rows):
+            started = time.perf_counter()
+            try:
+                fields = request_fields(row)
+                if "info" in fields:
+                    outcomes[i] = Outcome(200, self.info(fields))
+                    continue
+                job = self.parse(i, fields)
+                job.seconds = time.perf_counter() - started
+                jobs.append(job)
+            except SchemaError as exc:
+                outcomes[i] = _error(RequestError.from_schema(exc))
+            except RequestError as exc:
+                outcomes[i] = _error(exc)
+            except Exception:  # noqa: BLE001
+                logger.exception("%s: request %d could not be read", self.endpoint, i)
+                outcomes[i] = _internal_error()
+        return jobs
+
+    def parse(self, index: int, fields: Mapping[str, Any]) -> Job:
+        request = parse_attribution_request(fields)
+        weights = weights_choice(fields.get("weights"))
+        try:
+            image = decode_image(request.image)
+        except ImageDecodeError as exc:
+            raise SchemaError("image", str(exc)) from None
+        job = Job(index, request, image, weights, dict(request.params))
+        self.prepare_job(job, fields)
+        return job
+
+    def prepare_job(self, job: Job, fields: Mapping[str, Any]) -> None:
+        """Endpoint-specific checks that need no model (e.g. the method)."""
+
+    def inference(self, jobs: list[Job], outcomes: list[Outcome | None]) -> None:  # type: ignore[override]
+        """Run each group of compatible requests as one batch, gradients on."""
+        groups: dict[tuple[Any, ...], list[Job]] = {}
+        for job in jobs:
+            groups.setdefault(job.group_key, []).append(job)
+        with torch.enable_grad():
+            for group in groups.values():
+                self._run_group_safely(group, outcomes)
+
+    def _run_group_safely(self, group: list[Job], outcomes: list[Outcome | None]) -> None:
+        first = group[0]
+        try:
+            loaded = self.get_model(first.request.model, first.weights)
+        except RequestError as exc:
+            for job in group:
+                outcomes[job.index] = _error(exc)
+            return
+        except Exception:  # noqa: BLE001
+            logger.exception("%s: loading %s failed", self.endpoint, first.request.model)
+            for job in group:
+                outcomes[job.index] = _internal_error(f"model {first.request.model!r} could not be loaded")
+            return
+        runnable = []
+        for job in group:  # per-request checks first, so one bad target does not fail its group
+            target = job.request.target
+            if target is not None and target >= len(loaded.classes):
+                outcomes[job.index] = _error(RequestError(
+                    400, f"must be in [0, {len(loaded.classes) - 1}] for {loaded.name}, got {target}", "target"))
+            else:
+                runnable.append(job)
+        if not runnable:
+            return
+        try:
+            self._answer(loaded, runnable, outcomes)
+        except Exception as exc:  # noqa: BLE001 — SchemaError and RequestError included
+            if len(runnable) > 1:  # find out which request it was: run them one by one
+                for job in runnable:
+                    self._run_one(loaded, job, outcomes)
+            else:
+                outcomes[runnable[0].index] = self._failure(exc, runnable[0])
+
+    def _run_one(self, loaded: zoo.LoadedModel, job: Job, outcomes: list[Outcome | None]) -> None:
+        try:
+            self._answer(loaded, [job], outcomes)
+        except Exception as exc:  # noqa: BLE001
+            outcomes[job.index] = self._failure(exc, job)
+
+    def _failure(self, exc: BaseException, job: Job) -> Outcome:
+        if isinstance(exc, SchemaError):
+            return _error(RequestError.from_schema(exc))
+        if isinstance(exc, RequestError):
+            return _error(exc)
+        logger.error("%s: request %d (%s) failed", self.endpoint, job.index, job.request.model,
+                     exc_info=(type(exc), exc, exc.__traceback__))
+        return _internal_error()
+
+    def _answer(self, loaded: zoo.LoadedModel, jobs: list[Job], outcomes: list[Outcome | None]) -> None:
+        started = time.perf_counter()
+        bodies = self.run_group(loaded, jobs)
+        shared = (time.perf_counter() - started) / len(jobs)
+        for job, body in zip(jobs, bodies, strict=True):
+            body["elapsed_ms"] = round((job.seconds + shared) * 1e3, 3)
+            outcomes[job.index] = Outcome(200, body)
+
+    def run_group(self, loaded: zoo.LoadedModel, jobs: list[Job]) -> list[dict[str, Any]]:
+        """Answer a group of compatible requests: one response body per job."""
+        raise NotImplementedError
+
+    def postprocess(self, outcomes: Sequence[Outcome | None]) -> list[bytes]:  # type: ignore[override]
+        out = []
+        for i, outcome in enumerate(outcomes):
+            if outcome is None:  # cannot happen; still one answer per request
+                logger.error("%s: request %d got no outcome", self.endpoint, i)
+                outcome = _internal_error()
+            self._set_status(i, outcome.status)
+            out.append(json.dumps(outcome.body).encode("utf-8"))
+        return out
+
+    def _set_status(self, idx: int, status: int) -> None:
+        context = self.context
+        if context is None or getattr(context, "request_processor", None) is None:
+            return
+        try:
+            context.set_response_content_type(idx, JSON_CONTENT_TYPE)
+            if status != 200:
+                context.set_response_status(status, http.HTTPStatus(status).phrase, idx=idx)
+        except (IndexError, KeyError, TypeError):
+            logger.warning("%s: no request processor for response %d", self.endpoint, idx)
+
+    # ------------------------------------------------------------------ info API
+
+    def info(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        kind = _text(fields.get("info"))
+        if kind not in INFO_KINDS:
+            raise SchemaError("info", f"must be one of {', '.join(INFO_KINDS)}; got {kind!r}")
+        if kind == "models":
+            return {"models": [self._model_row(name) for name in MODEL_NAMES], "methods": list(TECHNIQUES),
+                    "weights_choices": list(WEIGHTS_CHOICES)}
+        name = _text(fields.get("model")) or "builtin"
+        if name not in MODEL_NAMES:
+            raise SchemaError("model", f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
+        spec = zoo.get_spec(str(name))
+        if kind == "classes":
+            return {"model": name, "classes": list(spec.classes)}
+        return {**self._layers(str(name)), "classes": list(spec.classes)}
+
+    def _model_row(self, name: str) -> dict[str, Any]:
+        spec = zoo.get_spec(name)
+        found = zoo.find_weights(name)
+        kind = "missing" if found is None else ("builtin" if spec.tv_weights is None else "imagenet")
+        hint = None
+        if found is None:
+            hint = ("retrain it with `convlens builtin train`" if spec.tv_weights is None else
+                    f"fetch it with `convlens weights fetch {name}` (or `make weights`) on a machine with internet")
+        return {"name": name, "description": spec.description, "weights": kind,
+                "num_classes": len(spec.classes), "input_size": spec.preprocessing.input_size,
+                "fetch_hint": hint}
+
+    def _layers(self, name: str) -> dict[str, Any]:
+        """The layer catalogue does not depend on the weights: computed once from a random-weights build."""
+        if name not in self._layers_info:
+            cached = next((self.cache.get(n, w) for n, w in self.cache.keys() if n == name), None)
+            loaded = cached or zoo.load_model(name, weights="random")
+            self._layers_info[name] = {
+                "model": name,
+                "input_size": loaded.preprocessing.input_size,
+                "default_cam_layer": loaded.default_cam_layer,
+                "layers": [{"name": row.name, "type": row.kind, "output_shape": list(row.output_shape),
+                            "receptive_field": row.receptive_field, "stride": row.stride,
+                            "spatial": row.is_spatial} for row in loaded.layers],
+            }
+        return self._layers_info[name]
+
+
+def _error(exc: RequestError) -> Outcome:
+    return Outcome(exc.status, exc.to_json())
+
+
+def _internal_error(message: str = "internal error; see the server log") -> Outcome:
+    return Outcome(500, {"error": message, "field": None})

@@ -1,0 +1,59 @@
+"""``/predictions/classify``: the top-k classes of an image (and the info API, see ``handlers/base.py``).
+
+Request: ``{"image": base64, "model": "builtin", "target": int|null, "params": {"topk": 5}}``
+(or the same fields as a multipart form). ``target`` set: its probability is reported
+in ``scalars`` and it becomes the response's ``target``; otherwise the top-1 class is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from convlens.explain import topk_classes
+from convlens.models import LoadedModel
+from convlens.schema import MAX_TOP_K, AttributionResponse, SchemaError, TopClass
+from handlers.base import ConvLensHandler, Job
+
+ALLOWED_PARAMS = ("topk",)
+
+
+class ClassifyHandler(ConvLensHandler):
+    endpoint = "classify"
+
+    def prepare_job(self, job: Job, fields: Mapping[str, Any]) -> None:
+        if job.request.layer is not None:
+            raise SchemaError("layer", "classify does not use a layer")
+        for key in job.params:
+            if key not in ALLOWED_PARAMS:
+                raise SchemaError(f"params.{key}", f"unknown parameter; allowed: {', '.join(ALLOWED_PARAMS)}")
+        topk = job.params.get("topk", 5)
+        if isinstance(topk, str) and topk.isdigit():
+            topk = int(topk)
+        if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= MAX_TOP_K:
+            raise SchemaError("params.topk", f"must be an integer in [1, {MAX_TOP_K}], got {topk!r}")
+        job.params = {"topk": topk}
+
+    def run_group(self, loaded: LoadedModel, jobs: list[Job]) -> list[dict[str, Any]]:
+        x = torch.cat([loaded.prepare(job.image)[1] for job in jobs])
+        with torch.no_grad():
+            logits = loaded.net(x).float()
+        probs = torch.softmax(logits, dim=1)
+        out = []
+        for i, job in enumerate(jobs):
+            target = job.request.target if job.request.target is not None else int(logits[i].argmax())
+            top = topk_classes(logits[i], loaded.classes, job.params["topk"])
+            out.append(AttributionResponse(
+                images={},
+                target=target,
+                target_label=loaded.label(target),
+                topk=[TopClass(index, label, p) for index, label, p in top],
+                scalars={"probability": float(probs[i, target]), "logit": float(logits[i, target])},
+                elapsed_ms=0.0,
+                weights=loaded.weights,
+                model=loaded.name,
+                layer=None,
+            ).to_json())
+        return out

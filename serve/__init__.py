@@ -1,0 +1,2 @@
+"""Serving ConvLens with TorchServe: archive building (``archives.py``), process management
+(``server.py``), the base ``config.properties`` and per-model YAML in ``model-config/``."""

@@ -1,0 +1,58 @@
+"""The pointing game, by hand and on the built-in model (where the maps must point at the object)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from convlens.faithfulness import pointing_game, pointing_hits
+from convlens.models import load_model
+
+
+def test_pointing_hits_by_hand() -> None:
+    maps = torch.zeros(3, 4, 4)
+    maps[0, 1, 1] = 1.0  # inside the mask
+    maps[1, 3, 3] = 1.0  # outside, two pixels from the mask's corner (diagonally)
+    maps[2] = 0.7  # flat: no maximum at all
+    masks = torch.zeros(3, 4, 4, dtype=torch.bool)
+    masks[:, 0:2, 0:2] = True
+    assert pointing_hits(maps, masks).tolist() == [True, False, False]
+    assert pointing_hits(maps, masks, tolerance=1).tolist() == [True, False, False]
+    assert pointing_hits(maps, masks, tolerance=2).tolist() == [True, True, False]
+
+
+def test_pointing_hits_shape_mismatch() -> None:
+    with pytest.raises(ValueError, match="differ"):
+        pointing_hits(torch.zeros(2, 4, 4), torch.zeros(2, 4, 5, dtype=torch.bool))
+
+
+@pytest.fixture(scope="module")
+def builtin():  # type: ignore[no-untyped-def]
+    return load_model("builtin")
+
+
+@pytest.mark.parametrize(("method", "floor"), [("gradcam", 0.90), ("vanilla", 0.80)])
+def test_maps_of_the_builtin_model_point_at_the_object(builtin, method: str, floor: float) -> None:  # type: ignore[no-untyped-def]
+    result = pointing_game(builtin, method, n=200)
+    assert result.hits.shape == (200,)
+    assert result.score >= floor, f"{method} pointing game {result.score:.3f} < {floor}"
+    assert result.accuracy >= 0.95
+
+
+def test_pointing_game_generalises_to_an_unseen_seed(builtin) -> None:  # type: ignore[no-untyped-def]
+    assert pointing_game(builtin, "gradcam", n=100, seed=12345).score >= 0.85
+
+
+def test_a_randomised_model_points_worse(builtin) -> None:  # type: ignore[no-untyped-def]
+    """Model-randomisation sanity check (Adebayo et al. 2018): the score must depend on what was learned."""
+    torch.manual_seed(0)
+    random_model = load_model("builtin", weights="random")
+    random_model.name = "builtin"  # same dataset, untrained weights
+    trained = pointing_game(builtin, "gradcam", n=100).score
+    untrained = pointing_game(random_model, "gradcam", n=100).score
+    assert untrained < trained - 0.2
+
+
+def test_pointing_game_needs_masks() -> None:
+    with pytest.raises(ValueError, match="masks"):
+        pointing_game(load_model("alexnet", weights="random"), "gradcam", n=2)

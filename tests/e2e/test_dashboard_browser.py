@@ -1,0 +1,67 @@
+"""A real browser (headless Debian Chromium driven by Playwright) against the live API and dashboard."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from dashboard import launch
+from serve import server
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("CONVLENS_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENSHOT = ROOT / "docs" / "dashboard-attribution.png"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} missing: `make test` installs Debian's chromium"
+    run_dir = tmp_path_factory.mktemp("live")
+    info = server.start(run_dir, server.Ports.free())
+    try:
+        dash = launch.start(free_port(), info.inference_url, info.key_file, run_dir)
+        try:
+            yield dash.url
+        finally:
+            launch.stop(run_dir)
+    finally:
+        server.stop(run_dir)
+
+
+def test_attribution_page_shows_real_maps_in_a_browser(live: str) -> None:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(live, wait_until="domcontentloaded")
+            page.get_by_text("API: connected").wait_for(timeout=60_000)
+            # Pick a sample the way a user does: open the picker and click an option.
+            page.locator('[data-testid="stSelectbox"]').filter(has_text="Sample").click()
+            page.get_by_role("option", name="ring").click()
+            page.get_by_text("Why “ring”?").wait_for(timeout=120_000)
+            images = page.locator('[data-testid="stImage"] img')
+            images.nth(3).wait_for(timeout=60_000)
+            loaded = images.evaluate_all("els => els.filter(e => e.complete && e.naturalWidth > 0).length")
+            assert loaded >= 4, f"{loaded} images rendered"
+            assert page.get_by_text("Guided backprop").count() >= 1
+            assert page.get_by_text("Grad-CAM @").count() == 1
+            assert page.locator('[data-testid="stAlert"]').filter(has_text="could not").count() == 0
+            page.wait_for_timeout(500)  # let plotly finish drawing before the picture
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+        finally:
+            browser.close()
+    assert SCREENSHOT.stat().st_size > 20_000
