@@ -69,10 +69,28 @@ def _coverage(d: np.ndarray) -> np.ndarray:
     return np.clip(0.5 - d, 0.0, 1.0)
 
 
+def _hsv(h: float, s: float, v: float) -> np.ndarray:
+    """HSV in [0, 1]³ → RGB float32 (3,)."""
+    k = np.mod(np.array([5.0, 3.0, 1.0]) + h * 6.0, 6.0)
+    return (v - v * s * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)).astype(np.float32)
+
+
+def _muted(rng: np.random.Generator) -> np.ndarray:
+    """A random low-saturation background colour."""
+    import os
+    if os.environ.get("VIVID", "0") == "0":
+        return rng.random(3, dtype=np.float32)
+    return _hsv(rng.random(), rng.uniform(0.0, 0.4), rng.uniform(0.2, 0.9))
+
+
 def _colour(rng: np.random.Generator, away_from: list[np.ndarray], min_dist: float) -> np.ndarray:
-    """A random RGB colour in [0, 1] at least ``min_dist`` from every colour in ``away_from``."""
+    """A random vivid RGB colour at least ``min_dist`` (Euclidean) from every colour in ``away_from``."""
+    import os
     for _ in range(100):
-        c = rng.random(3, dtype=np.float32)
+        if os.environ.get("VIVID", "0") == "0":
+            c = rng.random(3, dtype=np.float32)
+        else:
+            c = _hsv(rng.random(), rng.uniform(0.65, 1.0), rng.uniform(0.55, 1.0))
         if all(np.linalg.norm(c - a) >= min_dist for a in away_from):
             return c
     # Fallback (practically unreachable): the RGB cube corner farthest from the first colour.
@@ -188,7 +206,7 @@ def _texture(label: int, y: np.ndarray, x: np.ndarray, period: float, rng: np.ra
 
 def _background(rng: np.random.Generator, y: np.ndarray, x: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Background image (H, W, 3) float32 and its mean colour (3,)."""
-    base = rng.random(3, dtype=np.float32)
+    base = _muted(rng)
     img = np.broadcast_to(base, (*y.shape, 3)).copy()
     if rng.random() < 0.5:  # smooth linear gradient of modest amplitude
         a = rng.uniform(0.0, 2 * np.pi)

@@ -29,8 +29,8 @@ class TrainConfig:
     """Hyper-parameters; the defaults produce the committed checkpoint."""
 
     seed: int = TRAIN_SEED  # dataset stream and torch.manual_seed
-    n_train: int = 12_000
-    epochs: int = 12
+    n_train: int = 8_000
+    epochs: int = 8
     batch_size: int = 64
     lr: float = 3e-3  # OneCycle peak learning rate
     weight_decay: float = 5e-4
