@@ -20,7 +20,6 @@ import requests
 from convlens.schema import AttributionResponse
 
 DEFAULT_URL = "http://127.0.0.1:8080"
-DEFAULT_KEY_FILE = Path(__file__).resolve().parents[1] / "serve" / "run" / "key_file.json"
 ENDPOINTS = ("classify", "saliency")
 INFO_ENDPOINT = "classify"  # where the info API ({"info": "models" | "layers" | "classes"}) is answered
 _REPO = Path(__file__).resolve().parents[1]

@@ -26,7 +26,7 @@ def test_builtin_eval_prints_accuracy_last() -> None:
 
 
 def test_faithfulness_prints_pointing_game_last() -> None:
-    out = convlens("faithfulness", "--method", "gradcam", "--n", "50")
+    out = convlens("faithfulness", "--method", "gradcam", "--n", "50", "--tolerance", "2")
     assert out.returncode == 0, out.stderr
     match = re.fullmatch(r"pointing_game=(\d\.\d+)", out.stdout.strip().splitlines()[-1])
     assert match and float(match.group(1)) >= 0.85

@@ -52,7 +52,7 @@ def test_attribution_page_shows_real_maps_in_a_browser(live: str) -> None:
             page.locator('[data-testid="stSelectbox"]').filter(has_text="Sample").click()
             page.get_by_role("option", name="ring").click()
             page.get_by_text("Why “ring”?").wait_for(timeout=120_000)
-            images = page.locator('[data-testid="stImage"] img')
+            images = page.locator('[data-testid="stImage"] img:visible')  # the guided gradient hides in an expander
             images.nth(3).wait_for(timeout=60_000)
             loaded = images.evaluate_all("els => els.filter(e => e.complete && e.naturalWidth > 0).length")
             assert loaded >= 4, f"{loaded} images rendered"

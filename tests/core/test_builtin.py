@@ -1,0 +1,79 @@
+"""The built-in dataset, its training loop and the committed checkpoint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from convlens.builtin.dataset import CLASSES, HELDOUT_SEED, ShapesDataset, render_batch, render_sample
+from convlens.builtin.net import BuiltinNet
+from convlens.builtin.train import CHECKPOINT_PATH, TrainConfig, load_checkpoint, predict, train
+
+
+def test_samples_are_a_pure_function_of_seed_and_index() -> None:
+    a, b = render_sample(5, 17), render_sample(5, 17)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask) and a.label == b.label
+    assert not np.array_equal(render_sample(6, 17).image, a.image)
+    images, masks, labels = render_batch(5, 4, start=15)
+    for k in range(4):
+        s = render_sample(5, 15 + k)
+        assert np.array_equal(images[k], s.image) and np.array_equal(masks[k], s.mask) and labels[k] == s.label
+
+
+def test_every_class_is_rendered_with_a_visible_object_and_its_mask() -> None:
+    images, masks, labels = render_batch(HELDOUT_SEED, 60)
+    assert set(labels.tolist()) == set(range(len(CLASSES)))
+    assert images.shape == (60, 64, 64, 3) and images.dtype == np.uint8 and masks.dtype == bool
+    area = masks.mean(axis=(1, 2))
+    assert (area > 0.02).all() and (area < 0.6).all()
+    for img, mask in zip(images.astype(float), masks, strict=True):
+        ring = np.zeros_like(mask)  # background just outside the object
+        grown = torch.nn.functional.max_pool2d(torch.from_numpy(mask)[None, None].float(), 7, 1, 3)[0, 0].numpy() > 0
+        ring[grown & ~mask] = True
+        inside, outside = img[mask].mean(axis=0), img[ring].mean(axis=0)
+        assert np.linalg.norm(inside - outside) > 20, "the object is not visible against its background"
+
+
+def _gradients(img: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """Mean |difference| between vertical and between horizontal neighbours, both inside the object."""
+    rgb = img.astype(float)  # colour differences: the two stripe colours may have the same brightness
+    vertical = np.abs(np.diff(rgb, axis=0)).sum(axis=2)[mask[1:] & mask[:-1]].mean()
+    horizontal = np.abs(np.diff(rgb, axis=1)).sum(axis=2)[mask[:, 1:] & mask[:, :-1]].mean()
+    return vertical, horizontal
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_stripes_run_the_way_their_class_says(index: int) -> None:
+    horizontal = render_sample(HELDOUT_SEED, 10 * index + CLASSES.index("horizontal_stripes"))
+    v, h = _gradients(horizontal.image, horizontal.mask)
+    assert v > 1.1 * h  # horizontal stripes change colour going down (the grain adds the same to both)
+    vertical = render_sample(HELDOUT_SEED, 10 * index + CLASSES.index("vertical_stripes"))
+    v, h = _gradients(vertical.image, vertical.mask)
+    assert h > 1.1 * v
+
+
+def test_dataset_tensors() -> None:
+    ds = ShapesDataset(HELDOUT_SEED, 3)
+    image, label, mask = ds[2]
+    assert image.shape == (3, 64, 64) and image.dtype == torch.float32 and 0 <= float(image.min()) <= 1
+    assert mask.shape == (1, 64, 64) and mask.dtype == torch.bool and label == render_sample(HELDOUT_SEED, 2).label
+
+
+def test_training_loop_smoke_the_loss_falls() -> None:
+    config = TrainConfig(n_train=512, epochs=3, batch_size=32, lr=3e-3)
+    model, history = train(config)
+    losses = [h["loss"] for h in history]
+    assert len(losses) == 48 and not model.training
+    assert np.mean(losses[-8:]) < np.mean(losses[:8]) - 0.1
+
+
+def test_committed_checkpoint_classifies_fresh_images() -> None:
+    assert CHECKPOINT_PATH.stat().st_size <= 10 * 1024 * 1024
+    model, meta = load_checkpoint(CHECKPOINT_PATH)
+    assert list(meta["classes"]) == list(CLASSES) and meta["image_size"] == 64
+    assert set(model.state_dict()) == set(BuiltinNet().state_dict())
+    assert model.features[0].kernel_size[0] >= 5 and model.features[0].out_channels >= 32
+    assert model.code[1].out_features >= 128
+    images, _, labels = render_batch(7, 200)  # a seed neither training nor evaluation uses
+    assert (predict(model, images) == labels).mean() >= 0.95
