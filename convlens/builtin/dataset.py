@@ -218,7 +218,12 @@ def _background(rng: np.random.Generator, y: np.ndarray, x: np.ndarray, size: in
 
 
 def _add_clutter(
-    rng: np.random.Generator, img: np.ndarray, y: np.ndarray, x: np.ndarray, size: int, keep_out: tuple[float, float, float]
+    rng: np.random.Generator,
+    img: np.ndarray,
+    y: np.ndarray,
+    x: np.ndarray,
+    size: int,
+    keep_out: tuple[float, float, float],
 ) -> None:
     """Draw 0-4 small, low-contrast specks and short thin segments in place, away from the object."""
     scale = size / IMAGE_SIZE

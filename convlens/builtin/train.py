@@ -53,7 +53,9 @@ def _to_input(images_uint8: torch.Tensor) -> torch.Tensor:
     return normalize(images_uint8.float().div_(255.0))
 
 
-def train(config: TrainConfig = TrainConfig(), callback: Callback | None = None) -> tuple[BuiltinNet, list[dict[str, float]]]:
+def train(
+    config: TrainConfig = TrainConfig(), callback: Callback | None = None
+) -> tuple[BuiltinNet, list[dict[str, float]]]:
     """Train a BuiltinNet from scratch; returns the eval-mode model and per-step history.
 
     ``callback(step, total_steps, {"loss", "epoch", "lr"})`` is called after every step.
@@ -188,7 +190,8 @@ def _main() -> None:
     train_seconds = time.perf_counter() - start
     acc = evaluate(model, HELDOUT_SEED, 2000, config.size)
     print(f"trained in {train_seconds:.0f}s; held-out accuracy (seed {HELDOUT_SEED}, n=2000): {acc:.4f}")
-    save_checkpoint(model, args.out, {"heldout_accuracy": acc, "train_config": config, "train_seconds": round(train_seconds, 1)})
+    meta = {"heldout_accuracy": acc, "train_config": config, "train_seconds": round(train_seconds, 1)}
+    save_checkpoint(model, args.out, meta)
     print(f"saved {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
 
 

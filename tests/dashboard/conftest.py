@@ -31,7 +31,8 @@ class FakeClient:
     calls: list[dict[str, Any]] = field(default_factory=list)
 
     def ping(self) -> ApiStatus:
-        return ApiStatus(self.reachable, self.reachable, "Healthy" if self.reachable else "unreachable: ConnectionError")
+        detail = "Healthy" if self.reachable else "unreachable: ConnectionError"
+        return ApiStatus(self.reachable, self.reachable, detail)
 
     def models(self) -> list[ModelInfo]:
         return [ModelInfo("builtin", "built-in CNN", "builtin", 10, 64),
