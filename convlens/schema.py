@@ -107,7 +107,7 @@ def _decode_image_field(value: Any) -> bytes:
     return data
 
 
-def _text(value: Any) -> Any:
+def form_text(value: Any) -> Any:
     """Multipart fields arrive as bytes; JSON fields as their own types."""
     if isinstance(value, (bytes, bytearray)):
         try:
@@ -118,7 +118,7 @@ def _text(value: Any) -> Any:
 
 
 def _optional_int(name: str, value: Any) -> int | None:
-    value = _text(value)
+    value = form_text(value)
     if value is None or value == "" or value == "null":
         return None
     if isinstance(value, bool):
@@ -134,7 +134,7 @@ def _optional_int(name: str, value: Any) -> int | None:
 
 
 def _optional_str(name: str, value: Any) -> str | None:
-    value = _text(value)
+    value = form_text(value)
     if value is None or value == "":
         return None
     if not isinstance(value, str):
@@ -159,7 +159,7 @@ def parse_attribution_request(payload: Mapping[str, Any]) -> AttributionRequest:
     if target is not None and target < 0:
         raise SchemaError("target", f"must be >= 0, got {target}")
     layer = _optional_str("layer", payload.get("layer"))
-    params = _text(payload.get("params"))
+    params = form_text(payload.get("params"))
     if params is None or params == "":
         params = {}
     elif isinstance(params, str):

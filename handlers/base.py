@@ -42,7 +42,7 @@ from ts.torch_handler.base_handler import BaseHandler
 from convlens import models as zoo
 from convlens.explain import TECHNIQUES
 from convlens.images import ImageDecodeError, decode_image, encode_png
-from convlens.schema import MODEL_NAMES, AttributionRequest, SchemaError, parse_attribution_request
+from convlens.schema import MODEL_NAMES, AttributionRequest, SchemaError, form_text, parse_attribution_request
 
 logger = logging.getLogger(__name__)
 
@@ -142,13 +142,7 @@ def handler_config(context: Any) -> dict[str, Any]:
     return dict(section) if isinstance(section, Mapping) else {}
 
 
-def _text(value: Any) -> Any:
-    if isinstance(value, (bytes, bytearray)):
-        try:
-            return bytes(value).decode("utf-8")
-        except UnicodeDecodeError:
-            return value
-    return value
+_text = form_text  # multipart fields arrive as bytes
 
 
 def request_fields(row: Any) -> dict[str, Any]:
