@@ -42,14 +42,16 @@ from bench.timing import (  # noqa: E402
     machine_info,
     markdown_table,
     replace_section,
+    wait_for_quiet,
 )
 
 HEADING = "## Attribution (bench/attribution.py)"
 TARGET_RATIO = 1.1
+QUIET_LOAD = 0.5  # 1-min load average above which the results are flagged as noisy
 THREADS = 2
 
 # (warm-up rounds, timed rounds) per case, full and --quick.
-REPS_FULL = {"resnet50 b1": (3, 31), "resnet50 b16": (2, 13), "builtin b1": (10, 151), "builtin b16": (5, 101)}
+REPS_FULL = {"resnet50 b1": (3, 41), "resnet50 b16": (2, 15), "builtin b1": (10, 151), "builtin b16": (5, 101)}
 REPS_QUICK = {"resnet50 b1": (1, 3), "resnet50 b16": (1, 2), "builtin b1": (2, 10), "builtin b16": (2, 10)}
 
 TECHNIQUES = ("saliency", "guided backprop", "Grad-CAM")
@@ -361,13 +363,21 @@ def spread_table(rows: list[Row]) -> str:
 
 def report(cases: list[Case], rows: list[Row], info: dict[str, str], command: str, quick: bool) -> str:
     load_end = load_average()
+    start = info.get("load average at start", "0").split(",")[0]
+    busy = float(start) >= QUIET_LOAD  # (the load at the end includes this benchmark's own 2 threads)
     lines = [
         f"Run {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}"
         + (" — **quick smoke run (`--quick`), too few repetitions to cite**" if quick else "") + ".",
         "",
         "Machine: " + "; ".join(f"{k} {v}" for k, v in info.items())
-        + (f"; load average at end {', '.join(f'{v:.2f}' for v in load_end)}" if load_end else "") + ".",
+        + (f"; load average at end {', '.join(f'{v:.2f}' for v in load_end)} (includes this run)" if load_end else "")
+        + ".",
         "",
+        *(
+            [f"**The machine was busy (1-min load average ≥ {QUIET_LOAD} at the start): these timings are noisy;"
+             " re-run on a quiet machine (`--wait-quiet 1800`) before citing them.**", ""]
+            if busy else []
+        ),
         "Command:",
         "",
         "```",
@@ -421,7 +431,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="few repetitions: a smoke run, not a measurement")
     ap.add_argument("--cases", nargs="+", choices=list(REPS_FULL), help="run only these cases")
     ap.add_argument("--verbose", action="store_true", help="print every round's times")
+    ap.add_argument(
+        "--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+        help=f"first wait up to SECONDS for the 1-min load average to drop below {QUIET_LOAD}",
+    )
     args = ap.parse_args(argv)
+    if args.wait_quiet > 0 and not wait_for_quiet(QUIET_LOAD, args.wait_quiet):
+        print(f"WARNING: the machine did not become quiet within {args.wait_quiet:.0f} s; measuring anyway")
 
     torch.set_num_threads(THREADS)
     # Captum's notices that it sets requires_grad on the input / hooks the ReLUs (expected).
@@ -430,8 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info(("captum", "grad-cam"))
     print("machine:", "; ".join(f"{k} {v}" for k, v in info.items()))
     load = load_average()
-    if load is not None and load[0] >= 0.5:
-        print(f"WARNING: load average {load[0]:.2f} >= 0.5; the timings will be noisy")
+    if load is not None and load[0] >= QUIET_LOAD:
+        print(f"WARNING: load average {load[0]:.2f} >= {QUIET_LOAD}; the timings will be noisy")
 
     wanted = set(args.cases or REPS_FULL)
     cases: list[Case] = []

@@ -93,20 +93,23 @@ class UnsupportedArchitectureError(RuntimeError):
     """The model uses an operation a technique is not defined for."""
 
 
-class _GuidedGradient(torch.autograd.Function):
-    """Identity forward; backward lets only positive gradients through.
+class _GuidedReLU(torch.autograd.Function):
+    """ReLU forward; backward ``grad_in = (relu(x) > 0) * relu(grad_out)`` (the guided rule).
 
-    Applied after a ReLU whose own backward already masks by ``input > 0``, the
-    composition is the guided-backprop rule ``grad_in = (x > 0) * relu(grad_out)``.
+    One node per ReLU and no copy: the backward reuses ``threshold_backward``, the
+    kernel of the ordinary ReLU backward, on the clamped gradient.
     """
 
     @staticmethod
     def forward(ctx: Any, x: Tensor) -> Tensor:
-        return x.clone()
+        out = torch.relu(x)
+        ctx.save_for_backward(out)
+        return out
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
-        return grad.clamp(min=0)
+        (out,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(grad.clamp(min=0), out, 0)
 
 
 _RELU_FUNCTIONS: set[Callable[..., Any]] = {
@@ -149,8 +152,8 @@ class _GuidedReLUMode(TorchFunctionMode):
         kwargs = kwargs or {}
         if func in _RELU_FUNCTIONS:
             self.relu_calls += 1
-            # Out of place: the guided wrapper must see the ReLU output as a new node.
-            return _GuidedGradient.apply(torch.relu(args[0]))
+            # Out of place even for relu_: the input may be needed by other autograd nodes.
+            return _GuidedReLU.apply(args[0])
         if func in _OTHER_ACTIVATIONS:
             name = getattr(func, "__name__", str(func))
             raise UnsupportedArchitectureError(

@@ -33,6 +33,8 @@ CLASSES: tuple[str, ...] = (
 IMAGE_SIZE = 64
 TRAIN_SEED = 0
 HELDOUT_SEED = 1
+MASK_MIN_COVERAGE = 0.5  # a pixel belongs to the object mask when the object covers at least this much of it
+AREA_RANGE = (0.06, 0.3)  # object area as a fraction of the image
 
 _N_SHAPES = 5  # the first five classes are solid shapes, the rest textured patches
 _MIN_OBJ_CONTRAST = 0.55  # Euclidean RGB distance (in [0, 1] units) object vs background
@@ -69,28 +71,15 @@ def _coverage(d: np.ndarray) -> np.ndarray:
     return np.clip(0.5 - d, 0.0, 1.0)
 
 
-def _hsv(h: float, s: float, v: float) -> np.ndarray:
-    """HSV in [0, 1]³ → RGB float32 (3,)."""
-    k = np.mod(np.array([5.0, 3.0, 1.0]) + h * 6.0, 6.0)
-    return (v - v * s * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)).astype(np.float32)
-
-
-def _muted(rng: np.random.Generator) -> np.ndarray:
-    """A random low-saturation background colour."""
-    import os
-    if os.environ.get("VIVID", "0") == "0":
-        return rng.random(3, dtype=np.float32)
-    return _hsv(rng.random(), rng.uniform(0.0, 0.4), rng.uniform(0.2, 0.9))
+def _random_colour(rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random RGB colour, float32 (3,)."""
+    return rng.random(3, dtype=np.float32)
 
 
 def _colour(rng: np.random.Generator, away_from: list[np.ndarray], min_dist: float) -> np.ndarray:
-    """A random vivid RGB colour at least ``min_dist`` (Euclidean) from every colour in ``away_from``."""
-    import os
+    """A random RGB colour at least ``min_dist`` (Euclidean) from every colour in ``away_from``."""
     for _ in range(100):
-        if os.environ.get("VIVID", "0") == "0":
-            c = rng.random(3, dtype=np.float32)
-        else:
-            c = _hsv(rng.random(), rng.uniform(0.65, 1.0), rng.uniform(0.55, 1.0))
+        c = _random_colour(rng)
         if all(np.linalg.norm(c - a) >= min_dist for a in away_from):
             return c
     # Fallback (practically unreachable): the RGB cube corner farthest from the first colour.
@@ -206,7 +195,7 @@ def _texture(label: int, y: np.ndarray, x: np.ndarray, period: float, rng: np.ra
 
 def _background(rng: np.random.Generator, y: np.ndarray, x: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Background image (H, W, 3) float32 and its mean colour (3,)."""
-    base = _muted(rng)
+    base = _random_colour(rng)
     img = np.broadcast_to(base, (*y.shape, 3)).copy()
     if rng.random() < 0.5:  # smooth linear gradient of modest amplitude
         a = rng.uniform(0.0, 2 * np.pi)
@@ -228,7 +217,7 @@ def _add_clutter(
     """Draw 0-4 small, low-contrast specks and short thin segments in place, away from the object."""
     scale = size / IMAGE_SIZE
     cy0, cx0, radius = keep_out
-    for _ in range(rng.integers(0, 5) * int(__import__("os").environ.get("CLUT", "1"))):
+    for _ in range(rng.integers(0, 5)):
         cy, cx = rng.uniform(2, size - 2, 2)
         if np.hypot(cy - cy0, cx - cx0) < radius + 4 * scale:
             continue  # would touch the object: skip rather than resample (keeps the count random)
@@ -243,14 +232,18 @@ def _add_clutter(
         img += alpha * (rng.random(3, dtype=np.float32) - img)
 
 
-def render_sample(seed: int, index: int, size: int = IMAGE_SIZE) -> Sample:
-    """Render sample ``index`` of stream ``seed``; depends on (seed, index, size) only."""
+def render_sample(seed: int, index: int, size: int = IMAGE_SIZE, with_object: bool = True) -> Sample:
+    """Render sample ``index`` of stream ``seed``; depends on its arguments only.
+
+    ``with_object=False`` leaves the object out (background, clutter and noise only, empty
+    mask): the training script teaches the model that such scenes carry no class.
+    """
     rng = np.random.default_rng([seed, index])
     label = index % len(CLASSES)
     y, x = _grid(size)
     img, bg = _background(rng, y, x, size)
 
-    area = rng.uniform(0.06, 0.3) * size * size
+    area = rng.uniform(*AREA_RANGE) * size * size
     if label < _N_SHAPES:
         sdf, bound = _shape_sdf(label, area, rng)
         angle = rng.uniform(0, 2 * np.pi)
@@ -265,7 +258,7 @@ def render_sample(seed: int, index: int, size: int = IMAGE_SIZE) -> Sample:
     cov = _coverage(sdf(u, v))
     # The mask is the object's silhouette: for the ring it includes the enclosed hole.
     silhouette = getattr(sdf, "silhouette", None)
-    mask = cov >= 0.5 if silhouette is None else _coverage(silhouette(u, v)) >= 0.5
+    mask = (cov if silhouette is None else _coverage(silhouette(u, v))) >= MASK_MIN_COVERAGE
     if label < _N_SHAPES:
         fill = np.broadcast_to(_colour(rng, [bg], _MIN_OBJ_CONTRAST), img.shape)
     else:
@@ -275,26 +268,31 @@ def render_sample(seed: int, index: int, size: int = IMAGE_SIZE) -> Sample:
         w = _texture(label, y, x, period, rng)[..., None]
         fill = c1 * (1.0 - w) + c2 * w
 
+    if not with_object:
+        cov = np.zeros_like(cov)
+        mask = np.zeros_like(mask)
     img = img + cov[..., None] * (fill - img)
     # Objects carry a fine surface grain; the whole image gets weaker sensor noise.
-    import os
-    G0, G1, N0, N1 = (float(t) for t in os.environ.get("DSPARAM", "0.03,0.07,0.02,0.08").split(","))
-    grain = rng.normal(0.0, rng.uniform(G0, G1), (size, size, 1)).astype(np.float32)
+    grain = rng.normal(0.0, rng.uniform(0.03, 0.07), (size, size, 1)).astype(np.float32)
     img += cov[..., None] * grain
-    img += rng.normal(0.0, rng.uniform(N0, N1), img.shape).astype(np.float32)
+    img += rng.normal(0.0, rng.uniform(0.02, 0.08), img.shape).astype(np.float32)
     image = np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
     return Sample(image=image, mask=mask, label=label)
 
 
 def render_batch(
-    seed: int, n: int, size: int = IMAGE_SIZE, start: int = 0
+    seed: int, n: int, size: int = IMAGE_SIZE, start: int = 0, with_object: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Samples ``start .. start+n-1`` → images (N,H,W,3) uint8, masks (N,H,W) bool, labels (N,) int64."""
+    """Samples ``start .. start+n-1`` → images (N,H,W,3) uint8, masks (N,H,W) bool, labels (N,) int64.
+
+    ``with_object=False`` renders the same scenes without their object (empty masks; the
+    labels then name the class that was left out).
+    """
     images = np.empty((n, size, size, 3), dtype=np.uint8)
     masks = np.empty((n, size, size), dtype=bool)
     labels = np.empty(n, dtype=np.int64)
     for k in range(n):
-        s = render_sample(seed, start + k, size)
+        s = render_sample(seed, start + k, size, with_object)
         images[k], masks[k], labels[k] = s.image, s.mask, s.label
     return images, masks, labels
 

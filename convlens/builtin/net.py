@@ -12,10 +12,10 @@ STD: tuple[float, float, float] = (0.25, 0.25, 0.25)
 CODE_DIM = 128
 
 
-def _conv_block(c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> list[nn.Module]:
-    """Conv (no bias, BN follows) → BatchNorm → its own ReLU instance."""
+def _conv_block(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, dilation: int = 1) -> list[nn.Module]:
+    """Conv (no bias, BN follows) → BatchNorm → its own ReLU instance; 'same' padding."""
     return [
-        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
+        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=dilation * (kernel // 2), dilation=dilation, bias=False),
         nn.BatchNorm2d(c_out),
         nn.ReLU(),
     ]
@@ -25,7 +25,9 @@ class BuiltinNet(nn.Module):
     """Small CNN; ``forward`` maps normalised (N,3,H,W) images to (N,num_classes) logits.
 
     Resolution for a 64-px input: ``features.0`` (7×7, stride 2) → 32×32, ``features.6``
-    max-pool → 16×16, ``features.10`` → 8×8; the last ReLU (``features.15``) is 128×8×8.
+    max-pool → 16×16, ``features.10`` → 8×8; three 3×3 convs at 8×8 (the last one dilated)
+    grow the receptive field to 89 px, so a unit of the last ReLU (``features.19``,
+    128×8×8, the Grad-CAM layer) sees a whole object rather than a piece of its outline.
     Any input side ≥ 32 works because everything up to ``pool`` is convolutional.
     """
 
@@ -37,7 +39,9 @@ class BuiltinNet(nn.Module):
             nn.MaxPool2d(2),  # 6: 16×16
             *_conv_block(64, 128),  # 7-9
             nn.MaxPool2d(2),  # 10: 8×8
-            *_conv_block(128, 128),  # 11-13: last conv stage, Grad-CAM target
+            *_conv_block(128, 128),  # 11-13
+            *_conv_block(128, 128),  # 14-16
+            *_conv_block(128, 128, dilation=2),  # 17-19: last conv stage, Grad-CAM target
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.code = nn.Sequential(nn.Flatten(), nn.Linear(128, CODE_DIM), nn.ReLU())

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .dataset import CLASSES, HELDOUT_SEED, IMAGE_SIZE, TRAIN_SEED, render_batch, render_sample
 from .net import MEAN, STD, BuiltinNet, normalize
@@ -35,6 +36,8 @@ class TrainConfig:
     lr: float = 3e-3  # OneCycle peak learning rate
     weight_decay: float = 5e-4
     label_smoothing: float = 0.05
+    background_fraction: float = 0.15  # extra object-free scenes, trained towards the uniform distribution
+    activation_penalty: float = 0.2  # L1 on the last conv stage's activations: units fire where there is evidence
     size: int = IMAGE_SIZE
     threads: int = 2
 
@@ -53,6 +56,24 @@ def _to_input(images_uint8: torch.Tensor) -> torch.Tensor:
     return normalize(images_uint8.float().div_(255.0))
 
 
+def _training_set(config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N,3,H,W) uint8 and soft targets (N,K): the labelled scenes, then object-free ones.
+
+    Targets are label-smoothed one-hots; object-free scenes (rendered from indices the
+    labelled ones never use) get the uniform distribution, so the model can't learn a class
+    from the background, the clutter or the image border, and its attribution maps
+    have to point at the object (see MODEL_CARD.md for the effect on the pointing game).
+    """
+    k = len(CLASSES)
+    images_np, _, labels_np = render_batch(config.seed, config.n_train, config.size)
+    n_background = round(config.background_fraction * config.n_train)
+    empty_np, _, _ = render_batch(config.seed, n_background, config.size, start=config.n_train, with_object=False)
+    images = torch.from_numpy(np.concatenate([images_np, empty_np])).permute(0, 3, 1, 2).contiguous()
+    eps = config.label_smoothing
+    labelled = F.one_hot(torch.from_numpy(labels_np), k).float() * (1.0 - eps) + eps / k
+    return images, torch.cat([labelled, torch.full((n_background, k), 1.0 / k)])
+
+
 def train(
     config: TrainConfig = TrainConfig(), callback: Callback | None = None
 ) -> tuple[BuiltinNet, list[dict[str, float]]]:
@@ -64,26 +85,27 @@ def train(
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
 
-    images_np, _, labels_np = render_batch(config.seed, config.n_train, config.size)
-    images = torch.from_numpy(images_np).permute(0, 3, 1, 2).contiguous()  # uint8 (N,3,H,W)
-    labels = torch.from_numpy(labels_np)
+    images, targets = _training_set(config)
+    n_total = len(images)
 
     model = BuiltinNet(num_classes=len(CLASSES))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(config.n_train / config.batch_size)
+    steps_per_epoch = math.ceil(n_total / config.batch_size)
     total = steps_per_epoch * config.epochs
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total, pct_start=0.25)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    loss_fn = nn.CrossEntropyLoss()
 
     history: list[dict[str, float]] = []
     model.train()
     step = 0
     for epoch in range(config.epochs):
-        order = torch.randperm(config.n_train, generator=gen)
+        order = torch.randperm(n_total, generator=gen)
         for b in range(steps_per_epoch):
             idx = order[b * config.batch_size : (b + 1) * config.batch_size]
             x = _to_input(_augment(images[idx], gen))
-            loss = loss_fn(model(x), labels[idx])
+            features = model.features(x)
+            logits = model.classifier(model.code(model.pool(features)))
+            loss = loss_fn(logits, targets[idx]) + config.activation_penalty * features.mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -8,7 +8,7 @@ import torch
 
 from convlens.builtin.dataset import CLASSES, HELDOUT_SEED, ShapesDataset, render_batch, render_sample
 from convlens.builtin.net import BuiltinNet
-from convlens.builtin.train import CHECKPOINT_PATH, TrainConfig, load_checkpoint, predict, train
+from convlens.builtin.train import CHECKPOINT_PATH, TrainConfig, _training_set, load_checkpoint, predict, train
 
 
 def test_samples_are_a_pure_function_of_seed_and_index() -> None:
@@ -21,6 +21,12 @@ def test_samples_are_a_pure_function_of_seed_and_index() -> None:
         assert np.array_equal(images[k], s.image) and np.array_equal(masks[k], s.mask) and labels[k] == s.label
 
 
+def _grow(mask: np.ndarray, px: int) -> np.ndarray:
+    """(H, W) bool mask dilated by ``px`` pixels (square neighbourhood)."""
+    grown = torch.nn.functional.max_pool2d(torch.from_numpy(mask)[None, None].float(), 2 * px + 1, 1, px)
+    return grown[0, 0].numpy() > 0
+
+
 def test_every_class_is_rendered_with_a_visible_object_and_its_mask() -> None:
     images, masks, labels = render_batch(HELDOUT_SEED, 60)
     assert set(labels.tolist()) == set(range(len(CLASSES)))
@@ -29,7 +35,7 @@ def test_every_class_is_rendered_with_a_visible_object_and_its_mask() -> None:
     assert (area > 0.02).all() and (area < 0.6).all()
     for img, mask in zip(images.astype(float), masks, strict=True):
         ring = np.zeros_like(mask)  # background just outside the object
-        grown = torch.nn.functional.max_pool2d(torch.from_numpy(mask)[None, None].float(), 7, 1, 3)[0, 0].numpy() > 0
+        grown = _grow(mask, 3)
         ring[grown & ~mask] = True
         inside, outside = img[mask].mean(axis=0), img[ring].mean(axis=0)
         assert np.linalg.norm(inside - outside) > 20, "the object is not visible against its background"
@@ -60,8 +66,32 @@ def test_dataset_tensors() -> None:
     assert mask.shape == (1, 64, 64) and mask.dtype == torch.bool and label == render_sample(HELDOUT_SEED, 2).label
 
 
+def test_object_free_scenes_differ_from_their_sample_only_where_the_object_was() -> None:
+    for index in range(10):
+        full, empty = render_sample(3, index), render_sample(3, index, with_object=False)
+        assert empty.label == full.label and not empty.mask.any()
+        near = _grow(full.mask, 2)
+        assert np.array_equal(empty.image[~near], full.image[~near])  # same background, clutter and noise
+        changed = np.abs(empty.image.astype(int) - full.image.astype(int)).sum(axis=2) > 30
+        assert changed[full.mask].mean() > 0.5
+
+
+def test_training_set_adds_object_free_scenes_with_uniform_targets() -> None:
+    config = TrainConfig(n_train=40, background_fraction=0.25, label_smoothing=0.1)
+    images, targets = _training_set(config)
+    k = len(CLASSES)
+    assert images.shape == (50, 3, 64, 64) and images.dtype == torch.uint8 and targets.shape == (50, k)
+    assert torch.allclose(targets.sum(1), torch.ones(50))
+    _, _, labels = render_batch(config.seed, 40)
+    assert torch.equal(targets[:40].argmax(1), torch.from_numpy(labels))
+    assert torch.allclose(targets[:40].amax(1), torch.full((40,), 0.9 + 0.1 / k))
+    assert torch.allclose(targets[40:], torch.full((10, k), 1.0 / k))
+    empty, _, _ = render_batch(config.seed, 10, start=40, with_object=False)
+    assert torch.equal(images[40:], torch.from_numpy(empty).permute(0, 3, 1, 2))
+
+
 def test_training_loop_smoke_the_loss_falls() -> None:
-    config = TrainConfig(n_train=512, epochs=3, batch_size=32, lr=3e-3)
+    config = TrainConfig(n_train=512, epochs=3, batch_size=32, lr=3e-3, background_fraction=0.0)
     model, history = train(config)
     losses = [h["loss"] for h in history]
     assert len(losses) == 48 and not model.training
