@@ -53,9 +53,8 @@ class GradCam:
             raise ValueError(f"expected input of shape (N, C, H, W), got {tuple(x.shape)}")
         layer = params.layer or cam_layer(model, x.shape[-1])
         device = next(model.parameters()).device
-        with torch.enable_grad(), capture(model, [layer]) as cap:
-            # The input needs a graph only if the model is frozen; autograd.grad stops at the layer anyway.
-            logits = model(x.detach().to(device).requires_grad_(True))
+        with torch.enable_grad(), capture(model, [layer], grad_root=True) as cap:
+            logits = model(x.detach().to(device))
             acts = cap[layer]
             if acts.ndim != 4:
                 raise ValueError(f"Grad-CAM needs a spatial layer (N, C, h, w); {layer!r} gives {tuple(acts.shape)}")

@@ -62,8 +62,15 @@ class Captured:
 
 
 @contextmanager
-def capture(model: nn.Module, layers: Sequence[str], *, detach: bool = False) -> Iterator[Captured]:
-    """Record the outputs of ``layers`` (dotted names) for every forward pass in the block."""
+def capture(
+    model: nn.Module, layers: Sequence[str], *, detach: bool = False, grad_root: bool = False
+) -> Iterator[Captured]:
+    """Record the outputs of ``layers`` (dotted names) for every forward pass in the block.
+
+    ``grad_root``: an output that is in no autograd graph (frozen model, input without
+    grad) becomes a leaf that requires grad, so dScore/dLayer can be taken while the
+    layers before it run without recording a graph (what Grad-CAM needs, and no more).
+    """
     captured = Captured()
     modules = [(name, resolve_layer(model, name)) for name in layers]
     handles = []
@@ -75,6 +82,8 @@ def capture(model: nn.Module, layers: Sequence[str], *, detach: bool = False) ->
             if detach:
                 captured.activations[name] = output.detach().clone()
                 return None
+            if grad_root and torch.is_grad_enabled() and not output.requires_grad:
+                output = output.detach().requires_grad_(True)
             captured.activations[name] = output
             return output.clone()
 

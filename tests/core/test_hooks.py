@@ -66,3 +66,21 @@ def test_techniques_leave_the_state_dict_unchanged(tiny_cnn: nn.Module, tiny_inp
     after = tiny_cnn.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_grad_root_lets_a_frozen_model_give_layer_gradients_without_an_input_graph(
+    tiny_cnn: nn.Module, tiny_input: torch.Tensor
+) -> None:
+    with capture(tiny_cnn, ["features.4"]) as cap:  # reference: parameters require grad
+        out = tiny_cnn(tiny_input)
+        (expected,) = torch.autograd.grad(out[:, 1].sum(), cap["features.4"])
+    frozen = [p.requires_grad_(False) for p in tiny_cnn.parameters()]
+    try:
+        with capture(tiny_cnn, ["features.1", "features.4"], grad_root=True) as cap:
+            out = tiny_cnn(tiny_input)
+            assert cap["features.1"].grad_fn is None  # a leaf: the first conv recorded no graph
+            (got,) = torch.autograd.grad(out[:, 1].sum(), cap["features.4"])
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    assert torch.allclose(got, expected, atol=1e-6)
