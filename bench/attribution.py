@@ -361,10 +361,9 @@ def spread_table(rows: list[Row]) -> str:
     return markdown_table(header, body, "lllrrrr")
 
 
-def report(cases: list[Case], rows: list[Row], info: dict[str, str], command: str, quick: bool) -> str:
+def report(cases: list[Case], rows: list[Row], info: dict[str, str], command: str, quick: bool, busy: bool) -> str:
+    """``busy``: the machine was loaded at the start (the load at the end includes this run)."""
     load_end = load_average()
-    start = info.get("load average at start", "0").split(",")[0]
-    busy = float(start) >= QUIET_LOAD  # (the load at the end includes this benchmark's own 2 threads)
     lines = [
         f"Run {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}"
         + (" — **quick smoke run (`--quick`), too few repetitions to cite**" if quick else "") + ".",
@@ -446,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info(("captum", "grad-cam"))
     print("machine:", "; ".join(f"{k} {v}" for k, v in info.items()))
     load = load_average()
-    if load is not None and load[0] >= QUIET_LOAD:
+    busy = load is not None and load[0] >= QUIET_LOAD
+    if busy:
         print(f"WARNING: load average {load[0]:.2f} >= {QUIET_LOAD}; the timings will be noisy")
 
     wanted = set(args.cases or REPS_FULL)
@@ -474,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.out:
         command = shlex.join([".venv/bin/python", "bench/attribution.py", *(sys.argv[1:] if argv is None else argv)])
-        replace_section(args.out, HEADING, report(cases, rows, info, command, args.quick))
+        replace_section(args.out, HEADING, report(cases, rows, info, command, args.quick, busy))
         print(f"wrote {HEADING!r} in {args.out}")
     return 0
 

@@ -142,9 +142,6 @@ def handler_config(context: Any) -> dict[str, Any]:
     return dict(section) if isinstance(section, Mapping) else {}
 
 
-_text = form_text  # multipart fields arrive as bytes
-
-
 def request_fields(row: Any) -> dict[str, Any]:
     """The request's fields, however TorchServe delivered them.
 
@@ -184,7 +181,7 @@ def request_fields(row: Any) -> dict[str, Any]:
 
 
 def weights_choice(value: Any) -> str:
-    value = _text(value)
+    value = form_text(value)
     if value is None or value == "":
         return "pretrained"
     if value not in WEIGHTS_CHOICES:
@@ -416,13 +413,13 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
     # ------------------------------------------------------------------ info API
 
     def info(self, fields: Mapping[str, Any]) -> dict[str, Any]:
-        kind = _text(fields.get("info"))
+        kind = form_text(fields.get("info"))
         if kind not in INFO_KINDS:
             raise SchemaError("info", f"must be one of {', '.join(INFO_KINDS)}; got {kind!r}")
         if kind == "models":
             return {"models": [self._model_row(name) for name in MODEL_NAMES], "methods": list(TECHNIQUES),
                     "weights_choices": list(WEIGHTS_CHOICES)}
-        name = _text(fields.get("model")) or "builtin"
+        name = form_text(fields.get("model")) or "builtin"
         if name not in MODEL_NAMES:
             raise SchemaError("model", f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
         spec = zoo.get_spec(str(name))

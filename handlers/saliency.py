@@ -13,8 +13,8 @@ from typing import Any
 
 from convlens.explain import TECHNIQUES, explain_batch
 from convlens.models import LoadedModel
-from convlens.schema import AttributionResponse, TopClass, choice
-from handlers.base import ConvLensHandler, Job, _text, encode_b64_png
+from convlens.schema import AttributionResponse, TopClass, choice, form_text
+from handlers.base import ConvLensHandler, Job, encode_b64_png
 
 DEFAULT_METHOD = "gradcam"
 
@@ -26,7 +26,7 @@ class SaliencyHandler(ConvLensHandler):
     def prepare_job(self, job: Job, fields: Mapping[str, Any]) -> None:
         method = job.params.pop("method", None)
         if method is None:
-            method = _text(fields.get("method"))
+            method = form_text(fields.get("method"))
         job.method = choice("params.method", method, tuple(TECHNIQUES), DEFAULT_METHOD)
 
     def run_group(self, loaded: LoadedModel, jobs: list[Job]) -> list[dict[str, Any]]:

@@ -33,12 +33,11 @@ CLASSES: tuple[str, ...] = (
 IMAGE_SIZE = 64
 TRAIN_SEED = 0
 HELDOUT_SEED = 1
-MASK_MIN_COVERAGE = 0.5  # a pixel belongs to the object mask when the object covers at least this much of it
-AREA_RANGE = (0.06, 0.3)  # object area as a fraction of the image
-
 _N_SHAPES = 5  # the first five classes are solid shapes, the rest textured patches
 _MIN_OBJ_CONTRAST = 0.55  # Euclidean RGB distance (in [0, 1] units) object vs background
 _MIN_TEX_CONTRAST = 0.45  # between the two texture colours, and each of them vs background
+_AREA_RANGE = (0.06, 0.3)  # object area as a fraction of the image
+_MASK_MIN_COVERAGE = 0.5  # a pixel is in the mask when the object covers at least this much of it
 
 
 @dataclass(frozen=True)
@@ -243,7 +242,7 @@ def render_sample(seed: int, index: int, size: int = IMAGE_SIZE, with_object: bo
     y, x = _grid(size)
     img, bg = _background(rng, y, x, size)
 
-    area = rng.uniform(*AREA_RANGE) * size * size
+    area = rng.uniform(*_AREA_RANGE) * size * size
     if label < _N_SHAPES:
         sdf, bound = _shape_sdf(label, area, rng)
         angle = rng.uniform(0, 2 * np.pi)
@@ -258,7 +257,7 @@ def render_sample(seed: int, index: int, size: int = IMAGE_SIZE, with_object: bo
     cov = _coverage(sdf(u, v))
     # The mask is the object's silhouette: for the ring it includes the enclosed hole.
     silhouette = getattr(sdf, "silhouette", None)
-    mask = (cov if silhouette is None else _coverage(silhouette(u, v))) >= MASK_MIN_COVERAGE
+    mask = (cov if silhouette is None else _coverage(silhouette(u, v))) >= _MASK_MIN_COVERAGE
     if label < _N_SHAPES:
         fill = np.broadcast_to(_colour(rng, [bg], _MIN_OBJ_CONTRAST), img.shape)
     else:
@@ -268,7 +267,7 @@ def render_sample(seed: int, index: int, size: int = IMAGE_SIZE, with_object: bo
         w = _texture(label, y, x, period, rng)[..., None]
         fill = c1 * (1.0 - w) + c2 * w
 
-    if not with_object:
+    if not with_object:  # drawn all the same: the random stream, hence background and noise, stay identical
         cov = np.zeros_like(cov)
         mask = np.zeros_like(mask)
     img = img + cov[..., None] * (fill - img)

@@ -49,7 +49,12 @@ class BuiltinNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N,3,H,W) normalised images → (N,num_classes) unnormalised logits."""
-        return self.classifier(self.code(self.pool(self.features(x))))
+        return self.forward_with_features(x)[0]
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N,3,H,W) → logits (N,num_classes) and the last conv stage's activations (N,128,h,w)."""
+        features = self.features(x)
+        return self.classifier(self.code(self.pool(features))), features
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:

@@ -103,8 +103,7 @@ def train(
         for b in range(steps_per_epoch):
             idx = order[b * config.batch_size : (b + 1) * config.batch_size]
             x = _to_input(_augment(images[idx], gen))
-            features = model.features(x)
-            logits = model.classifier(model.code(model.pool(features)))
+            logits, features = model.forward_with_features(x)
             loss = loss_fn(logits, targets[idx]) + config.activation_penalty * features.mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
