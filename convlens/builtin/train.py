@@ -38,6 +38,7 @@ class TrainConfig:
     label_smoothing: float = 0.05
     background_fraction: float = 0.15  # extra object-free scenes, trained towards the uniform distribution
     activation_penalty: float = 0.2  # L1 on the last conv stage's activations: units fire where there is evidence
+    input_noise: float = 0.25  # std of Gaussian noise added to training inputs, in [0, 1] pixel units
     size: int = IMAGE_SIZE
     threads: int = 2
 
@@ -54,6 +55,45 @@ def _augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 def _to_input(images_uint8: torch.Tensor) -> torch.Tensor:
     """(N,3,H,W) uint8 → normalised float32 model input."""
     return normalize(images_uint8.float().div_(255.0))
+
+
+def _add_noise(x: torch.Tensor, std: float, gen: torch.Generator) -> torch.Tensor:
+    """Normalised (N,3,H,W) input plus Gaussian noise of ``std`` in [0, 1] pixel units.
+
+    Training with input noise is, to first order, a penalty on the squared input gradient
+    (Bishop 1995): the model keeps its sensitivity where the evidence is, which makes vanilla
+    saliency maps point at the object (see MODEL_CARD.md).
+    """
+    if std <= 0:
+        return x
+    scale = std / torch.tensor(STD, dtype=x.dtype).view(1, 3, 1, 1)
+    return x + torch.randn(x.shape, generator=gen, dtype=x.dtype) * scale
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, images_uint8: torch.Tensor, batch_size: int = 64) -> None:
+    """Re-estimate every BatchNorm's running mean/variance on clean (N,3,H,W) uint8 images.
+
+    Noisy training leaves statistics of noisy inputs, which shift clean predictions; each
+    layer's statistics become the average over equal-sized batches of ``images_uint8``
+    (momentum ``None``; a last partial batch is dropped unless it is the only one). Weights are
+    untouched; the model is left in eval mode.
+    """
+    if len(images_uint8) == 0:
+        raise ValueError("recalibrate_batchnorm needs at least one image")
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    try:
+        for s in range(0, max(len(images_uint8) - batch_size, 0) + 1, batch_size):
+            model(_to_input(images_uint8[s : s + batch_size]))
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        model.eval()
 
 
 def _training_set(config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,7 +142,7 @@ def train(
         order = torch.randperm(n_total, generator=gen)
         for b in range(steps_per_epoch):
             idx = order[b * config.batch_size : (b + 1) * config.batch_size]
-            x = _to_input(_augment(images[idx], gen))
+            x = _add_noise(_to_input(_augment(images[idx], gen)), config.input_noise, gen)
             logits, features = model.forward_with_features(x)
             loss = loss_fn(logits, targets[idx]) + config.activation_penalty * features.mean()
             optimizer.zero_grad(set_to_none=True)
@@ -114,6 +154,8 @@ def train(
             history.append(record)
             if callback is not None:
                 callback(step, total, record)
+    if config.input_noise > 0:
+        recalibrate_batchnorm(model, images, config.batch_size)
     return model.eval(), history
 
 

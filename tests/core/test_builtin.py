@@ -8,7 +8,16 @@ import torch
 
 from convlens.builtin.dataset import CLASSES, HELDOUT_SEED, ShapesDataset, render_batch, render_sample
 from convlens.builtin.net import BuiltinNet
-from convlens.builtin.train import CHECKPOINT_PATH, TrainConfig, _training_set, load_checkpoint, predict, train
+from convlens.builtin.train import (
+    CHECKPOINT_PATH,
+    TrainConfig,
+    _add_noise,
+    _training_set,
+    load_checkpoint,
+    predict,
+    recalibrate_batchnorm,
+    train,
+)
 
 
 def test_samples_are_a_pure_function_of_seed_and_index() -> None:
@@ -91,11 +100,50 @@ def test_training_set_adds_object_free_scenes_with_uniform_targets() -> None:
 
 
 def test_training_loop_smoke_the_loss_falls() -> None:
-    config = TrainConfig(n_train=512, epochs=3, batch_size=32, lr=3e-3, background_fraction=0.0)
+    config = TrainConfig(n_train=512, epochs=3, batch_size=32, lr=3e-3, background_fraction=0.0, input_noise=0.0)
     model, history = train(config)
     losses = [h["loss"] for h in history]
     assert len(losses) == 48 and not model.training
     assert np.mean(losses[-8:]) < np.mean(losses[:8]) - 0.1
+
+
+def test_input_noise_has_the_requested_std_in_pixel_units() -> None:
+    x = torch.zeros(8, 3, 64, 64)
+    gen = torch.Generator().manual_seed(0)
+    assert _add_noise(x, 0.0, gen) is x
+    noisy = _add_noise(x, 0.2, gen)
+    assert abs(float(noisy.std()) - 0.2 / 0.25) < 0.01  # inputs are normalised with std 0.25
+    assert abs(float(noisy.mean())) < 0.01
+
+
+def test_recalibrate_batchnorm_averages_clean_batch_statistics() -> None:
+    conv = torch.nn.Conv2d(3, 2, 3, bias=False)
+    model = torch.nn.Sequential(conv, torch.nn.BatchNorm2d(2, momentum=0.3))
+    model[1].running_mean.fill_(5.0)  # stale statistics, as left by noisy training
+    images = torch.randint(0, 256, (12, 3, 8, 8), dtype=torch.uint8)
+    recalibrate_batchnorm(model, images, batch_size=4)
+    with torch.no_grad():
+        out = conv(images.float() / 255 * 4 - 2)  # _to_input: (x - 0.5) / 0.25
+    batches = out.split(4)
+    expected_mean = torch.stack([b.mean((0, 2, 3)) for b in batches]).mean(0)
+    expected_var = torch.stack([b.var((0, 2, 3), unbiased=True) for b in batches]).mean(0)
+    assert torch.allclose(model[1].running_mean, expected_mean, atol=1e-5)
+    assert torch.allclose(model[1].running_var, expected_var, atol=1e-4)
+    assert model[1].momentum == 0.3 and not model.training
+    assert torch.equal(model[0].weight, conv.weight)
+    recalibrate_batchnorm(model, images[:3], batch_size=4)  # fewer images than a batch: one batch of all
+    assert torch.allclose(model[1].running_mean, out[:3].mean((0, 2, 3)), atol=1e-5)
+    with pytest.raises(ValueError, match="at least one image"):
+        recalibrate_batchnorm(model, images[:0])
+
+
+def test_noisy_training_ends_with_batchnorm_statistics_of_clean_images() -> None:
+    config = TrainConfig(n_train=64, epochs=1, batch_size=32, background_fraction=0.0, input_noise=0.25)
+    model, _ = train(config)
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    images, _ = _training_set(config)
+    recalibrate_batchnorm(model, images, config.batch_size)  # again, on the same clean images
+    assert all(torch.allclose(stats[k], v, atol=1e-5) for k, v in model.state_dict().items() if "running" in k)
 
 
 def test_committed_checkpoint_classifies_fresh_images() -> None:

@@ -31,11 +31,12 @@ def builtin():  # type: ignore[no-untyped-def]
     return load_model("builtin")
 
 
-# Measured on the committed model (see the model card): strict 0.95 / 0.65, with 2 px of slack 0.98 / 0.805.
-# Chance is the mean mask area, about 0.18. Grad-CAM meets the strict 0.90; vanilla misses its 0.80
-# (its maxima sit on the object's outline, half of them one pixel outside).
+# Measured on the committed model (see the model card): strict Grad-CAM / vanilla / guided 0.915 / 0.81 / 0.865,
+# with 2 px of slack 0.975 / 0.955 / 0.995. Chance is the mean mask area, about 0.18. The strict floors of
+# Grad-CAM and vanilla are the foundation issue's targets (0.90 and 0.80).
 @pytest.mark.parametrize(
-    ("method", "strict_floor", "tolerant_floor"), [("gradcam", 0.90, 0.95), ("vanilla", 0.60, 0.75)]
+    ("method", "strict_floor", "tolerant_floor"),
+    [("gradcam", 0.90, 0.95), ("vanilla", 0.80, 0.93), ("guided", 0.80, 0.95)],
 )
 def test_maps_of_the_builtin_model_point_at_the_object(builtin, method: str, strict_floor: float,  # type: ignore[no-untyped-def]
                                                        tolerant_floor: float) -> None:
@@ -48,7 +49,8 @@ def test_maps_of_the_builtin_model_point_at_the_object(builtin, method: str, str
 
 
 def test_pointing_game_generalises_to_an_unseen_seed(builtin) -> None:  # type: ignore[no-untyped-def]
-    assert pointing_game(builtin, "gradcam", n=100, seed=12345).score >= 0.90  # measured 0.97 (seed 777: 0.97)
+    assert pointing_game(builtin, "gradcam", n=100, seed=12345).score >= 0.90  # measured 0.98 (seed 777: 0.96)
+    assert pointing_game(builtin, "vanilla", n=100, seed=12345).score >= 0.78  # measured 0.85 (seed 777: 0.79)
 
 
 def test_a_randomised_model_points_worse(builtin) -> None:  # type: ignore[no-untyped-def]
@@ -57,7 +59,7 @@ def test_a_randomised_model_points_worse(builtin) -> None:  # type: ignore[no-un
     random_model = load_model("builtin", weights="random")
     random_model.name = "builtin"  # same dataset, untrained weights
     trained = pointing_game(builtin, "gradcam", n=100).score
-    untrained = pointing_game(random_model, "gradcam", n=100).score  # measured 0.32 vs 0.97
+    untrained = pointing_game(random_model, "gradcam", n=100).score  # measured 0.32 vs 0.91
     assert untrained < trained - 0.3
 
 
