@@ -21,6 +21,7 @@ from .dataset import CLASSES, HELDOUT_SEED, IMAGE_SIZE, TRAIN_SEED, render_batch
 from .net import MEAN, STD, BuiltinNet, normalize
 
 CHECKPOINT_PATH = Path(__file__).with_name("builtin.pt")
+_INPUT_STD = torch.tensor(STD).view(1, 3, 1, 1)  # pixel units → normalised input units (float32)
 
 Callback = Callable[[int, int, dict[str, float]], None]
 
@@ -66,7 +67,7 @@ def _add_noise(x: torch.Tensor, std: float, gen: torch.Generator) -> torch.Tenso
     """
     if std <= 0:
         return x
-    scale = std / torch.tensor(STD, dtype=x.dtype).view(1, 3, 1, 1)
+    scale = std / _INPUT_STD.to(x.dtype)
     return x + torch.randn(x.shape, generator=gen, dtype=x.dtype) * scale
 
 
