@@ -259,7 +259,7 @@ def _param_value(text: str):  # type: ignore[no-untyped-def]
 def cmd_call(args: argparse.Namespace) -> int:
     import json
 
-    from dashboard.client import ApiError, ConvLensClient, default_key_file, default_url, read_token
+    from client.http import ApiError, ConvLensClient, default_key_file, default_url, read_token
 
     params = {}
     for item in args.param:

@@ -1,1 +1,1 @@
-"""The ConvLens Streamlit dashboard: UI only; every HTTP call goes through ``dashboard.client``."""
+"""The ConvLens Streamlit dashboard: UI only; every HTTP call goes through ``client.http``."""

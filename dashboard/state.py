@@ -13,7 +13,7 @@ from typing import Any
 import streamlit as st
 
 from convlens.schema import AttributionResponse
-from dashboard.client import ApiError, ApiStatus, ConvLensClient, LayerCatalogue, ModelInfo
+from client.http import ApiError, ApiStatus, ConvLensClient, LayerCatalogue, ModelInfo
 
 SAMPLES_DIR = Path(__file__).with_name("samples")
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif"]

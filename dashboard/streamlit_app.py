@@ -14,7 +14,7 @@ import streamlit as st
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run` puts only this folder on the path
 
 from dashboard import state  # noqa: E402
-from dashboard.client import ApiError  # noqa: E402
+from client.http import ApiError  # noqa: E402
 
 WEIGHT_BADGES = {"builtin": "built-in weights", "imagenet": "ImageNet weights", "missing": "weights missing"}
 

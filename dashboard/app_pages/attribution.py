@@ -14,7 +14,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from dashboard import state  # noqa: E402
-from dashboard.client import ApiError  # noqa: E402
+from client.http import ApiError  # noqa: E402
 
 METHODS = (("vanilla", "Vanilla gradient"), ("guided", "Guided backprop"), ("gradcam", "Grad-CAM"))
 

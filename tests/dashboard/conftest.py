@@ -12,7 +12,7 @@ import streamlit as st
 from PIL import Image
 
 from convlens.schema import AttributionResponse, TopClass
-from dashboard.client import ApiError, ApiStatus, LayerCatalogue, LayerRow, ModelInfo
+from client.http import ApiError, ApiStatus, LayerCatalogue, LayerRow, ModelInfo
 
 CLASSES = ("circle", "square", "triangle", "cross", "ring", "horizontal_stripes", "vertical_stripes",
            "diagonal_stripes", "checkerboard", "dots")

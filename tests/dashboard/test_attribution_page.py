@@ -6,7 +6,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from dashboard.client import ApiError
+from client.http import ApiError
 from tests.dashboard.conftest import FakeClient
 
 ROOT = Path(__file__).resolve().parents[2]

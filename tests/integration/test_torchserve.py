@@ -19,7 +19,7 @@ import requests
 from PIL import Image
 
 from convlens.schema import AttributionResponse
-from dashboard.client import ApiError, ConvLensClient
+from client.http import ApiError, ConvLensClient
 from serve import server
 
 ROOT = Path(__file__).resolve().parents[2]
