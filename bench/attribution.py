@@ -127,8 +127,9 @@ def build_methods(case: Case) -> dict[str, dict[str, Method]]:
     from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from convlens.attribution import guided_backprop, saliency
-    from convlens.cam import GradCamParams, grad_cam
+    from convlens.techniques.attribution.gradcam import GradCamParams, grad_cam
+    from convlens.techniques.attribution.guided import guided_backprop
+    from convlens.techniques.attribution.saliency import saliency
 
     net, x, target, layer = case.net, case.x, case.target, case.layer
     layer_module = net.get_submodule(layer)

@@ -87,7 +87,7 @@ def in_process_handler() -> tuple[Any, Callable[[dict[str, Any]], Any]]:
     """The same handler class TorchServe runs, with a hand-built context (as in tests/handlers)."""
     from ts.context import Context, RequestProcessor
 
-    from handlers.saliency import SaliencyHandler
+    from handlers.attribution import AttributionHandler as SaliencyHandler
     from serve.archives import model_config
 
     config = model_config("saliency")

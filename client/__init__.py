@@ -4,6 +4,6 @@
 ``convlens.schema`` from the core (standard library, no torch), so it is cheap to import.
 """
 
-from client.http import ApiError, ApiStatus, ConvLensClient, LayerCatalogue, LayerRow, ModelInfo
+from client.http import ApiError, ApiStatus, ConvLensClient, LayerCatalogue, LayerRow, ModelInfo, TechniqueInfo
 
-__all__ = ["ApiError", "ApiStatus", "ConvLensClient", "LayerCatalogue", "LayerRow", "ModelInfo"]
+__all__ = ["ApiError", "ApiStatus", "ConvLensClient", "LayerCatalogue", "LayerRow", "ModelInfo", "TechniqueInfo"]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +19,12 @@ from typing import Any
 
 import requests
 
-from convlens.schema import AttributionResponse
+from convlens.schema import AttributionResponse, GridsResponse
 
 DEFAULT_URL = "http://127.0.0.1:8080"
-ENDPOINTS = ("classify", "saliency")
+ENDPOINT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+RETRY_STATUSES = (503, 507)  # a worker died or is restarting: TorchServe recovers within seconds
+RETRY_DELAY_S = 3.0
 INFO_ENDPOINT = "classify"  # where the info API ({"info": "models" | "layers" | "classes"}) is answered
 _REPO = Path(__file__).resolve().parents[1]
 DEFAULT_KEY_FILE = _REPO / "serve" / "run" / "key_file.json"  # written by TorchServe (`convlens serve start`)
@@ -92,6 +96,7 @@ class LayerRow:
     receptive_field: int
     stride: int
     spatial: bool
+    conv: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,11 +106,37 @@ class LayerCatalogue:
     default_cam_layer: str
     layers: list[LayerRow]
     classes: tuple[str, ...]
+    first_conv_layer: str | None = None
 
     @property
     def cam_layers(self) -> list[str]:
         """Layers Grad-CAM can use: spatial ones with more than one position."""
         return [r.name for r in self.layers if r.spatial and len(r.output_shape) == 3 and min(r.output_shape[1:]) > 1]
+
+    @property
+    def conv_layers(self) -> list[str]:
+        """Layers with a 2-D convolution weight (for filter galleries)."""
+        return [r.name for r in self.layers if r.conv]
+
+
+@dataclass(frozen=True)
+class TechniqueInfo:
+    """A technique as the server declares it (``convlens.registry.Spec.describe``)."""
+
+    name: str
+    title: str
+    family: str
+    endpoint: str
+    inputs: tuple[str, ...]
+    layer: str
+    default_layer: str
+    reference: str
+    params: tuple[dict[str, Any], ...]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TechniqueInfo:
+        return cls(data["name"], data["title"], data["family"], data["endpoint"], tuple(data["inputs"]),
+                   data["layer"], data["default_layer"], data.get("reference", ""), tuple(data.get("params", [])))
 
 
 class ConvLensClient:
@@ -132,14 +163,20 @@ class ConvLensClient:
         return ApiStatus(True, False, _error_message(r))
 
     def post(self, endpoint: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """POST a JSON body to ``/predictions/ENDPOINT`` and return the decoded JSON answer."""
-        if endpoint not in ENDPOINTS:
-            raise ValueError(f"unknown endpoint {endpoint!r}; known: {', '.join(ENDPOINTS)}")
-        try:
-            r = self._session.post(f"{self.base_url}/predictions/{endpoint}", json=dict(body),
-                                   headers=self._headers(), timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise ApiError(0, f"the ConvLens API at {self.base_url} is unreachable ({exc.__class__.__name__})") from exc
+        """POST a JSON body to ``/predictions/ENDPOINT`` and return the decoded JSON answer.
+
+        A 503/507 (a worker died or is restarting) is retried once after a short pause; if it
+        fails again the error says so.
+        """
+        if not ENDPOINT_NAME.match(endpoint):
+            raise ValueError(f"not an endpoint name: {endpoint!r}")
+        r = self._post_once(endpoint, body)
+        if r.status_code in RETRY_STATUSES:
+            time.sleep(RETRY_DELAY_S)
+            r = self._post_once(endpoint, body)
+            if r.status_code in RETRY_STATUSES:
+                raise ApiError(r.status_code, f"the server could not answer, twice ({_error_message(r)}); "
+                                              "a worker may have crashed: try again in a minute, or see the server log")
         if r.status_code >= 400:
             field = None
             try:
@@ -152,6 +189,34 @@ class ConvLensClient:
         except ValueError as exc:
             raise ApiError(r.status_code, "the API answered with something that is not JSON") from exc
 
+    def _post_once(self, endpoint: str, body: Mapping[str, Any]) -> requests.Response:
+        try:
+            return self._session.post(f"{self.base_url}/predictions/{endpoint}", json=dict(body),
+                                      headers=self._headers(), timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise ApiError(0, f"the ConvLens API at {self.base_url} is unreachable ({exc.__class__.__name__})") from exc
+
+    def techniques(self) -> list[TechniqueInfo]:
+        """Every technique the server offers, from its registry."""
+        data = self.post(INFO_ENDPOINT, {"info": "techniques"})
+        return [TechniqueInfo.from_json(t) for t in data["techniques"]]
+
+    def request(self, endpoint: str, images: Mapping[str, bytes] | None = None, model: str = "builtin",
+                target: int | None = None, layer: str | None = None, params: Mapping[str, Any] | None = None,
+                weights: str | None = None) -> dict[str, Any]:
+        """Any endpoint: named images (``{"image": ...}``; none for e.g. filters) → the JSON answer."""
+        body: dict[str, Any] = {name: base64.b64encode(data).decode("ascii") for name, data in (images or {}).items()}
+        body.update({"model": model, "target": target, "layer": layer, "params": dict(params or {})})
+        if weights is not None:
+            body["weights"] = weights
+        return self.post(endpoint, body)
+
+    def grids(self, endpoint: str, image: bytes | None = None, model: str = "builtin", layer: str | None = None,
+              params: Mapping[str, Any] | None = None, weights: str | None = None) -> GridsResponse:
+        """An activations-family endpoint (``activations`` with an image, ``filters`` without)."""
+        images = {"image": image} if image is not None else {}
+        return GridsResponse.from_json(self.request(endpoint, images, model, None, layer, params, weights))
+
     def models(self) -> list[ModelInfo]:
         """Every model the server knows, with the weights it would use ("missing" if not installed)."""
         data = self.post(INFO_ENDPOINT, {"info": "models"})
@@ -162,9 +227,9 @@ class ConvLensClient:
         """A model's layer catalogue and class names."""
         data = self.post(INFO_ENDPOINT, {"info": "layers", "model": model})
         rows = [LayerRow(r["name"], r["type"], tuple(r["output_shape"]), int(r["receptive_field"]), int(r["stride"]),
-                         bool(r["spatial"])) for r in data["layers"]]
+                         bool(r["spatial"]), bool(r.get("conv", False))) for r in data["layers"]]
         return LayerCatalogue(data["model"], int(data["input_size"]), data["default_cam_layer"], rows,
-                              tuple(data["classes"]))
+                              tuple(data["classes"]), data.get("first_conv_layer"))
 
     def explain(
         self,
@@ -176,12 +241,9 @@ class ConvLensClient:
         params: Mapping[str, Any] | None = None,
         weights: str | None = None,
     ) -> AttributionResponse:
-        """``weights="random"`` asks explicitly for an untrained network (default: the pretrained weights)."""
-        body: dict[str, Any] = {"image": base64.b64encode(image).decode("ascii"), "model": model, "target": target,
-                                "layer": layer, "params": dict(params or {})}
-        if weights is not None:
-            body["weights"] = weights
-        return AttributionResponse.from_json(self.post(endpoint, body))
+        """An attribution endpoint (or classify). ``weights="random"`` asks explicitly for an untrained network."""
+        return AttributionResponse.from_json(self.request(endpoint, {"image": image}, model, target, layer, params,
+                                                          weights))
 
     # The info API: what the server offers, without an image.
 
@@ -209,6 +271,6 @@ def _error_message(r: requests.Response) -> str:
     return f"HTTP {r.status_code}: {r.text[:200]}"
 
 
-def decode_images(response: AttributionResponse) -> dict[str, bytes]:
+def decode_images(response: AttributionResponse | GridsResponse) -> dict[str, bytes]:
     """name → PNG bytes."""
     return {name: base64.b64decode(data) for name, data in response.images.items()}

@@ -6,18 +6,22 @@
     convlens weights fetch [MODEL...]     download ImageNet weights (needs internet)
     convlens faithfulness --method M      pointing game on the built-in dataset
     convlens explain IMAGE --method M     one image explained locally, maps written as PNG
+    convlens run TECHNIQUE [IMAGE ...]    any technique in process; JSON on stdout, images as PNG
     convlens demo --out DIR               every method on built-in samples, as one contact sheet
-    convlens serve start|stop|status      the TorchServe API (serve/server.py) in the background
-    convlens call ENDPOINT IMAGE          one request to the running API; images written as PNG
+
+The ``convlens`` console script adds ``call`` and ``serve`` (the API commands, ``client/cli.py``),
+which the core may not import.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def _progress(prefix: str, every: int = 1):  # type: ignore[no-untyped-def]
@@ -143,15 +147,18 @@ def _write_explanation(explanation, out: Path) -> list[Path]:  # type: ignore[no
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from convlens.explain import TECHNIQUES, explain
+    from convlens import registry
     from convlens.images import decode_image
     from convlens.models import load_model
+    from convlens.pipeline import explain
+    from convlens.schema import target_from_text
 
     loaded = load_model(args.model, weights="random" if args.random else "pretrained")
     img = decode_image(Path(args.image).read_bytes())
-    methods = list(TECHNIQUES) if args.method == "all" else [args.method]
+    target = None if args.target is None else target_from_text(args.target, loaded.classes)
+    methods = [s.name for s in registry.of_family("attribution")] if args.method == "all" else [args.method]
     for method in methods:
-        e = explain(loaded, img, method, target=args.target, layer=args.layer)
+        e = explain(loaded, img, method, target=target, layer=args.layer)
         top = ", ".join(f"{label} {p:.1%}" for _i, label, p in e.topk)
         print(f"{method}: model={e.model} weights={e.weights} target={e.target} ({e.target_label}) "
               f"layer={e.layer} top: {top}")
@@ -164,150 +171,75 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
+    from convlens import registry
     from convlens.builtin.dataset import CLASSES, HELDOUT_SEED, render_sample
-    from convlens.explain import TECHNIQUES, explain
     from convlens.images import encode_png, grid
     from convlens.models import load_model
+    from convlens.pipeline import explain
 
+    techniques = registry.of_family("attribution")
     loaded = load_model("builtin")
     tiles = []
     for label in range(len(CLASSES)):
         sample = render_sample(HELDOUT_SEED, label)
         img = Image.fromarray(sample.image)
         row = [torch.from_numpy(sample.image).permute(2, 0, 1).float() / 255]
-        for method in TECHNIQUES:
-            e = explain(loaded, img, method)
+        for spec in techniques:
+            e = explain(loaded, img, spec.name)
             row.append(e.images["overlay"])
         tiles.extend(row)
         print(f"{CLASSES[label]:20s} predicted {e.target_label} ({e.topk[0][2]:.1%})")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sheet = out / "attribution_sheet.png"
-    sheet.write_bytes(encode_png(grid(tiles, columns=1 + len(TECHNIQUES))))
-    print(f"columns: input, {', '.join(t.title for t in TECHNIQUES.values())}")
+    sheet.write_bytes(encode_png(grid(tiles, columns=1 + len(techniques))))
+    print(f"columns: input, {', '.join(t.title for t in techniques)}")
     print(f"wrote {sheet}")
     return 0
 
 
-def _server_info_lines(info) -> list[str]:  # type: ignore[no-untyped-def]
-    key_file = info.key_file
-    return [
-        f"ConvLens API:   {info.inference_url}/predictions/{{classify,saliency}}",
-        f"management:     {info.management_url}   metrics: {info.metrics_url}",
-        f"inference key:  {key_file}  (`convlens call` and the dashboard read it)",
-        f"  export CONVLENS_KEY_FILE={key_file} CONVLENS_URL={info.inference_url}",
-        f"  TOKEN=$(python3 -c \"import json; print(json.load(open('{key_file}'))['inference']['key'])\")",
-        f"  curl -H \"Authorization: Bearer $TOKEN\" -F image=@cat.jpg -F method=gradcam "
-        f"{info.inference_url}/predictions/saliency",
-        f"log:            {info.log_file} (and {info.run_dir / 'logs'}/)",
-    ]
+def cmd_run(args: argparse.Namespace) -> int:
+    from convlens.images import decode_image, encode_png
+    from convlens.models import load_model
+    from convlens.pipeline import run, technique_spec
+    from convlens.schema import parse_assignment, target_from_text
 
-
-def _serve_ports(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from serve.server import Ports
-
-    return Ports.resolve(inference=args.inference_port, management=args.management_port,
-                         metrics=args.metrics_port, grpc_inference=args.grpc_inference_port,
-                         grpc_management=args.grpc_management_port)
-
-
-def cmd_serve_start(args: argparse.Namespace) -> int:
-    from serve.server import ServerError, start
-
-    try:
-        info = start(args.run_dir, _serve_ports(args), rebuild=args.rebuild, timeout=args.timeout,
-                     log=lambda line: print(f"archive {line}", file=sys.stderr))
-    except ServerError as exc:
-        print(f"convlens: error: {exc}", file=sys.stderr)
-        return 1
-    print(f"TorchServe {'is ' + info.detail if info.detail.startswith('already') else 'started'} "
-          f"(pid {info.pid}, run directory {info.run_dir})")
-    print("\n".join(_server_info_lines(info)))
-    print("stop it with: convlens serve stop")
-    return 0
-
-
-def cmd_serve_stop(args: argparse.Namespace) -> int:
-    from serve.server import run_dir_path, stop
-
-    stopped = stop(args.run_dir)
-    print(f"TorchServe {'stopped' if stopped else 'was not running'} ({run_dir_path(args.run_dir)})")
-    return 0
-
-
-def cmd_serve_status(args: argparse.Namespace) -> int:
-    from serve.server import status
-
-    info = status(args.run_dir)
-    if not info.running:
-        print(f"TorchServe is not running ({info.run_dir}); start it with: convlens serve start")
-        return 3
-    print(f"TorchServe is running (pid {info.pid}): {'healthy' if info.healthy else info.detail}")
-    print("\n".join(_server_info_lines(info)))
-    return 0 if info.healthy else 1
-
-
-def _param_value(text: str):  # type: ignore[no-untyped-def]
-    import json
-
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def cmd_call(args: argparse.Namespace) -> int:
-    import json
-
-    from client.http import ApiError, ConvLensClient, default_key_file, default_url, read_token
-
-    params = {}
-    for item in args.param:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            print(f"convlens: error: --param expects KEY=VALUE, got {item!r}", file=sys.stderr)
-            return 2
-        params[key] = _param_value(value)
-    if args.method:
-        params["method"] = args.method
-    image = Path(args.image).read_bytes()
-    token = read_token(args.key_file)
-    if token is None:
-        print(f"convlens: warning: no inference key found ({args.key_file or default_key_file()}); "
-              "is the server running (`convlens serve start`)? Set CONVLENS_KEY_FILE or CONVLENS_TOKEN.",
-              file=sys.stderr)
-    client = ConvLensClient(args.url or default_url(), token=token, timeout=args.timeout)
-    try:
-        response = client.explain(args.endpoint, image, model=args.model, target=args.target, layer=args.layer,
-                                  params=params, weights=args.weights)
-    except ApiError as exc:
-        where = f" (field: {exc.field})" if exc.field else ""
-        print(f"convlens: error: {'HTTP ' + str(exc.status) if exc.status else 'no answer'}: {exc.message}{where}",
-              file=sys.stderr)
-        return 1
+    spec = technique_spec(args.technique, "technique")
+    if len(args.images) != len(spec.inputs):
+        wanted = " ".join(n.upper() for n in spec.inputs) or "no image"
+        raise ValueError(f"{spec.name} takes {wanted}; got {len(args.images)} image(s)")
+    loaded = load_model(args.model, weights="random" if args.random else "pretrained")
+    inputs = {name: decode_image(Path(path).read_bytes()) for name, path in zip(spec.inputs, args.images, strict=True)}
+    params = dict(parse_assignment(item) for item in args.param)
+    target = None if args.target is None else target_from_text(args.target, loaded.classes)
+    started = time.perf_counter()
+    [output] = run(loaded, spec.name, [inputs], [target], args.layer, params,
+                   progress=_progress(spec.name) if spec.family in ("synthesis", "corpus") else None)
+    seconds = time.perf_counter() - started
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = response.to_json()
     written = {}
-    for name, png in _decoded_images(data["images"]).items():
+    for name, image in output.images.items():
         path = out / f"{name}.png"
-        path.write_bytes(png)
+        path.write_bytes(encode_png(image))
         written[name] = str(path)
-    data["images"] = written
-    print(json.dumps(data, indent=2))
+    summary: dict[str, Any] = {"technique": spec.name, "family": spec.family, "model": output.model,
+                               "weights": output.weights, "layer": output.layer, "seconds": round(seconds, 3),
+                               "scalars": output.scalars, "images": written}
+    if output.target is not None:
+        summary.update(target=output.target, target_label=output.target_label,
+                       topk=[{"index": i, "label": label, "probability": p} for i, label, p in output.topk])
+    print(json.dumps(summary, indent=2))
     return 0
 
 
-def _decoded_images(images: dict[str, str]) -> dict[str, bytes]:
-    import base64
-
-    return {name: base64.b64decode(value) for name, value in images.items()}
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extend: Callable[[Any], None] | None = None) -> argparse.ArgumentParser:
+    """The core's commands; ``extend(subparsers)`` adds more (the console script adds call and serve)."""
+    from convlens import registry
     from convlens.builtin.dataset import HELDOUT_SEED
-    from convlens.explain import TECHNIQUES
     from convlens.schema import MODEL_NAMES
+
+    attribution = tuple(s.name for s in registry.of_family("attribution"))
 
     parser = argparse.ArgumentParser(prog="convlens", description="What a CNN has learned, and why it decides.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -344,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_parser("list", help="where each model's weights are").set_defaults(func=cmd_weights_list)
 
     faith = sub.add_parser("faithfulness", help="pointing game on held-out built-in images")
-    faith.add_argument("--method", choices=tuple(TECHNIQUES), required=True)
+    faith.add_argument("--method", choices=attribution, required=True)
     faith.add_argument("--n", type=int, default=200)
     faith.add_argument("--seed", type=int, default=HELDOUT_SEED)
     faith.add_argument("--tolerance", type=int, default=0, help="pixels of slack around the mask")
@@ -354,8 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("explain", help="explain one image locally (no server)")
     ex.add_argument("image")
     ex.add_argument("--model", choices=MODEL_NAMES, default="builtin")
-    ex.add_argument("--method", choices=(*TECHNIQUES, "all"), default="all")
-    ex.add_argument("--target", type=int)
+    ex.add_argument("--method", choices=(*attribution, "all"), default="all")
+    ex.add_argument("--target", help="class index or label")
     ex.add_argument("--layer")
     ex.add_argument("--random", action="store_true", help="random weights, explicitly")
     ex.add_argument("--out", default="out/explain")
@@ -365,45 +297,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="out/demo")
     demo.set_defaults(func=cmd_demo)
 
-    serve = sub.add_parser("serve", help="the TorchServe API in the background").add_subparsers(
-        dest="action", required=True)
-    for action, func, text in (("start", cmd_serve_start, "build stale archives, start TorchServe, wait for /ping"),
-                               ("stop", cmd_serve_stop, "stop the server of the run directory"),
-                               ("status", cmd_serve_status, "running? healthy? where is the key file?")):
-        p = serve.add_parser(action, help=text)
-        p.add_argument("--run-dir", help="config, archives, key file and logs (default: serve/run or "
-                                         "$CONVLENS_RUN_DIR)")
-        p.set_defaults(func=func)
-        if action == "start":
-            for port, env, default in (("inference", "CONVLENS_INFERENCE_PORT", 8080),
-                                       ("management", "CONVLENS_MANAGEMENT_PORT", 8081),
-                                       ("metrics", "CONVLENS_METRICS_PORT", 8082),
-                                       ("grpc-inference", "CONVLENS_GRPC_INFERENCE_PORT", 7070),
-                                       ("grpc-management", "CONVLENS_GRPC_MANAGEMENT_PORT", 7071)):
-                p.add_argument(f"--{port}-port", type=int, help=f"default ${env} or {default}")
-            p.add_argument("--rebuild", action="store_true", help="rebuild the model archives even if fresh")
-            p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the API")
-
-    call = sub.add_parser("call", help="send one image to the running API; prints JSON, writes PNGs")
-    call.add_argument("endpoint", choices=("classify", "saliency"))
-    call.add_argument("image")
-    call.add_argument("--model", default="builtin")
-    call.add_argument("--target", type=int)
-    call.add_argument("--layer")
-    call.add_argument("--method", choices=tuple(TECHNIQUES), help="shorthand for --param method=M")
-    call.add_argument("--param", action="append", default=[], metavar="K=V",
-                      help="params entry, the value parsed as JSON when it is (e.g. alpha=0.3, topk=3)")
-    call.add_argument("--weights", choices=("pretrained", "random"), help="random: ask for an untrained network")
-    call.add_argument("--out", default="out/call", help="where NAME.png files are written")
-    call.add_argument("--url", help="default $CONVLENS_URL or http://127.0.0.1:$CONVLENS_INFERENCE_PORT")
-    call.add_argument("--key-file", help="TorchServe's key_file.json (default $CONVLENS_KEY_FILE or serve/run)")
-    call.add_argument("--timeout", type=float, default=120.0)
-    call.set_defaults(func=cmd_call)
+    runner = sub.add_parser("run", help="any technique in process; JSON on stdout, images written as PNG")
+    runner.add_argument("technique", choices=tuple(registry.registry()))
+    runner.add_argument("images", nargs="*", metavar="IMAGE", help="the technique's images, in order")
+    runner.add_argument("--model", choices=MODEL_NAMES, default="builtin")
+    runner.add_argument("--target", help="class index or label")
+    runner.add_argument("--layer")
+    runner.add_argument("--param", action="append", default=[], metavar="K=V",
+                        help="params entry, the value parsed as JSON when it is (e.g. window=8)")
+    runner.add_argument("--random", action="store_true", help="random weights, explicitly")
+    runner.add_argument("--out", default="out/run")
+    runner.set_defaults(func=cmd_run)
+    if extend is not None:
+        extend(sub)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, extend: Callable[[Any], None] | None = None) -> int:
+    args = build_parser(extend).parse_args(argv)
     try:
         return int(args.func(args))
     except (FileNotFoundError, KeyError, ValueError) as exc:  # SchemaError and decode errors included

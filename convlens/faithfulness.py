@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from convlens import registry
 from convlens.builtin.dataset import HELDOUT_SEED, render_batch
-from convlens.explain import TECHNIQUES, parse_params
 from convlens.models import LoadedModel
+from convlens.pipeline import parse_params
 
 
 def pointing_hits(maps: Tensor, masks: Tensor, tolerance: int = 0) -> Tensor:
@@ -60,7 +61,9 @@ def pointing_game(
     """Pointing game of ``method`` on ``n`` held-out built-in images, explaining the true class."""
     if loaded.name != "builtin":
         raise ValueError("the pointing game needs object masks: it runs on the built-in model and dataset")
-    technique = TECHNIQUES[method]
+    technique = registry.get(method)
+    if technique.family != "attribution":
+        raise ValueError(f"{method} is not an attribution technique")
     technique_params = parse_params(technique.params, params or {})
     hits, correct = [], 0
     for start in range(0, n, batch_size):
@@ -68,7 +71,8 @@ def pointing_game(
         imgs, masks, labels = render_batch(seed, count, start=start)
         x = loaded.preprocessing.normalize(torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255)
         labels_t = torch.from_numpy(labels).to(loaded.device)
-        result = technique.run(loaded.net, x.to(loaded.device), labels_t, technique_params)
+        result = technique.run(loaded.net, x.to(loaded.device), labels_t, technique_params,
+                               to_input=loaded.preprocessing.normalize)
         hits.append(pointing_hits(result.map.cpu(), torch.from_numpy(masks), tolerance))
         correct += int((result.logits.argmax(1) == labels_t).sum())
         if callback is not None:

@@ -98,6 +98,30 @@ def capture(
             handle.remove()
 
 
+@dataclass
+class Footprint:
+    """The largest tensor any module produced per sample during the forward passes of a block."""
+
+    largest_per_sample: int = 0  # elements
+
+
+@contextmanager
+def footprint(model: nn.Module) -> Iterator[Footprint]:
+    """Measure the largest per-sample module output (to size batches to a memory budget)."""
+    found = Footprint()
+
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        if isinstance(output, Tensor) and output.ndim >= 1 and output.shape[0] > 0:
+            found.largest_per_sample = max(found.largest_per_sample, output[0].numel())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        yield found
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 class UnsupportedArchitectureError(RuntimeError):
     """The model uses an operation a technique is not defined for."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -17,6 +17,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from convlens.schema import MAX_IMAGE_PIXELS, MAX_UPLOAD_BYTES
+
+Normalizer = Callable[[Tensor], Tensor]  # [0, 1] pixels → model input
 
 
 class ImageDecodeError(ValueError):
@@ -216,3 +218,28 @@ def grid(tiles: Sequence[Tensor], columns: int, pad: int = 2, background: float 
         r, c = divmod(i, columns)
         out[:, r * (h + pad): r * (h + pad) + h, c * (w + pad): c * (w + pad) + w] = tile.expand(3, h, w)
     return out
+
+
+def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of (N, C, H, W) with replicated borders; the kernel spans ±3σ."""
+    if sigma <= 0:
+        return x
+    radius = max(1, int(3 * sigma + 0.5))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    c = x.shape[1]
+    horizontal = kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1)
+    vertical = kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1)
+    out = torch.nn.functional.pad(x, (radius, radius, 0, 0), mode="replicate")
+    out = torch.nn.functional.conv2d(out, horizontal, groups=c)
+    out = torch.nn.functional.pad(out, (0, 0, radius, radius), mode="replicate")
+    return torch.nn.functional.conv2d(out, vertical, groups=c)
+
+
+def diverging(values: Tensor) -> Tensor:
+    """Signed (…, H, W) → RGB (…, 3, H, W): blue below zero, white at zero, red above, scaled by max |v|."""
+    scale = values.abs().flatten(-2).amax(-1).clamp_min(1e-12)[..., None, None]
+    v = (values / scale).clamp(-1, 1)
+    pos, neg = v.clamp_min(0), (-v).clamp_min(0)
+    return torch.stack([1 - neg, 1 - pos - neg, 1 - pos], dim=-3).clamp(0, 1)

@@ -185,6 +185,22 @@ class LoadedModel:
     def default_cam_layer(self) -> str:
         return default_cam_layer(self.net, self.layers)
 
+    @cached_property
+    def first_conv_layer(self) -> str:
+        """The first module the forward pass reaches that has a 4-D convolution weight."""
+        for row in self.layers:
+            weight = getattr(self.net.get_submodule(row.name), "weight", None)
+            if isinstance(weight, Tensor) and weight.ndim == 4:  # a convolution
+                return row.name
+        raise ValueError(f"{self.name} has no 2-D convolution")
+
+    def default_layer(self, kind: str) -> str:
+        """The layer a technique uses when none is asked for (``registry.DefaultLayer``)."""
+        resolvers = {"last_spatial": lambda: self.default_cam_layer, "first_conv": lambda: self.first_conv_layer}
+        if kind not in resolvers:
+            raise ValueError(f"unknown default layer {kind!r}; known: {', '.join(resolvers)}")
+        return resolvers[kind]()
+
     def layer(self, name: str) -> LayerInfo:
         """Catalogue row of a layer; raises UnknownLayerError for names outside the catalogue."""
         resolve_layer(self.net, name)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -27,7 +27,6 @@ MODEL_NAMES: tuple[str, ...] = (
     "squeezenet1_1",
     "googlenet",
 )
-ATTRIBUTION_METHODS: tuple[str, ...] = ("vanilla", "guided", "gradcam")
 WeightsKind = Literal["imagenet", "builtin", "random"]
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # encoded image size accepted on the wire
@@ -48,14 +47,22 @@ class SchemaError(ValueError):
 
 
 @dataclass(frozen=True)
-class AttributionRequest:
-    """A validated request. ``image`` is the raw encoded bytes (PNG/JPEG/...), not yet decoded."""
+class TechniqueRequest:
+    """A validated request. ``images`` maps an input name (``image``, ``content``, ``style``, ...) to
+    its raw encoded bytes (PNG/JPEG/...), not yet decoded."""
 
-    image: bytes
+    images: Mapping[str, bytes] = field(default_factory=dict)
     model: str = "builtin"
     target: int | None = None
     layer: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def image(self) -> bytes | None:
+        return self.images.get("image")
+
+
+AttributionRequest = TechniqueRequest
 
 
 @dataclass(frozen=True)
@@ -89,7 +96,34 @@ class AttributionResponse:
         return cls(**kwargs)
 
 
-def _decode_image_field(value: Any) -> bytes:
+@dataclass(frozen=True)
+class GridsResponse:
+    """Activations family: ``images`` holds each grid as one mosaic (plus ``input``, ``focus`` and
+    ``overlay`` when an image and a channel were given); ``items`` describe the tiles in mosaic order
+    (``row``, ``col`` and the technique's statistics); ``scalars`` say how to cut tiles out of a mosaic."""
+
+    technique: str
+    images: dict[str, str]
+    items: list[dict[str, Any]]
+    scalars: dict[str, float]
+    elapsed_ms: float
+    weights: WeightsKind
+    model: str = "builtin"
+    layer: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> GridsResponse:
+        return cls(**dict(data))
+
+
+# The response type of each technique family (attribution keeps the original saliency contract).
+RESPONSES: dict[str, type] = {"attribution": AttributionResponse, "activations": GridsResponse}
+
+
+def _decode_image_field(value: Any, name: str = "image") -> bytes:
     if isinstance(value, (bytes, bytearray)):
         data = bytes(value)
     elif isinstance(value, str):
@@ -97,13 +131,13 @@ def _decode_image_field(value: Any) -> bytes:
         try:
             data = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise SchemaError("image", "not valid base64") from exc
+            raise SchemaError(name, "not valid base64") from exc
     else:
-        raise SchemaError("image", f"expected base64 string or file upload, got {type(value).__name__}")
+        raise SchemaError(name, f"expected base64 string or file upload, got {type(value).__name__}")
     if not data:
-        raise SchemaError("image", "is empty")
+        raise SchemaError(name, "is empty")
     if len(data) > MAX_UPLOAD_BYTES:
-        raise SchemaError("image", f"is {len(data)} bytes; the limit is {MAX_UPLOAD_BYTES}")
+        raise SchemaError(name, f"is {len(data)} bytes; the limit is {MAX_UPLOAD_BYTES}")
     return data
 
 
@@ -142,16 +176,21 @@ def _optional_str(name: str, value: Any) -> str | None:
     return value
 
 
-def parse_attribution_request(payload: Mapping[str, Any]) -> AttributionRequest:
-    """Validate a JSON body or the fields of a multipart form.
+def parse_request(payload: Mapping[str, Any], inputs: tuple[str, ...] = ("image",)) -> TechniqueRequest:
+    """Validate a JSON body or the fields of a multipart form for a technique taking ``inputs``.
 
+    Every named input is required; a field for an image the technique does not take is refused.
     ``params`` may be an object or (in a form) a JSON-encoded string.
     """
     if not isinstance(payload, Mapping):
         raise SchemaError("body", "expected a JSON object or multipart form")
-    if "image" not in payload or payload["image"] is None:
-        raise SchemaError("image", "is required")
-    image = _decode_image_field(payload["image"])
+    images = {}
+    for name in inputs:
+        if name not in payload or payload[name] is None:
+            raise SchemaError(name, "is required")
+        images[name] = _decode_image_field(payload[name], name)
+    if "image" not in inputs and payload.get("image") not in (None, "", b""):
+        raise SchemaError("image", "this technique takes no image")
     model = _optional_str("model", payload.get("model")) or "builtin"
     if model not in MODEL_NAMES:
         raise SchemaError("model", f"unknown model {model!r}; known: {', '.join(MODEL_NAMES)}")
@@ -169,7 +208,12 @@ def parse_attribution_request(payload: Mapping[str, Any]) -> AttributionRequest:
             raise SchemaError("params", "is not valid JSON") from exc
     if not isinstance(params, Mapping):
         raise SchemaError("params", f"expected an object, got {type(params).__name__}")
-    return AttributionRequest(image=image, model=model, target=target, layer=layer, params=dict(params))
+    return TechniqueRequest(images=images, model=model, target=target, layer=layer, params=dict(params))
+
+
+def parse_attribution_request(payload: Mapping[str, Any]) -> TechniqueRequest:
+    """A request with exactly one ``image``."""
+    return parse_request(payload, ("image",))
 
 
 def choice(name: str, value: Any, allowed: tuple[str, ...], default: str) -> str:
@@ -179,3 +223,27 @@ def choice(name: str, value: Any, allowed: tuple[str, ...], default: str) -> str
     if not isinstance(value, str) or value not in allowed:
         raise SchemaError(name, f"must be one of {', '.join(allowed)}; got {value!r}")
     return value
+
+
+def parse_assignment(item: str) -> tuple[str, Any]:
+    """``K=V`` from the command line; V is parsed as JSON when it is (``alpha=0.3``,
+    ``blend='{"a": 0.5}'``), else kept as text."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--param expects KEY=VALUE, got {item!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def target_from_text(text: str, classes: Sequence[str]) -> int:
+    """A command line's target: a class index (ASCII digits) or a class label, case-insensitive."""
+    if text.isascii() and text.isdigit():
+        return int(text)
+    for i, label in enumerate(classes):
+        if label.lower() == text.lower():
+            return i
+    close = [c for c in classes if text.lower() in c.lower()][:5]
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(f"target {text!r} is neither a class index nor a class label of this model{hint}")

@@ -12,8 +12,8 @@ from typing import Any
 
 import streamlit as st
 
-from convlens.schema import AttributionResponse
-from client.http import ApiError, ApiStatus, ConvLensClient, LayerCatalogue, ModelInfo
+from client.http import ApiError, ApiStatus, ConvLensClient, LayerCatalogue, ModelInfo, TechniqueInfo
+from convlens.schema import AttributionResponse, GridsResponse
 
 SAMPLES_DIR = Path(__file__).with_name("samples")
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif"]
@@ -71,9 +71,35 @@ def call(endpoint: str, image: bytes, model: str, target: int | None = None, lay
     return _call(client, f"{id(client)}", endpoint, digest, image, model, target, layer, tuple(sorted(params.items())))
 
 
+@st.cache_data(ttl=300, max_entries=4, show_spinner=False)
+def _techniques(_client: Any, key: str) -> list[TechniqueInfo]:
+    return list(_client.techniques())
+
+
+def techniques(family: str | None = None) -> list[TechniqueInfo]:
+    """The server's techniques (from its registry), optionally of one family, in display order."""
+    client = get_client()
+    found = _techniques(client, f"{id(client)}")
+    return [t for t in found if family is None or t.family == family]
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _grids(_client: Any, key: str, endpoint: str, image_digest: str | None, _image: bytes | None, model: str,
+           layer: str | None, params: tuple[tuple[str, Any], ...]) -> GridsResponse:
+    return _client.grids(endpoint, _image, model=model, layer=layer, params=dict(params))
+
+
+def grids(endpoint: str, image: bytes | None, model: str, layer: str | None = None, **params: Any) -> GridsResponse:
+    """A cached call to an activations-family endpoint (an image, or none for filter galleries)."""
+    client = get_client()
+    digest = None if image is None else hashlib.sha256(image).hexdigest()
+    return _grids(client, f"{id(client)}", endpoint, digest, image, model, layer, tuple(sorted(params.items())))
+
+
 def samples() -> dict[str, Path]:
     """Built-in sample images shipped with the dashboard, by display name."""
     return {p.stem.replace("_", " "): p for p in sorted(SAMPLES_DIR.glob("*.png"))}
 
 
-__all__ = ["ApiError", "api_status", "call", "get_client", "layers", "models", "samples", "selected_model"]
+__all__ = ["ApiError", "api_status", "call", "get_client", "grids", "layers", "models", "samples", "selected_model",
+           "techniques"]

@@ -13,8 +13,8 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run` puts only this folder on the path
 
-from dashboard import state  # noqa: E402
 from client.http import ApiError  # noqa: E402
+from dashboard import state  # noqa: E402
 
 WEIGHT_BADGES = {"builtin": "built-in weights", "imagenet": "ImageNet weights", "missing": "weights missing"}
 
@@ -51,6 +51,13 @@ def sidebar() -> None:
 
 st.set_page_config(page_title="ConvLens", page_icon=":material/visibility:", layout="wide")
 sidebar()
-pages = [st.Page(str(Path(__file__).with_name("app_pages") / "attribution.py"), title="Attribution",
-                 icon=":material/target:", default=True)]
+PAGES_DIR = Path(__file__).with_name("app_pages")
+pages = {
+    "Why this decision?": [st.Page(str(PAGES_DIR / "attribution.py"), title="Attribution", icon=":material/target:",
+                                   default=True)],
+    "What did it learn?": [
+        st.Page(str(PAGES_DIR / "activations.py"), title="Activations", icon=":material/grid_view:"),
+        st.Page(str(PAGES_DIR / "filters.py"), title="Filters", icon=":material/filter:"),
+    ],
+}
 st.navigation(pages).run()

@@ -3,9 +3,12 @@
 A handler instance serves one TorchServe worker. For each batch TorchServe hands it
 a list of requests and expects exactly one response per request, in order. This base:
 
+* learns its endpoint from the model name TorchServe gives it and, from
+  :mod:`convlens.registry`, which techniques that endpoint serves (several: chosen with
+  ``params.method``) and which images they take;
 * reads each request the way TorchServe delivers it (a JSON body arrives as a dict,
   a multipart form as one key per field, a raw body as bytes) and validates it with
-  :func:`convlens.schema.parse_attribution_request`;
+  :func:`convlens.schema.parse_request`;
 * answers every bad request on its own with a JSON ``{"error": ..., "field": ...}``
   and a 4xx set through ``context.set_response_status(code, phrase, idx=i)``, so one
   bad request never fails the rest of its batch;
@@ -13,8 +16,10 @@ a list of requests and expects exactly one response per request, in order. This 
   core once per group, so TorchServe's batching turns into real tensor batches;
 * keeps loaded backbones in a bounded LRU cache and places them on the device of the
   context (``gpu_id`` → ``cuda:{gpu_id}`` when CUDA is available, else the CPU);
-* answers ``{"info": "models" | "layers" | "classes", ...}`` requests (the catalogue the
-  dashboard needs) without any image.
+* answers ``{"info": "models" | "layers" | "classes" | "techniques", ...}`` requests (the
+  catalogue the dashboard needs) without any image.
+
+A family's handler (``handlers/<family>.py``) only says how its outputs become a response body.
 
 Unexpected exceptions become a 500 with a short JSON message; the traceback goes to
 the worker log, never into a response.
@@ -40,15 +45,15 @@ from PIL import Image
 from ts.torch_handler.base_handler import BaseHandler
 
 from convlens import models as zoo
-from convlens.explain import TECHNIQUES
+from convlens import pipeline, registry
 from convlens.images import ImageDecodeError, decode_image, encode_png
-from convlens.schema import MODEL_NAMES, AttributionRequest, SchemaError, form_text, parse_attribution_request
+from convlens.schema import MODEL_NAMES, SchemaError, TechniqueRequest, form_text, parse_request
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE_SIZE = 3
 WEIGHTS_CHOICES = ("pretrained", "random")
-INFO_KINDS = ("models", "layers", "classes")
+INFO_KINDS = ("models", "layers", "classes", "techniques")
 JSON_CONTENT_TYPE = "application/json"
 
 
@@ -74,17 +79,17 @@ class Job:
     """One good request of the batch, decoded and validated as far as possible without the model."""
 
     index: int
-    request: AttributionRequest
-    image: Image.Image
+    request: TechniqueRequest
+    inputs: dict[str, Image.Image]
     weights: str
     params: dict[str, Any]
-    method: str | None = None
+    technique: str
     seconds: float = 0.0  # time spent on this request alone (decode, encode)
 
     @property
     def group_key(self) -> tuple[Any, ...]:
-        """Requests with equal keys run as one batch; the image and the target may differ."""
-        return (self.request.model, self.weights, self.method, self.request.layer,
+        """Requests with equal keys run as one batch; the images and the target may differ."""
+        return (self.request.model, self.weights, self.technique, self.request.layer,
                 json.dumps(self.params, sort_keys=True, default=str), self.request.target is None)
 
 
@@ -198,9 +203,9 @@ def _load(name: str, weights: str, device: torch.device) -> zoo.LoadedModel:
 
 
 class ConvLensHandler(BaseHandler):  # type: ignore[misc]
-    """Base of the endpoint handlers; subclasses implement :meth:`prepare_job` and :meth:`run_group`."""
+    """Base of the endpoint handlers; a family's handler implements :meth:`encode`."""
 
-    endpoint = "base"
+    endpoint = "base"  # replaced by the model name TorchServe registered the archive under
 
     def __init__(self) -> None:
         super().__init__()
@@ -214,6 +219,7 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
 
     def initialize(self, context: Any) -> None:
         self.context = context
+        self.endpoint = getattr(context, "model_name", None) or self.endpoint
         self.device = device_from_context(context)
         config = handler_config(context)
         size = config.get("cache_size", os.environ.get("CONVLENS_MODEL_CACHE_SIZE", DEFAULT_CACHE_SIZE))
@@ -252,7 +258,11 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
         finally:
             self.context = context
 
-    warmup_params: tuple[dict[str, Any], ...] = ({},)
+    @property
+    def warmup_params(self) -> tuple[dict[str, Any], ...]:
+        """One request per technique the endpoint serves."""
+        specs = registry.endpoints().get(self.endpoint, [])
+        return tuple({registry.METHOD_PARAM: s.name} for s in specs if "image" in s.inputs) or ({},)
 
     def _load_model(self, name: str, weights: str) -> zoo.LoadedModel:
         started = time.perf_counter()
@@ -302,24 +312,57 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
                 outcomes[i] = _error(RequestError.from_schema(exc))
             except RequestError as exc:
                 outcomes[i] = _error(exc)
+            except RecursionError:
+                outcomes[i] = _error(RequestError(400, "is nested too deeply", "body"))
             except Exception:  # noqa: BLE001
                 logger.exception("%s: request %d could not be read", self.endpoint, i)
                 outcomes[i] = _internal_error()
         return jobs
 
     def parse(self, index: int, fields: Mapping[str, Any]) -> Job:
-        request = parse_attribution_request(fields)
+        technique, inputs_taken = self.technique_for(fields)
+        request = parse_request(fields, inputs_taken)
         weights = weights_choice(fields.get("weights"))
-        try:
-            image = decode_image(request.image)
-        except ImageDecodeError as exc:
-            raise SchemaError("image", str(exc)) from None
-        job = Job(index, request, image, weights, dict(request.params))
+        inputs = {}
+        for name, data in request.images.items():
+            try:
+                inputs[name] = decode_image(data)
+            except ImageDecodeError as exc:
+                raise SchemaError(name, str(exc)) from None
+        params = {k: v for k, v in request.params.items() if k != registry.METHOD_PARAM}
+        job = Job(index, request, inputs, weights, params, technique)
         self.prepare_job(job, fields)
         return job
 
+    def technique_for(self, fields: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
+        """(technique, images it takes) for a request; see :meth:`choose_technique`."""
+        spec = self.choose_technique(fields)
+        return spec.name, spec.inputs
+
+    def choose_technique(self, fields: Mapping[str, Any]) -> registry.Spec:
+        """The technique of this endpoint the request asks for (``params.method`` or a form field)."""
+        specs = registry.endpoints().get(self.endpoint)
+        if not specs:
+            raise RequestError(404, f"endpoint {self.endpoint!r} serves no technique", None)
+        params = fields.get("params")
+        method = params.get(registry.METHOD_PARAM) if isinstance(params, Mapping) else None
+        if method is None and isinstance(form_text(params), str) and '"method"' in form_text(params):
+            try:
+                decoded = json.loads(form_text(params))
+            except json.JSONDecodeError:
+                decoded = None
+            method = decoded.get(registry.METHOD_PARAM) if isinstance(decoded, Mapping) else None
+        if method is None:
+            method = form_text(fields.get(registry.METHOD_PARAM))
+        if method is None or method == "":
+            return registry.default_technique(self.endpoint)
+        names = tuple(s.name for s in specs)
+        if method not in names:
+            raise SchemaError(f"params.{registry.METHOD_PARAM}", f"must be one of {', '.join(names)}; got {method!r}")
+        return next(s for s in specs if s.name == method)
+
     def prepare_job(self, job: Job, fields: Mapping[str, Any]) -> None:
-        """Endpoint-specific checks that need no model (e.g. the method)."""
+        """Endpoint-specific checks that need no model."""
 
     def inference(self, jobs: list[Job], outcomes: list[Outcome | None]) -> None:  # type: ignore[override]
         """Run each group of compatible requests as one batch, gradients on."""
@@ -386,7 +429,14 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
             outcomes[job.index] = Outcome(200, body)
 
     def run_group(self, loaded: zoo.LoadedModel, jobs: list[Job]) -> list[dict[str, Any]]:
-        """Answer a group of compatible requests: one response body per job."""
+        """Answer a group of compatible requests (one technique, one set of parameters) in one call."""
+        first = jobs[0]
+        outputs = pipeline.run(loaded, first.technique, [job.inputs for job in jobs],
+                               [job.request.target for job in jobs], first.request.layer, first.params)
+        return [self.encode(output) for output in outputs]
+
+    def encode(self, output: pipeline.Output) -> dict[str, Any]:
+        """One output → the family's JSON response body (``elapsed_ms`` is filled in afterwards)."""
         raise NotImplementedError
 
     def postprocess(self, outcomes: Sequence[Outcome | None]) -> list[bytes]:  # type: ignore[override]
@@ -417,8 +467,12 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
         if kind not in INFO_KINDS:
             raise SchemaError("info", f"must be one of {', '.join(INFO_KINDS)}; got {kind!r}")
         if kind == "models":
-            return {"models": [self._model_row(name) for name in MODEL_NAMES], "methods": list(TECHNIQUES),
+            return {"models": [self._model_row(name) for name in MODEL_NAMES],
+                    "methods": [s.name for s in registry.of_family("attribution")],
                     "weights_choices": list(WEIGHTS_CHOICES)}
+        if kind == "techniques":
+            return {"techniques": [s.describe() for s in registry.registry().values()],
+                    "families": dict(registry.FAMILY_DESCRIPTIONS), "endpoints": list(registry.all_endpoints())}
         name = form_text(fields.get("model")) or "builtin"
         if name not in MODEL_NAMES:
             raise SchemaError("model", f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
@@ -448,9 +502,11 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
                 "model": name,
                 "input_size": loaded.preprocessing.input_size,
                 "default_cam_layer": loaded.default_cam_layer,
+                "first_conv_layer": loaded.first_conv_layer,
                 "layers": [{"name": row.name, "type": row.kind, "output_shape": list(row.output_shape),
                             "receptive_field": row.receptive_field, "stride": row.stride,
-                            "spatial": row.is_spatial} for row in loaded.layers],
+                            "spatial": row.is_spatial, "conv": pipeline.is_conv(loaded, row.name)}
+                           for row in loaded.layers],
             }
         return self._layers_info[name]
 

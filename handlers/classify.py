@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from convlens.explain import topk_classes
 from convlens.models import LoadedModel
+from convlens.pipeline import topk_classes
 from convlens.schema import MAX_TOP_K, AttributionResponse, SchemaError, TopClass
 from handlers.base import ConvLensHandler, Job
 
@@ -22,10 +22,15 @@ ALLOWED_PARAMS = ("topk",)
 
 class ClassifyHandler(ConvLensHandler):
     endpoint = "classify"
+    warmup_params = ({},)
+
+    def technique_for(self, fields: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
+        return "classify", ("image",)
 
     def prepare_job(self, job: Job, fields: Mapping[str, Any]) -> None:
         if job.request.layer is not None:
             raise SchemaError("layer", "classify does not use a layer")
+        job.params = dict(job.request.params)  # the base sets params.method aside; classify takes none
         for key in job.params:
             if key not in ALLOWED_PARAMS:
                 raise SchemaError(f"params.{key}", f"unknown parameter; allowed: {', '.join(ALLOWED_PARAMS)}")
@@ -37,7 +42,7 @@ class ClassifyHandler(ConvLensHandler):
         job.params = {"topk": topk}
 
     def run_group(self, loaded: LoadedModel, jobs: list[Job]) -> list[dict[str, Any]]:
-        x = torch.cat([loaded.prepare(job.image)[1] for job in jobs])
+        x = torch.cat([loaded.prepare(job.inputs["image"])[1] for job in jobs])
         with torch.no_grad():
             logits = loaded.net(x).float()
         probs = torch.softmax(logits, dim=1)

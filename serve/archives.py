@@ -2,8 +2,10 @@
 
     python -m serve.archives [--out DIR] [--force]
 
-Each archive holds its handler (``handlers/<endpoint>.py``) and its model-config YAML
-(``serve/model-config/<endpoint>.yaml``) — no serialized model: the handler loads the
+One archive per endpoint of :func:`convlens.registry.all_endpoints` (the registry decides; nothing
+here lists endpoints). Each holds its family's handler (``handlers/<family>.py``, ``handlers/classify.py``
+for the classifier) and its model-config YAML (``serve/model-config/<endpoint>.yaml`` if there is one,
+else ``<family>.yaml``) — no serialized model: the handler loads the
 backbones through ``convlens.models.load_model`` and imports ``handlers.base`` and
 ``convlens`` from the installed project (``serve/server.py`` also puts the repository on
 the workers' ``PYTHONPATH``). An archive is rebuilt when it is missing, when a handler,
@@ -16,6 +18,7 @@ import argparse
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +27,29 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 HANDLERS_DIR = ROOT / "handlers"
 MODEL_CONFIG_DIR = ROOT / "serve" / "model-config"
-ENDPOINTS: tuple[str, ...] = ("classify", "saliency")
 VERSION = "1.0"
+
+
+@cache
+def all_endpoints() -> tuple[str, ...]:
+    """Every endpoint the server offers (imports the core, hence torch: called only when building)."""
+    from convlens import registry
+
+    return registry.all_endpoints()
+
+
+def handler_name(endpoint: str) -> str:
+    """The handler module of an endpoint: its own file if there is one (classify), else its family's."""
+    if (HANDLERS_DIR / f"{endpoint}.py").is_file():
+        return endpoint
+    from convlens import registry
+
+    return registry.endpoint_family(endpoint)
+
+
+def config_source(endpoint: str) -> Path:
+    own = MODEL_CONFIG_DIR / f"{endpoint}.yaml"
+    return own if own.is_file() else MODEL_CONFIG_DIR / f"{handler_name(endpoint)}.yaml"
 
 
 class ArchiveError(RuntimeError):
@@ -44,7 +68,7 @@ def sources_mtime(files: Iterable[Path] | None = None) -> float:
 
 def model_config(endpoint: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The endpoint's YAML config with ``overrides`` (e.g. ``{"batchSize": 1}``) applied on top."""
-    config = yaml.safe_load((MODEL_CONFIG_DIR / f"{endpoint}.yaml").read_text()) or {}
+    config = yaml.safe_load(config_source(endpoint).read_text()) or {}
     for key, value in (overrides or {}).items():
         if isinstance(value, Mapping) and isinstance(config.get(key), Mapping):
             config[key] = {**config[key], **value}
@@ -64,8 +88,8 @@ def is_stale(archive: Path, config_file: Path, config_text: str) -> bool:
 def build_archive(endpoint: str, out_dir: Path, overrides: Mapping[str, Any] | None = None,
                   force: bool = False) -> tuple[Path, bool]:
     """Build ``out_dir/<endpoint>.mar`` if stale; returns (path, rebuilt)."""
-    if endpoint not in ENDPOINTS:
-        raise ValueError(f"unknown endpoint {endpoint!r}; known: {', '.join(ENDPOINTS)}")
+    if endpoint not in all_endpoints():
+        raise ValueError(f"unknown endpoint {endpoint!r}; known: {', '.join(all_endpoints())}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     archive = out_dir / f"{endpoint}.mar"
@@ -76,7 +100,7 @@ def build_archive(endpoint: str, out_dir: Path, overrides: Mapping[str, Any] | N
     config_file.write_text(config_text)
     cmd = [sys.executable, "-c", "from model_archiver.model_packaging import generate_model_archive as g; g()",
            "--model-name", endpoint, "--version", VERSION,
-           "--handler", str(HANDLERS_DIR / f"{endpoint}.py"),
+           "--handler", str(HANDLERS_DIR / f"{handler_name(endpoint)}.py"),
            "--config-file", str(config_file),
            "--export-path", str(out_dir), "--force"]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -87,10 +111,10 @@ def build_archive(endpoint: str, out_dir: Path, overrides: Mapping[str, Any] | N
 
 
 def build_archives(out_dir: Path, force: bool = False, overrides: Mapping[str, Mapping[str, Any]] | None = None,
-                   endpoints: Iterable[str] = ENDPOINTS, log: Callable[[str], None] | None = None) -> list[Path]:
+                   endpoints: Iterable[str] | None = None, log: Callable[[str], None] | None = None) -> list[Path]:
     """Build (when stale) the archive of every endpoint into ``out_dir``; ``overrides`` per endpoint."""
     paths = []
-    for endpoint in endpoints:
+    for endpoint in endpoints if endpoints is not None else all_endpoints():
         path, rebuilt = build_archive(endpoint, out_dir, (overrides or {}).get(endpoint), force)
         if log is not None:
             log(f"{'built' if rebuilt else 'up to date'}: {path}")

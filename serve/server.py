@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from serve.archives import ENDPOINTS, build_archives
+from serve.archives import all_endpoints, build_archives
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_CONFIG = ROOT / "serve" / "config.properties"
@@ -169,7 +169,7 @@ def read_properties(path: Path) -> dict[str, str]:
     return props
 
 
-def write_config(run_dir: Path, ports: Ports, model_store: Path, endpoints: tuple[str, ...] = ENDPOINTS,
+def write_config(run_dir: Path, ports: Ports, model_store: Path, endpoints: tuple[str, ...] | None = None,
                  extra: Mapping[str, str] | None = None) -> Path:
     """The run's config.properties: the base file with ports, paths and the models filled in."""
     props = read_properties(BASE_CONFIG)
@@ -184,7 +184,7 @@ def write_config(run_dir: Path, ports: Ports, model_store: Path, endpoints: tupl
         "model_store": str(model_store),
         # Archives come from the model store only (the model API is off anyway).
         "allowed_urls": f"file://{model_store}/.*",
-        "load_models": ",".join(f"{e}.mar" for e in endpoints),
+        "load_models": ",".join(f"{e}.mar" for e in (endpoints or all_endpoints())),
     })
     props.update(extra or {})
     # Never weaken these, whatever ``extra`` says.
@@ -288,7 +288,7 @@ def start(
     run_dir: str | Path | None = None,
     ports: Ports | None = None,
     *,
-    endpoints: tuple[str, ...] = ENDPOINTS,
+    endpoints: tuple[str, ...] | None = None,
     model_config: Mapping[str, Mapping[str, Any]] | None = None,
     extra_config: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
@@ -305,6 +305,7 @@ def start(
     """
     run_dir = run_dir_path(run_dir)
     ports = ports or Ports.resolve()
+    endpoints = endpoints or all_endpoints()
     current = status(run_dir)
     if current.running:
         return dataclasses.replace(current, detail=f"already running (pid {current.pid}); {current.detail}")

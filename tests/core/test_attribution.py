@@ -7,9 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convlens.attribution import GuidedParams, TargetError, guided_backprop, saliency
-from convlens.cam import GradCamParams, grad_cam
 from convlens.hooks import UnsupportedArchitectureError, count_hooks
+from convlens.techniques.attribution.common import TargetError
+from convlens.techniques.attribution.gradcam import GradCamParams, grad_cam
+from convlens.techniques.attribution.guided import GuidedParams, guided_backprop
+from convlens.techniques.attribution.saliency import saliency
 
 
 def test_saliency_of_a_linear_model_is_abs_weight_maxed_over_channels() -> None:

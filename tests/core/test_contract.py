@@ -1,57 +1,147 @@
-"""Every registered technique honours the same contract, whatever the model looks like."""
+"""Every registered technique honours its family's contract, whatever the model looks like.
+
+Parametrised over :func:`convlens.registry.registry`: a new technique is checked the moment it is
+declared. Attribution: (N, H, W) maps in [0, 1], the target it was given, batch independence.
+Activations: grids of tiles in [0, 1]. All: no hooks left, weights, gradients, modes and the
+caller's tensors untouched, and the same through the pipeline on a model wrapped as a zoo model.
+"""
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 import torch
+from PIL import Image
 
-from convlens.explain import TECHNIQUES
+from convlens import registry
 from convlens.hooks import count_hooks
+from convlens.models import LoadedModel, Preprocessing
+from convlens.pipeline import run
+from convlens.results import Grids
 from tests.conftest import TinyCNN
 
+ATTRIBUTION = [s.name for s in registry.of_family("attribution")]
+ACTIVATIONS = [s.name for s in registry.of_family("activations")]
+LAYER_FOR_NEED = {"spatial": "features.1", "conv": "features.3", "optional": None, "none": None}
 
-@pytest.mark.parametrize("name", sorted(TECHNIQUES))
+
+def untouched(model: TinyCNN, state: dict[str, torch.Tensor], frozen: bool) -> None:
+    assert count_hooks(model) == 0
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    assert all(p.requires_grad == (not frozen) for p in model.parameters())
+    assert not model.training
+
+
+def test_every_technique_is_declared_completely() -> None:
+    specs = registry.registry()
+    assert {"vanilla", "guided", "gradcam", "occlusion", "activations", "filters"} <= set(specs)
+    for spec in specs.values():
+        assert spec.family in registry.FAMILIES and spec.title and spec.reference
+        assert spec.params.__dataclass_params__.frozen  # type: ignore[attr-defined]
+        assert (spec.layer == "none") == ("layer" not in {f["name"] for f in registry.describe_params(spec.params)})
+        assert spec.default_layer == "none" or spec.layer != "none"
+    assert registry.all_endpoints()[0] == "classify" and len(set(registry.all_endpoints())) == len(
+        registry.all_endpoints())
+    assert [s.name for s in registry.endpoints()["saliency"]] == ["vanilla", "guided", "gradcam"]
+    assert registry.default_technique("saliency").name == "gradcam"
+
+
+@pytest.mark.parametrize("name", ATTRIBUTION)
 @pytest.mark.parametrize("inplace", [False, True])
 @pytest.mark.parametrize("frozen", [False, True])
-def test_technique_contract(name: str, inplace: bool, frozen: bool, tiny_input: torch.Tensor) -> None:
+def test_attribution_contract(name: str, inplace: bool, frozen: bool, tiny_input: torch.Tensor) -> None:
     torch.manual_seed(0)
     model = TinyCNN(inplace=inplace).eval().requires_grad_(not frozen)
-    technique = TECHNIQUES[name]
+    spec = registry.get(name)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     x = tiny_input.clone()
-
     with torch.no_grad():  # callers may hold grad mode off; the technique turns it on for itself only
-        result = technique.run(model, x, None, technique.params())
+        result = spec.run(model, x, None, spec.params())
         assert not torch.is_grad_enabled()
-
     n, _, h, w = x.shape
-    assert result.map.shape == (n, h, w)
-    assert torch.isfinite(result.map).all()
+    assert result.map.shape == (n, h, w) and torch.isfinite(result.map).all()
     assert float(result.map.min()) >= 0.0 and float(result.map.max()) <= 1.0
     assert torch.allclose(result.map.flatten(1).amax(1), torch.ones(n)) or float(result.map.max()) == 0.0
     assert not result.map.requires_grad
     assert result.target.shape == (n,) and result.logits.shape == (n, 5)
     assert result.target.tolist() == model(x).argmax(1).tolist()
-    # Nothing left behind: hooks, weights, gradients, the caller's tensor, the module's mode.
-    assert count_hooks(model) == 0
-    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
-    assert all(p.grad is None for p in model.parameters())
-    assert all(p.requires_grad == (not frozen) for p in model.parameters())
+    for signed in result.signed.values():
+        assert signed.shape[0] == n and signed.shape[-2:] == (h, w)
+    untouched(model, state, frozen)
     assert torch.equal(x, tiny_input) and x.grad is None
-    assert not model.training
 
 
-@pytest.mark.parametrize("name", sorted(TECHNIQUES))
-def test_technique_explains_the_target_it_is_given(name: str, tiny_cnn: TinyCNN, tiny_input: torch.Tensor) -> None:
-    technique = TECHNIQUES[name]
-    a = technique.run(tiny_cnn, tiny_input, torch.tensor([0, 3]), technique.params())
+@pytest.mark.parametrize("name", ATTRIBUTION)
+def test_attribution_explains_the_target_it_is_given(name: str, tiny_cnn: TinyCNN, tiny_input: torch.Tensor) -> None:
+    spec = registry.get(name)
+    a = spec.run(tiny_cnn, tiny_input, torch.tensor([0, 3]), spec.params())
     assert a.target.tolist() == [0, 3]
-    torch.testing.assert_close(a.score, tiny_cnn(tiny_input)[[0, 1], [0, 3]].detach())
+    torch.testing.assert_close(a.logits, tiny_cnn(tiny_input).detach())
 
 
-@pytest.mark.parametrize("name", sorted(TECHNIQUES))
-def test_batch_items_are_independent(name: str, tiny_cnn: TinyCNN, tiny_input: torch.Tensor) -> None:
-    technique = TECHNIQUES[name]
-    both = technique.run(tiny_cnn, tiny_input, torch.tensor([1, 2]), technique.params())
-    second = technique.run(tiny_cnn, tiny_input[1:], torch.tensor([2]), technique.params())
+@pytest.mark.parametrize("name", ATTRIBUTION)
+def test_attribution_batch_items_are_independent(name: str, tiny_cnn: TinyCNN, tiny_input: torch.Tensor) -> None:
+    spec = registry.get(name)
+    both = spec.run(tiny_cnn, tiny_input, torch.tensor([1, 2]), spec.params())
+    second = spec.run(tiny_cnn, tiny_input[1:], torch.tensor([2]), spec.params())
     torch.testing.assert_close(both.map[1:], second.map, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+@pytest.mark.parametrize("frozen", [False, True])
+def test_activations_contract(name: str, frozen: bool, tiny_input: torch.Tensor) -> None:
+    torch.manual_seed(0)
+    model = TinyCNN(inplace=True).eval().requires_grad_(not frozen)
+    spec = registry.get(name)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x = tiny_input[:1].clone() if spec.inputs else None
+    params = spec.params(layer=LAYER_FOR_NEED[spec.layer])
+    result = spec.run(model, x, params)
+    assert isinstance(result, Grids) and result.grids
+    for grid in result.grids.values():
+        assert grid.tiles.ndim == 4 and grid.tiles.shape[1] in (1, 3) and len(grid.items) == len(grid.tiles)
+        assert float(grid.tiles.min()) >= 0.0 and float(grid.tiles.max()) <= 1.0 and not grid.tiles.requires_grad
+        assert 1 <= grid.columns <= len(grid.tiles)
+    untouched(model, state, frozen)
+    if x is not None:
+        assert torch.equal(x, tiny_input[:1])
+
+
+def tiny_loaded() -> LoadedModel:
+    torch.manual_seed(0)
+    net = TinyCNN().eval().requires_grad_(False)
+    return LoadedModel("tiny", net, tuple("abcde"), Preprocessing(16, 16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+                       "random")
+
+
+@pytest.mark.parametrize("name", list(registry.registry()))
+def test_every_technique_runs_through_the_pipeline_with_its_default_layer(name: str) -> None:
+    loaded = tiny_loaded()
+    spec = registry.get(name)
+    images = [{k: Image.new("RGB", (20, 16), (30 * i, 90, 200)) for k in spec.inputs} for i in range(2)]
+    outputs = run(loaded, name, images)
+    assert len(outputs) == 2
+    for out in outputs:
+        assert out.technique == name and out.family == spec.family and out.weights == "random"
+        assert out.images and all(0 <= float(t.min()) and float(t.max()) <= 1 for t in out.images.values())
+        assert (out.layer is None) == (spec.default_layer == "none")
+    assert count_hooks(loaded.net) == 0
+
+
+def test_no_technique_is_named_outside_its_module() -> None:
+    """Adding a technique is one file: nothing else in the product branches on a technique's name."""
+    root = Path(__file__).resolve().parents[2]
+    names = set(registry.registry())
+    offenders = []
+    for folder in ("convlens", "handlers", "dashboard", "client", "serve"):
+        for path in (root / folder).rglob("*.py"):
+            if "techniques" in path.parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Compare) and any(isinstance(c, ast.Constant) and c.value in names
+                                                         for c in [node.left, *node.comparators]):
+                    offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not offenders, f"comparisons with a technique name: {offenders}"

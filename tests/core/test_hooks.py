@@ -58,10 +58,10 @@ def test_guided_relu_is_undone_after_an_exception() -> None:
 
 
 def test_techniques_leave_the_state_dict_unchanged(tiny_cnn: nn.Module, tiny_input: torch.Tensor) -> None:
-    from convlens.explain import TECHNIQUES
+    from convlens import registry
 
     before = {k: v.clone() for k, v in tiny_cnn.state_dict().items()}
-    for technique in TECHNIQUES.values():
+    for technique in registry.of_family("attribution"):
         technique.run(tiny_cnn, tiny_input, None, technique.params())
     after = tiny_cnn.state_dict()
     assert before.keys() == after.keys()

@@ -11,8 +11,8 @@ import pytest
 import streamlit as st
 from PIL import Image
 
-from convlens.schema import AttributionResponse, TopClass
-from client.http import ApiError, ApiStatus, LayerCatalogue, LayerRow, ModelInfo
+from client.http import ApiError, ApiStatus, LayerCatalogue, LayerRow, ModelInfo, TechniqueInfo
+from convlens.schema import AttributionResponse, GridsResponse, TopClass
 
 CLASSES = ("circle", "square", "triangle", "cross", "ring", "horizontal_stripes", "vertical_stripes",
            "diagonal_stripes", "checkerboard", "dots")
@@ -36,14 +36,56 @@ class FakeClient:
 
     def models(self) -> list[ModelInfo]:
         return [ModelInfo("builtin", "built-in CNN", "builtin", 10, 64),
+                ModelInfo("alexnet", "AlexNet", "imagenet", 1000, 224),
                 ModelInfo("vgg16", "VGG-16", "missing", 1000, 224, "fetch it with `convlens weights fetch vgg16`")]
 
     def layers(self, model: str) -> LayerCatalogue:
-        rows = [LayerRow("features.2", "ReLU", (32, 32, 32), 7, 2, True),
+        rows = [LayerRow("features.0", "Conv2d", (32, 32, 32), 7, 2, True, True),
+                LayerRow("features.2", "ReLU", (32, 32, 32), 7, 2, True),
+                LayerRow("features.14", "Conv2d", (128, 8, 8), 61, 8, True, True),
                 LayerRow("features.16", "ReLU", (128, 8, 8), 61, 8, True),
                 LayerRow("features", "Sequential", (128, 8, 8), 61, 8, True),
                 LayerRow("pool", "AdaptiveAvgPool2d", (128, 1, 1), 89, 89, False)]
-        return LayerCatalogue(model, 64, "features", rows, CLASSES)
+        return LayerCatalogue(model, 64, "features", rows, CLASSES, "features.0")
+
+    def techniques(self) -> list[TechniqueInfo]:
+        def info(name: str, title: str, family: str, endpoint: str, inputs: tuple[str, ...], layer: str,
+                 params: tuple[dict[str, Any], ...] = ()) -> TechniqueInfo:
+            return TechniqueInfo(name, title, family, endpoint, inputs, layer, "none", "a paper", params)
+
+        window = {"name": "window", "types": ["int"], "default": 8, "choices": [], "optional": False}
+        fill = {"name": "fill", "types": ["float", "choice"], "default": "mean", "choices": ["zero", "mean", "blur"],
+                "optional": False}
+        return [info("vanilla", "Vanilla gradient", "attribution", "saliency", ("image",), "none"),
+                info("guided", "Guided backprop", "attribution", "saliency", ("image",), "optional"),
+                info("gradcam", "Grad-CAM", "attribution", "saliency", ("image",), "spatial"),
+                info("occlusion", "Occlusion", "attribution", "occlusion", ("image",), "none", (window, fill)),
+                info("activations", "Activation maps", "activations", "activations", ("image",), "spatial"),
+                info("filters", "Filter gallery", "activations", "filters", (), "conv")]
+
+    def grids(self, endpoint: str, image: bytes | None = None, model: str = "builtin", layer: str | None = None,
+              params: dict[str, Any] | None = None, weights: str | None = None) -> GridsResponse:
+        self.calls.append({"endpoint": endpoint, "model": model, "layer": layer, "params": dict(params or {}),
+                           "image": image})
+        if self.fail is not None:
+            raise self.fail
+        # 2 x 3 tiles of 24 px with 2 px gaps: each tile a flat grey level, so a crop can be checked.
+        grid = Image.new("RGB", (3 * 24 + 4, 2 * 24 + 2), (255, 255, 255))
+        items = []
+        for k in range(6):
+            row, col = divmod(k, 3)
+            grid.paste((40 * k, 40 * k, 40 * k), (col * 26, row * 26, col * 26 + 24, row * 26 + 24))
+            items.append({"channel": 5 - k, "mean": 0.1 * (6 - k), "max": 1.0, "dead": int(k == 5), "grid": "grid",
+                          "row": row, "col": col})
+        buffer = io.BytesIO()
+        grid.save(buffer, format="PNG")
+        images = {"grid": base64.b64encode(buffer.getvalue()).decode()}
+        if image is not None:
+            images["input"] = b64png((200, 30, 30))
+        scalars = {"channels": 6.0, "dead_channels": 1.0, "height": 8.0, "width": 8.0, "shown": 6.0, "filters": 32.0,
+                   "kernel_height": 7.0, "kernel_width": 7.0, "grid_pad": 2.0, "grid_tile_height": 24.0,
+                   "grid_tile_width": 24.0, "grid_columns": 3.0}
+        return GridsResponse(endpoint, images, items, scalars, 1.0, "builtin", model, layer or "features.0")
 
     def explain(self, endpoint: str, image: bytes, model: str = "builtin", target: int | None = None,
                 layer: str | None = None, params: dict[str, Any] | None = None) -> AttributionResponse:
@@ -56,10 +98,12 @@ class FakeClient:
             "input": b64png((200, 30, 30)), "map": b64png((255, 0, 0), "L"), "overlay": b64png((30, 30, 200))}
         if (params or {}).get("method") == "guided":
             images["gradient"] = b64png((128, 128, 128))
+        if endpoint == "occlusion":
+            images["logit_drop"] = b64png((128, 128, 128))
         topk = [TopClass(i, CLASSES[i], p) for i, p in ((3, 0.9), (1, 0.05), (0, 0.03), (2, 0.01), (4, 0.01))]
         return AttributionResponse(images=images, target=t, target_label=CLASSES[t], topk=topk, scalars={},
                                    elapsed_ms=1.0, weights="builtin", model=model,
-                                   layer=layer if (params or {}).get("method") == "gradcam" else None)
+                                   layer=layer)
 
 
 @pytest.fixture(autouse=True)

@@ -22,20 +22,32 @@ def run_page(client: FakeClient, **state: object) -> AppTest:
     return at.run()
 
 
-def test_page_shows_top5_chart_three_maps_and_downloads() -> None:
+def test_page_shows_top5_chart_every_attribution_technique_and_downloads() -> None:
     client = FakeClient()
     at = run_page(client)
     assert not at.exception
-    assert [c["endpoint"] for c in client.calls] == ["classify", "saliency", "saliency", "saliency"]
-    assert [c["params"].get("method") for c in client.calls[1:]] == ["vanilla", "guided", "gradcam"]
+    assert [c["endpoint"] for c in client.calls] == ["classify", "saliency", "saliency", "saliency", "occlusion"]
+    assert [c["params"].get("method") for c in client.calls[1:]] == ["vanilla", "guided", "gradcam", None]
     gradcam = client.calls[3]
     assert gradcam["layer"] == "features" and gradcam["params"]["alpha"] == 1.0
-    assert all(c["layer"] is None for c in client.calls[1:3])
+    assert all(c["layer"] is None for c in client.calls[1:3] + client.calls[4:])
+    assert client.calls[4]["params"] == {"window": 8, "fill": "mean", "alpha": 1.0}
     assert len(at.get("plotly_chart")) == 1
-    assert len(at.get("download_button")) == 3
+    assert len(at.get("download_button")) == 4
     assert any("Why “cross”?" in h.value for h in at.subheader)
-    assert len(at.get("image")) == 5  # the input, three overlays and the guided gradient
+    assert len(at.get("image")) == 7  # the input, four overlays, guided's gradient and occlusion's logit drop
     assert not at.error
+
+
+def test_occlusion_controls_reach_the_api() -> None:
+    client = FakeClient()
+    at = run_page(client)
+    at.number_input(key="occlusion_window").set_value(12).run()
+    at.selectbox(key="occlusion_fill").set_value("grey level").run()
+    at.slider(key="occlusion_fill_grey").set_value(0.25).run()
+    assert not at.exception
+    last = [c for c in client.calls if c["endpoint"] == "occlusion"][-1]
+    assert last["params"]["window"] == 12 and last["params"]["fill"] == 0.25
 
 
 def test_opacity_changes_are_blended_locally_without_new_requests() -> None:
@@ -51,9 +63,9 @@ def test_target_and_layer_choices_reach_the_api() -> None:
     at = run_page(client)
     at.selectbox(key="target").set_value("ring").run()
     at.selectbox(key="layer").set_value("features.2").run()
-    last = client.calls[-3:]
-    assert {c["target"] for c in last} == {4}
-    assert last[-1]["layer"] == "features.2"
+    explained = [c for c in client.calls if c["endpoint"] != "classify"]
+    assert {c["target"] for c in explained[-5:]} == {4}  # four with the new target, Grad-CAM again for the layer
+    assert explained[-1]["params"]["method"] == "gradcam" and explained[-1]["layer"] == "features.2"
     assert "pool" not in at.selectbox(key="layer").options  # not a spatial layer Grad-CAM can use
     assert any("Why “ring”?" in h.value for h in at.subheader)
 

@@ -41,9 +41,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop(run_dir)
 
 
+def open_browser(p):  # type: ignore[no-untyped-def]
+    return p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+
+
 def test_attribution_page_shows_real_maps_in_a_browser(live: str) -> None:
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = open_browser(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             page.goto(live, wait_until="domcontentloaded")
@@ -54,10 +58,12 @@ def test_attribution_page_shows_real_maps_in_a_browser(live: str) -> None:
             page.get_by_text("Why “ring”?").wait_for(timeout=120_000)
             images = page.locator('[data-testid="stImage"] img:visible')  # the guided gradient hides in an expander
             images.nth(3).wait_for(timeout=60_000)
+            images.nth(4).wait_for(timeout=60_000)
             loaded = images.evaluate_all("els => els.filter(e => e.complete && e.naturalWidth > 0).length")
-            assert loaded >= 4, f"{loaded} images rendered"
+            assert loaded >= 5, f"{loaded} images rendered"
             assert page.get_by_text("Guided backprop").count() >= 1
             assert page.get_by_text("Grad-CAM @").count() == 1
+            assert page.get_by_text("Occlusion", exact=True).count() >= 1  # beside the other three
             assert page.locator('[data-testid="stAlert"]').filter(has_text="could not").count() == 0
             page.wait_for_timeout(500)  # let plotly finish drawing before the picture
             SCREENSHOT.parent.mkdir(exist_ok=True)
@@ -65,3 +71,33 @@ def test_attribution_page_shows_real_maps_in_a_browser(live: str) -> None:
         finally:
             browser.close()
     assert SCREENSHOT.stat().st_size > 20_000
+
+
+def rendered_images(page) -> int:  # type: ignore[no-untyped-def]
+    return int(page.locator('[data-testid="stImage"] img:visible').evaluate_all(
+        "els => els.filter(e => e.complete && e.naturalWidth > 0).length"))
+
+
+def test_activations_and_filters_pages_in_a_browser(live: str) -> None:
+    with sync_playwright() as p:
+        browser = open_browser(p)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            page.goto(live, wait_until="domcontentloaded")
+            page.get_by_text("API: connected").wait_for(timeout=60_000)
+            page.get_by_role("link", name="Activations").click()
+            page.get_by_text("Dead for this image").wait_for(timeout=120_000)
+            page.locator('[data-testid="stImage"] img:visible').nth(1).wait_for(timeout=60_000)
+            assert rendered_images(page) >= 2
+            assert page.locator(".js-plotly-plot").count() >= 1  # the clickable grid of channels
+            assert page.locator('[data-testid="stAlert"]').filter(has_text="could not").count() == 0
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(ROOT / "docs" / "dashboard-activations.png"), full_page=True)
+
+            page.get_by_role("link", name="Filters").click()
+            page.get_by_text("filters, 7×7").wait_for(timeout=120_000)
+            assert rendered_images(page) >= 1
+            assert page.locator('[data-testid="stAlert"]').filter(has_text="could not").count() == 0
+            page.screenshot(path=str(ROOT / "docs" / "dashboard-filters.png"), full_page=True)
+        finally:
+            browser.close()

@@ -88,7 +88,7 @@ def no_imagenet_weights(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
 
 @pytest.fixture(scope="module")
 def saliency_handler():  # type: ignore[no-untyped-def]
-    from handlers.saliency import SaliencyHandler
+    from handlers.attribution import AttributionHandler as SaliencyHandler
 
     handler = SaliencyHandler()
     handler.initialize(make_context("saliency"))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import handlers.base as base
-from handlers.saliency import SaliencyHandler
+from handlers.attribution import AttributionHandler as SaliencyHandler
 from tests.handlers.conftest import make_context
 
 
@@ -79,7 +79,9 @@ def test_handler_files_define_exactly_one_class() -> None:
 
     from ts.utils.util import list_classes_from_module
 
-    for module_name in ("handlers.classify", "handlers.saliency"):
+    from serve.archives import all_endpoints, handler_name
+
+    for module_name in sorted({f"handlers.{handler_name(e)}" for e in all_endpoints()}):
         classes = list_classes_from_module(importlib.import_module(module_name))
         assert len(classes) == 1 and hasattr(classes[0], "handle")
 
@@ -93,16 +95,16 @@ def test_inference_runs_with_gradients_even_under_inference_mode(saliency_handle
 
 
 def test_preloaded_models_are_warmed_up(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import handlers.saliency as module
+    import handlers.base as module
 
     methods: list[str] = []
-    real = module.explain_batch
+    real = module.pipeline.run
 
-    def spy(loaded, imgs, method, *args):  # type: ignore[no-untyped-def]
-        methods.append(method)
-        return real(loaded, imgs, method, *args)
+    def spy(loaded, technique, *args):  # type: ignore[no-untyped-def]
+        methods.append(technique)
+        return real(loaded, technique, *args)
 
-    monkeypatch.setattr(module, "explain_batch", spy)
+    monkeypatch.setattr(module.pipeline, "run", spy)
     handler = SaliencyHandler()
     context = make_context(handler_config={"preload": ["builtin"]})
     handler.initialize(context)

@@ -46,7 +46,21 @@ def test_info_models(classify_handler) -> None:  # type: ignore[no-untyped-def]
     assert rows["builtin"]["input_size"] == 64 and rows["builtin"]["fetch_hint"] is None
     assert rows["resnet50"] == {**rows["resnet50"], "weights": "missing", "num_classes": 1000, "input_size": 224}
     assert "convlens weights fetch resnet50" in rows["resnet50"]["fetch_hint"]
-    assert body["methods"] == ["vanilla", "guided", "gradcam"]
+    assert body["methods"] == ["vanilla", "guided", "gradcam", "occlusion"]
+
+
+def test_info_techniques_come_from_the_registry(classify_handler) -> None:  # type: ignore[no-untyped-def]
+    from convlens import registry
+
+    [(status, body)] = call(classify_handler, [{"body": {"info": "techniques"}}])
+    assert status == 200
+    assert [t["name"] for t in body["techniques"]] == list(registry.registry())
+    assert body["endpoints"] == list(registry.all_endpoints())
+    filters = next(t for t in body["techniques"] if t["name"] == "filters")
+    assert filters["inputs"] == [] and filters["layer"] == "conv" and filters["endpoint"] == "filters"
+    occlusion = next(t for t in body["techniques"] if t["name"] == "occlusion")
+    window = next(p for p in occlusion["params"] if p["name"] == "window")
+    assert window["default"] == 8 and window["types"] == ["int"]
 
 
 def test_info_layers_and_classes(classify_handler) -> None:  # type: ignore[no-untyped-def]
@@ -64,7 +78,9 @@ def test_info_layers_and_classes(classify_handler) -> None:  # type: ignore[no-u
     assert layers["classes"] == list(CLASSES)
     row = next(r for r in layers["layers"] if r["name"] == "features.0")
     assert row == {"name": "features.0", "type": "Conv2d", "output_shape": [32, 32, 32], "receptive_field": 7,
-                   "stride": 2, "spatial": True}
+                   "stride": 2, "spatial": True, "conv": True}
+    assert layers["first_conv_layer"] == "features.0"
+    assert not next(r for r in layers["layers"] if r["name"] == "features.2")["conv"]
     assert len(results[1][1]["classes"]) == 1000
     assert results[2][1]["default_cam_layer"]
     assert results[3][1]["field"] == "info" and results[4][1]["field"] == "model"

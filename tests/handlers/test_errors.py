@@ -71,29 +71,29 @@ def test_one_bad_request_does_not_fail_its_batch(saliency_handler) -> None:  # t
 
 def test_a_bad_request_hidden_in_a_group_is_found(saliency_handler, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A group that fails in the core is retried request by request, so only the culprit fails."""
-    import handlers.saliency as module
+    import handlers.base as module
 
-    real = module.explain_batch
+    real = module.pipeline.run
 
-    def picky(loaded, imgs, method, targets, layer, params):  # type: ignore[no-untyped-def]
+    def picky(loaded, technique, inputs, targets, layer, params):  # type: ignore[no-untyped-def]
         if 7 in targets:
             from convlens.schema import SchemaError
             raise SchemaError("target", "seven is unlucky")
-        return real(loaded, imgs, method, targets, layer, params)
+        return real(loaded, technique, inputs, targets, layer, params)
 
-    monkeypatch.setattr(module, "explain_batch", picky)
+    monkeypatch.setattr(module.pipeline, "run", picky)
     results = call(saliency_handler, [json_row(GOOD, target=t) for t in (1, 7, 3)])
     assert [s for s, _ in results] == [200, 400, 200]
     assert results[1][1] == {"error": "seven is unlucky", "field": "target"}
 
 
 def test_unexpected_errors_are_500_json_without_details(saliency_handler, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
-    import handlers.saliency as module
+    import handlers.base as module
 
     def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("secret /internal/path exploded")
 
-    monkeypatch.setattr(module, "explain_batch", broken)
+    monkeypatch.setattr(module.pipeline, "run", broken)
     with caplog.at_level(logging.ERROR, logger="handlers.base"):
         results = call(saliency_handler, [json_row(GOOD), json_row(b"not an image")])
     assert results[0][0] == 500 and results[0][1] == {"error": "internal error; see the server log", "field": None}

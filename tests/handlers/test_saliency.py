@@ -57,16 +57,16 @@ def test_random_weights_only_when_asked(saliency_handler) -> None:  # type: igno
 
 
 def test_a_batch_is_grouped_and_answered_in_order(saliency_handler, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import handlers.saliency as module
+    import handlers.base as module
 
     calls: list[tuple[str, str, int]] = []
-    real = module.explain_batch
+    real = module.pipeline.run
 
-    def spy(loaded, imgs, method, targets, layer, params):  # type: ignore[no-untyped-def]
-        calls.append((loaded.weights, method, len(imgs)))
-        return real(loaded, imgs, method, targets, layer, params)
+    def spy(loaded, technique, inputs, targets, layer, params):  # type: ignore[no-untyped-def]
+        calls.append((loaded.weights, technique, len(inputs)))
+        return real(loaded, technique, inputs, targets, layer, params)
 
-    monkeypatch.setattr(module, "explain_batch", spy)
+    monkeypatch.setattr(module.pipeline, "run", spy)
     rows: list[Any] = [
         json_row(png_bytes(index=0), params={"method": "gradcam"}),
         form_row(png_bytes(index=1), params={"method": "vanilla"}),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from convlens import cli
+from client import cli
 from serve import archives, server
 
 
@@ -19,8 +19,8 @@ def test_archives_hold_handler_and_config_and_are_rebuilt_only_when_stale(tmp_pa
     with zipfile.ZipFile(mar) as z:
         names = set(z.namelist())
         manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
-    assert {"saliency.py", "saliency.model-config.yaml"} <= names
-    assert manifest["model"]["handler"] == "saliency.py" and "serializedFile" not in manifest["model"]
+    assert {"attribution.py", "saliency.model-config.yaml"} <= names  # the attribution family's handler
+    assert manifest["model"]["handler"] == "attribution.py" and "serializedFile" not in manifest["model"]
     built = mar.stat().st_mtime_ns
     time.sleep(0.01)
     assert archives.build_archive("saliency", tmp_path) == (mar, False)  # fresh: kept
@@ -45,7 +45,8 @@ def test_generated_config_keeps_the_security_settings(tmp_path: Path) -> None:
     assert props["metrics_address"] == "http://127.0.0.1:18082"
     assert props["grpc_inference_port"] == "17070" and props["grpc_management_address"] == "127.0.0.1"
     assert props["enable_model_api"] == "false" and props["disable_token_authorization"] == "false"
-    assert props["load_models"] == "classify.mar,saliency.mar"
+    assert props["load_models"] == ",".join(f"{e}.mar" for e in archives.all_endpoints())
+    assert {"classify", "saliency", "occlusion", "activations", "filters"} <= set(archives.all_endpoints())
     with pytest.raises(server.ServerError, match="must listen on 127.0.0.1"):
         server.write_config(tmp_path, ports, tmp_path, extra={"management_address": "http://0.0.0.0:8081"})
 

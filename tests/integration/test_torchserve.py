@@ -18,10 +18,11 @@ import pytest
 import requests
 from PIL import Image
 
-from convlens.schema import AttributionResponse
 from client.http import ApiError, ConvLensClient
+from convlens.schema import AttributionResponse
 from serve import server
 
+CONVLENS = str(Path(sys.executable).with_name("convlens"))  # the console script users run
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -93,7 +94,9 @@ def test_models_cannot_be_registered_through_the_api(torchserve: server.ServerIn
                       headers=headers, timeout=10)
     assert r.status_code == 405
     listed = requests.get(f"{torchserve.management_url}/models", headers=headers, timeout=10).json()
-    assert sorted(m["modelName"] for m in listed["models"]) == ["classify", "saliency"]
+    from serve.archives import all_endpoints
+
+    assert sorted(m["modelName"] for m in listed["models"]) == sorted(all_endpoints())
 
 
 # ---------------------------------------------------------------- endpoints
@@ -223,7 +226,7 @@ def _cli_env(info: server.ServerInfo) -> dict[str, str]:
 
 def test_convlens_call_prints_json_and_writes_pngs(torchserve: server.ServerInfo, image_file: Path,
                                                    tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "convlens", "call", "saliency", str(image_file), "--param",
+    out = subprocess.run([CONVLENS, "call", "saliency", str(image_file), "--param",
                           "method=guided", "--param", "alpha=0.4", "--out", str(tmp_path)],
                          cwd=ROOT, env=_cli_env(torchserve), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -232,14 +235,14 @@ def test_convlens_call_prints_json_and_writes_pngs(torchserve: server.ServerInfo
     for name, path in data["images"].items():
         assert Path(path) == tmp_path / f"{name}.png" and Image.open(path).format == "PNG"
     assert "iVBOR" not in out.stdout  # no base64 on the terminal
-    bad = subprocess.run([sys.executable, "-m", "convlens", "call", "classify", str(image_file), "--target", "12"],
+    bad = subprocess.run([CONVLENS, "call", "classify", str(image_file), "--target", "12"],
                          cwd=ROOT, env=_cli_env(torchserve), capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "HTTP 400" in bad.stderr and "field: target" in bad.stderr
     assert "Traceback" not in bad.stderr
 
 
 def test_convlens_serve_status(torchserve: server.ServerInfo) -> None:
-    out = subprocess.run([sys.executable, "-m", "convlens", "serve", "status", "--run-dir", str(torchserve.run_dir)],
+    out = subprocess.run([CONVLENS, "serve", "status", "--run-dir", str(torchserve.run_dir)],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "healthy" in out.stdout and str(torchserve.key_file) in out.stdout
@@ -251,3 +254,68 @@ def test_client_raises_api_error_with_field(torchserve: server.ServerInfo, image
         client.saliency(image_png, "gradcam", layer="nope")
     assert err.value.status == 400 and err.value.field == "layer"
     assert client.saliency(image_png, "vanilla", weights="random").weights == "random"
+
+
+# ---------------------------------------------------------------- the other families' endpoints
+
+
+def test_occlusion_has_the_saliency_shape(torchserve: server.ServerInfo, image_png: bytes) -> None:
+    r = post(torchserve, "occlusion", json={"image": b64(image_png), "target": 4,
+                                            "params": {"window": 8, "stride": 4, "fill": "mean"}})
+    assert r.status_code == 200, r.text
+    response = AttributionResponse.from_json(r.json())
+    assert set(response.images) == {"input", "map", "overlay", "logit_drop"}
+    assert response.target == 4 and response.target_label == "ring" and response.scalars["windows"] == 225
+
+
+def test_activations_and_filters(torchserve: server.ServerInfo, image_png: bytes) -> None:
+    client = ConvLensClient(torchserve.inference_url, token=torchserve.token)
+    acts = client.grids("activations", image_png, layer="features.5", params={"channel": 2, "sort": "mean"})
+    assert acts.layer == "features.5" and len(acts.items) == 64 and {"grid", "input", "overlay"} <= set(acts.images)
+    means = [item["mean"] for item in acts.items]
+    assert means == sorted(means, reverse=True) and acts.scalars["dead_channels"] >= 0
+    filters = client.grids("filters", model="builtin")
+    assert filters.layer == "features.0" and len(filters.items) == 32
+    grid = Image.open(io.BytesIO(base64.b64decode(filters.images["grid"])))
+    assert grid.mode == "RGB" and grid.size[0] > 16 * 7
+
+
+@pytest.mark.parametrize(("endpoint", "body", "field"), [
+    ("occlusion", {"params": {"window": 500}}, "params.window"),
+    ("occlusion", {"params": {"stride": 0}}, "params.stride"),
+    ("occlusion", {"params": {"fill": "sparkle"}}, "params.fill"),
+    ("activations", {"layer": "classifier"}, "layer"),
+    ("activations", {"layer": "code.2"}, "layer"),
+    ("filters", {"layer": "features.2"}, "layer"),
+    ("filters", {"image": "IMAGE"}, "image"),
+    ("activations", {}, "image"),
+])
+def test_new_endpoints_name_the_bad_field(torchserve: server.ServerInfo, image_png: bytes, endpoint: str,
+                                          body: dict[str, Any], field: str) -> None:
+    payload = dict(body)
+    if endpoint != "filters" and "image" not in payload and field != "image":
+        payload["image"] = b64(image_png)
+    if payload.get("image") == "IMAGE":
+        payload["image"] = b64(image_png)
+    r = post(torchserve, endpoint, json=payload)
+    assert 400 <= r.status_code < 500, r.text
+    assert r.json()["field"] == field and "Traceback" not in r.text
+
+
+@pytest.mark.parametrize(("args", "files"), [
+    (("occlusion", "IMAGE", "--param", "window=8", "--param", "stride=4", "--target", "ring"),
+     {"map.png", "overlay.png", "input.png", "logit_drop.png"}),
+    (("activations", "IMAGE", "--layer", "features.9"), {"grid.png", "input.png"}),
+    (("filters", "--model", "builtin", "--layer", "features.0"), {"grid.png"}),
+    (("gradcam", "IMAGE"), {"map.png", "overlay.png", "input.png"}),
+])
+def test_convlens_call_reaches_every_technique(torchserve: server.ServerInfo, image_file: Path, tmp_path: Path,
+                                               args: tuple[str, ...], files: set[str]) -> None:
+    argv = [str(image_file) if a == "IMAGE" else a for a in args]
+    out = subprocess.run([CONVLENS, "call", *argv, "--out", str(tmp_path)], cwd=ROOT, env=_cli_env(torchserve),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert {p.name for p in tmp_path.iterdir()} == files
+    data = json.loads(out.stdout)
+    if args[0] == "occlusion":
+        assert data["target_label"] == "ring"

@@ -1,4 +1,4 @@
-"""Class activation maps: Grad-CAM.
+"""Class activation maps: Grad-CAM (Selvaraju et al. 2017).
 
 A variant of the family changes only :meth:`GradCam.channel_weights` (how the
 layer's channels are weighted), in the way pytorch-grad-cam structures its CAMs.
@@ -13,9 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from convlens.attribution import Attribution, Target, resolve_target, unit_scale
 from convlens.hooks import capture
+from convlens.images import Normalizer
 from convlens.receptive_field import default_cam_layer, layer_catalogue
+from convlens.registry import technique
+from convlens.results import Attribution, Progress
+from convlens.schema import SchemaError
+from convlens.techniques.attribution.common import Target, check_input, model_device, resolve_target, unit_scale
 
 _DEFAULT_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[int, str]] = weakref.WeakKeyDictionary()
 
@@ -47,17 +51,17 @@ class GradCam:
         return gradients.mean(dim=(2, 3))
 
     def __call__(
-        self, model: nn.Module, x: Tensor, target: Target = None, params: GradCamParams = GradCamParams()
+        self, model: nn.Module, x: Tensor, target: Target = None, params: GradCamParams = GradCamParams(),
+        progress: Progress | None = None, to_input: Normalizer | None = None,
     ) -> Attribution:
-        if x.ndim != 4:
-            raise ValueError(f"expected input of shape (N, C, H, W), got {tuple(x.shape)}")
+        check_input(x)
         layer = params.layer or cam_layer(model, x.shape[-1])
-        device = next(model.parameters()).device
         with torch.enable_grad(), capture(model, [layer], grad_root=True) as cap:
-            logits = model(x.detach().to(device))
+            logits = model(x.detach().to(model_device(model)))
             acts = cap[layer]
             if acts.ndim != 4:
-                raise ValueError(f"Grad-CAM needs a spatial layer (N, C, h, w); {layer!r} gives {tuple(acts.shape)}")
+                raise SchemaError("layer", f"Grad-CAM needs a spatial layer (N, C, h, w); {layer!r} gives "
+                                           f"{tuple(acts.shape)}")
             t = resolve_target(logits, target)
             score = logits.gather(1, t[:, None]).squeeze(1)
             (grads,) = torch.autograd.grad(score.sum(), acts)
@@ -73,3 +77,6 @@ class GradCam:
 
 
 grad_cam = GradCam()
+technique(name="gradcam", title="Grad-CAM", family="attribution", params=GradCamParams, layer="spatial",
+          default_layer="last_spatial", endpoint="saliency", endpoint_default=True, order=30,
+          reference="Selvaraju et al. 2017")(grad_cam)

@@ -1,0 +1,315 @@
+"""The pipeline the server and the CLI call: decoded images → technique → named images and values.
+
+It validates the user-facing parameters (allow-lists, types, ranges, layers) against the
+technique's declaration and raises :class:`convlens.schema.SchemaError` naming the field, so a bad
+request becomes a 4xx, never a traceback. What differs between families (batching, targets,
+rendering) lives in one runner per family; nothing here knows a technique by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from convlens import images, registry, render
+from convlens.hooks import UnknownLayerError, UnsupportedArchitectureError
+from convlens.models import LoadedModel
+from convlens.receptive_field import LayerInfo
+from convlens.registry import Family, Spec
+from convlens.results import Progress
+from convlens.schema import MAX_TOP_K, SchemaError, WeightsKind
+
+Inputs = Mapping[str, Image.Image]  # one request's named images ("image", "content", "style", ...)
+
+
+@dataclass(frozen=True)
+class DisplayOptions:
+    """How results are drawn (not what is computed): parsed from ``params`` next to the technique's own."""
+
+    alpha: float = 0.5
+    colormap: str | None = None  # None: the family's choice (inferno for heat maps)
+    topk: int = 5
+
+    @classmethod
+    def parse(cls, values: Mapping[str, Any], names: tuple[str, ...]) -> DisplayOptions:
+        alpha = values.get("alpha", cls.alpha) if "alpha" in names else cls.alpha
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+            raise SchemaError("params.alpha", f"must be a number in [0, 1], got {alpha!r}")
+        cmap = values.get("colormap", cls.colormap) if "colormap" in names else cls.colormap
+        if cmap is not None and cmap not in images.COLORMAPS:
+            raise SchemaError("params.colormap", f"must be one of {', '.join(images.COLORMAPS)}, got {cmap!r}")
+        topk = values.get("topk", cls.topk) if "topk" in names else cls.topk
+        if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= MAX_TOP_K:
+            raise SchemaError("params.topk", f"must be an integer in [1, {MAX_TOP_K}], got {topk!r}")
+        return cls(float(alpha), cmap, topk)
+
+
+def parse_params(cls: type, values: Mapping[str, Any], display: tuple[str, ...] = (),
+                 prefix: str = "params") -> Any:
+    """Build the frozen ``cls`` from user values, checking names, types and literals."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in display or key == registry.METHOD_PARAM:
+            continue
+        if key not in names:
+            allowed = ", ".join(sorted(names | set(display))) or "none"
+            raise SchemaError(f"{prefix}.{key}", f"unknown parameter; allowed: {allowed}")
+        kwargs[key] = _coerce(f"{prefix}.{key}", value, hints[key])
+    return cls(**kwargs)
+
+
+def _options(hint: Any) -> list[Any]:
+    """The alternatives of a type hint: a union's members, or the hint itself (a Literal is one option)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return list(typing.get_args(hint))
+    return [hint]
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    options = _options(hint)
+    if value is None and type(None) in options:
+        return None
+    options = [a for a in options if a is not type(None)]
+    for option in options:
+        if typing.get_origin(option) is typing.Literal:
+            if value in typing.get_args(option):
+                return value
+            continue
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option is int and isinstance(value, str) and value.lstrip("-").isdigit():
+            return int(value)
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if option is str and isinstance(value, str):
+            return value
+    raise SchemaError(name, f"expected {_describe(hint)}, got {value!r}")
+
+
+def _describe(hint: Any) -> str:
+    parts = []
+    for option in _options(hint):
+        if typing.get_origin(option) is typing.Literal:
+            parts.append(" | ".join(repr(v) for v in typing.get_args(option)))
+        else:
+            parts.append("null" if option is type(None) else getattr(option, "__name__", str(option)))
+    return " | ".join(parts)
+
+
+@dataclass(frozen=True)
+class Output:
+    """One answered request, ready to encode: image tensors in [0, 1], plain values otherwise."""
+
+    technique: str
+    family: Family
+    model: str
+    weights: WeightsKind
+    layer: str | None
+    images: dict[str, Tensor]
+    scalars: dict[str, float]
+    target: int | None = None
+    target_label: str | None = None
+    topk: list[tuple[int, str, float]] = field(default_factory=list)
+    objective: str = ""
+    items: list[dict[str, Any]] = field(default_factory=list)
+    series: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
+    vectors: list[list[float]] | None = None
+    points: list[list[float]] | None = None
+
+    @property
+    def method(self) -> str:
+        return self.technique
+
+
+Explanation = Output
+
+
+def topk_classes(logits: Tensor, classes: tuple[str, ...], k: int) -> list[tuple[int, str, float]]:
+    """Top-k of one row of logits as (index, label, probability)."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    values, indices = probs.topk(min(k, probs.numel()))
+    return [(int(i), classes[int(i)], float(v)) for v, i in zip(values, indices, strict=False)]
+
+
+# ------------------------------------------------------------------------------------ layers
+
+
+def is_conv(loaded: LoadedModel, name: str) -> bool:
+    """Does layer ``name`` hold a 2-D convolution weight (out, in, kh, kw)?"""
+    weight = getattr(loaded.net.get_submodule(name), "weight", None)
+    return isinstance(weight, Tensor) and weight.ndim == 4
+
+
+LAYER_CHECKS: dict[str, tuple[Callable[[LoadedModel, LayerInfo], bool], str]] = {
+    "spatial": (lambda loaded, row: row.is_spatial, "is not spatial (its output has no height and width)"),
+    "conv": (lambda loaded, row: is_conv(loaded, row.name), "is not a 2-D convolution (it has no 4-D weight)"),
+}
+
+
+def resolve_layer(loaded: LoadedModel, spec: Spec, layer: str | None) -> str | None:
+    """The request's layer, checked against what the technique needs, or the declared default."""
+    if layer is None:
+        return None if spec.default_layer == "none" else loaded.default_layer(spec.default_layer)
+    if spec.layer == "none":
+        raise SchemaError("layer", f"{spec.name} does not use a layer")
+    try:
+        row = loaded.layer(layer)
+    except (UnknownLayerError, KeyError) as exc:
+        raise SchemaError("layer", str(exc).strip("'\"")) from None
+    check = LAYER_CHECKS.get(spec.layer)
+    if check is not None and not check[0](loaded, row):
+        raise SchemaError("layer", f"{layer!r} {check[1]}; {spec.title} needs a {spec.layer} layer")
+    return layer
+
+
+def technique_spec(name: str, field_name: str = "params.method") -> Spec:
+    specs = registry.registry()
+    if name not in specs:
+        raise SchemaError(field_name, f"must be one of {', '.join(specs)}, got {name!r}")
+    return specs[name]
+
+
+# ------------------------------------------------------------------------------------ families
+
+
+class FamilyRunner:
+    """How a family's techniques are called and their results drawn. ``display``: the drawing options
+    it reads from ``params``."""
+
+    display: tuple[str, ...] = ()
+
+    def prepare(self, loaded: LoadedModel, spec: Spec, layer: str | None, params: Mapping[str, Any]
+                ) -> tuple[Any, DisplayOptions, str | None]:
+        values = dict(params)
+        display = DisplayOptions.parse(values, self.display)
+        layer = resolve_layer(loaded, spec, layer)
+        if layer is not None:
+            values["layer"] = layer
+        return parse_params(spec.params, values, self.display), display, layer
+
+    def run(self, loaded: LoadedModel, spec: Spec, inputs: Sequence[Inputs], targets: Sequence[int | None],
+            technique_params: Any, display: DisplayOptions, layer: str | None,
+            progress: Progress | None) -> list[Output]:
+        raise NotImplementedError
+
+
+class AttributionRunner(FamilyRunner):
+    """A batch of images with one target each → one heat map each, in one call of the technique."""
+
+    display = ("alpha", "colormap", "topk")
+
+    def run(self, loaded: LoadedModel, spec: Spec, inputs: Sequence[Inputs], targets: Sequence[int | None],
+            technique_params: Any, display: DisplayOptions, layer: str | None,
+            progress: Progress | None) -> list[Output]:
+        for target in targets:
+            if target is not None and not 0 <= target < len(loaded.classes):
+                raise SchemaError("target", f"must be in [0, {len(loaded.classes) - 1}] for {loaded.name}, "
+                                            f"got {target}")
+        prepared = [loaded.prepare(_one_image(spec, one)) for one in inputs]
+        x = torch.cat([t for _, t in prepared])
+        target_t = _targets(loaded, x, targets)
+        try:
+            with torch.enable_grad():
+                result = spec.run(loaded.net, x, target_t, technique_params, progress=progress,
+                                  to_input=loaded.preprocessing.normalize)
+        except UnsupportedArchitectureError as exc:
+            raise SchemaError("params.method", f"{loaded.name}: {exc}") from None
+        out = []
+        for i, (display_image, _) in enumerate(prepared):
+            drawn = render.attribution(result, i, display_image, display.alpha, display.colormap or "inferno")
+            t = int(result.target[i])
+            out.append(Output(
+                technique=spec.name, family=spec.family, model=loaded.name, weights=loaded.weights,
+                layer=getattr(technique_params, "layer", None), images=drawn.images, scalars=drawn.scalars,
+                target=t, target_label=loaded.label(t) if result.objective.startswith("class") else f"channel {t}",
+                topk=topk_classes(result.logits[i], loaded.classes, display.topk), objective=result.objective,
+            ))
+        return out
+
+
+def _targets(loaded: LoadedModel, x: Tensor, targets: Sequence[int | None]) -> Tensor | None:
+    """Images without a target explain their predicted class."""
+    if all(t is None for t in targets):
+        return None
+    predicted: list[int] = []
+    if None in targets:
+        with torch.no_grad():
+            predicted = loaded.net(x).argmax(dim=1).tolist()
+    return torch.tensor([t if t is not None else predicted[i] for i, t in enumerate(targets)], device=x.device)
+
+
+def _one_image(spec: Spec, one: Inputs) -> Image.Image:
+    if "image" not in one:
+        raise SchemaError("image", f"is required by {spec.name}")
+    return one["image"]
+
+
+class ActivationsRunner(FamilyRunner):
+    """Each request on its own: its image (if the technique takes one) → grids."""
+
+    display = ("alpha", "colormap")
+
+    def run(self, loaded: LoadedModel, spec: Spec, inputs: Sequence[Inputs], targets: Sequence[int | None],
+            technique_params: Any, display: DisplayOptions, layer: str | None,
+            progress: Progress | None) -> list[Output]:
+        out = []
+        for one in inputs:
+            display_image, x = loaded.prepare(_one_image(spec, one)) if spec.inputs else (None, None)
+            result = spec.run(loaded.net, x, technique_params, progress=progress)
+            drawn = render.grids(result, display_image, display.alpha, display.colormap)
+            out.append(Output(technique=spec.name, family=spec.family, model=loaded.name, weights=loaded.weights,
+                              layer=layer, images=drawn.images, scalars=drawn.scalars, items=drawn.items))
+        return out
+
+
+RUNNERS: dict[str, FamilyRunner] = {"attribution": AttributionRunner(), "activations": ActivationsRunner()}
+
+
+def run(
+    loaded: LoadedModel,
+    name: str,
+    inputs: Sequence[Inputs] = ({},),
+    targets: Sequence[int | None] | None = None,
+    layer: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> list[Output]:
+    """Run technique ``name`` with one set of parameters on one or more requests' inputs.
+
+    ``targets`` holds one class per request (None: the predicted class). A server groups its
+    requests by everything but the images and the target and calls this once per group.
+    """
+    spec = technique_spec(name)
+    targets = list(targets) if targets is not None else [None] * len(inputs)
+    if len(targets) != len(inputs):
+        raise ValueError(f"{len(targets)} targets for {len(inputs)} inputs")
+    if not inputs:
+        return []
+    runner = RUNNERS[spec.family]
+    technique_params, display, layer = runner.prepare(loaded, spec, layer, params or {})
+    return runner.run(loaded, spec, inputs, targets, technique_params, display, layer, progress)
+
+
+def explain(loaded: LoadedModel, img: Image.Image, method: str, target: int | None = None,
+            layer: str | None = None, params: Mapping[str, Any] | None = None) -> Output:
+    """Run an attribution technique on one decoded image."""
+    return run(loaded, method, [{"image": img}], [target], layer, params)[0]
+
+
+def explain_batch(loaded: LoadedModel, imgs: Sequence[Image.Image], method: str,
+                  targets: Sequence[int | None] | None = None, layer: str | None = None,
+                  params: Mapping[str, Any] | None = None) -> list[Output]:
+    """One attribution technique, one set of parameters, several images in a single batch."""
+    return run(loaded, method, [{"image": img} for img in imgs], targets, layer, params)

@@ -1,0 +1,166 @@
+"""One declaration per technique: the single source of every list of techniques and endpoints.
+
+A technique module declares itself with :func:`technique`::
+
+    @technique(name="occlusion", title="Occlusion", family="attribution", params=OcclusionParams,
+               reference="Zeiler & Fergus 2014")
+    def occlusion(model, x, target=None, params=OcclusionParams(), progress=None) -> Attribution: ...
+
+Modules under ``convlens/techniques/`` are discovered on first use, so adding a technique is
+one file. The pipeline, the handlers, the archives, the info API, the CLI and (through the
+info API) the dashboard all read :func:`registry`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+Family = Literal["attribution", "activations", "synthesis", "corpus"]
+FAMILIES: tuple[Family, ...] = ("attribution", "activations", "synthesis", "corpus")
+FAMILY_DESCRIPTIONS: dict[Family, str] = {
+    "attribution": "image → heat map over the input",
+    "activations": "image or nothing → named grids of images",
+    "synthesis": "zero, one or two images → image(s), iterative with progress",
+    "corpus": "a dataset → vectors, points or patches",
+}
+# What a technique needs of ``layer``:
+#   none      takes no layer;             optional  any layer may be given (e.g. guided's neuron objective);
+#   spatial   a layer with (C, h, w) output;  conv  a module with a 4-D convolution weight.
+LayerNeed = Literal["none", "optional", "spatial", "conv"]
+# How the layer is chosen when the request names none (resolved by ``convlens.models.LoadedModel``).
+DefaultLayer = Literal["none", "last_spatial", "first_conv", "code"]
+
+# Endpoints that serve no technique: the classifier and its info API.
+EXTRA_ENDPOINTS: tuple[str, ...] = ("classify",)
+# An endpoint that serves several techniques picks one with ``params.<METHOD_PARAM>``.
+METHOD_PARAM = "method"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Everything the product needs to know about a technique, besides its code."""
+
+    name: str
+    title: str
+    family: Family
+    params: type  # a frozen dataclass; its defaults are the demo settings
+    run: Callable[..., Any]
+    inputs: tuple[str, ...] = ("image",)  # named images it takes; () for none
+    layer: LayerNeed = "none"
+    default_layer: DefaultLayer = "none"
+    endpoint: str = ""  # the API endpoint; "" means the technique's own name
+    endpoint_default: bool = False  # the technique an endpoint runs when ``params.method`` is absent
+    order: int = 100  # display order within a family
+    reference: str = ""
+
+    @property
+    def route(self) -> str:
+        return self.endpoint or self.name
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able description (the info API sends it to the dashboard)."""
+        return {
+            "name": self.name, "title": self.title, "family": self.family, "endpoint": self.route,
+            "inputs": list(self.inputs), "layer": self.layer, "default_layer": self.default_layer,
+            "reference": self.reference, "params": describe_params(self.params),
+        }
+
+
+def describe_params(cls: type) -> list[dict[str, Any]]:
+    """Name, type, default and (for literals) choices of each field of a params dataclass."""
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        args = [a for a in (typing.get_args(hint) if union else (hint,)) if a is not type(None)]
+        choices = [c for a in args if typing.get_origin(a) is Literal for c in typing.get_args(a)]
+        kinds = [getattr(a, "__name__", str(a)) for a in args if typing.get_origin(a) is not Literal]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        rows.append({"name": f.name, "types": kinds + (["choice"] if choices else []), "default": default,
+                     "choices": choices, "optional": union and type(None) in typing.get_args(hint)})
+    return rows
+
+
+_REGISTRY: dict[str, Spec] = {}
+_DISCOVERED = False
+
+
+def technique(**declaration: Any) -> Callable[[F], F]:
+    """Register the decorated function as a technique; ``declaration`` holds the :class:`Spec` fields."""
+
+    def register(fn: F) -> F:
+        spec = Spec(run=fn, **declaration)
+        if spec.family not in FAMILIES:
+            raise ValueError(f"{spec.name}: unknown family {spec.family!r}")
+        if not dataclasses.is_dataclass(spec.params) or not spec.params.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+            raise TypeError(f"{spec.name}: params must be a frozen dataclass")
+        clash = _REGISTRY.get(spec.name)
+        if clash is not None and clash.run is not fn:
+            raise ValueError(f"technique {spec.name!r} is declared twice")
+        _REGISTRY[spec.name] = spec
+        return fn
+
+    return register
+
+
+def _discover() -> None:
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    package = importlib.import_module("convlens.techniques")
+    for info in sorted(pkgutil.walk_packages(package.__path__, "convlens.techniques."), key=lambda i: i.name):
+        importlib.import_module(info.name)
+    _DISCOVERED = True
+
+
+def registry() -> Mapping[str, Spec]:
+    """Every technique, ordered by family and display order."""
+    _discover()
+    ordered = sorted(_REGISTRY.values(), key=lambda s: (FAMILIES.index(s.family), s.order, s.name))
+    return {s.name: s for s in ordered}
+
+
+def get(name: str) -> Spec:
+    specs = registry()
+    if name not in specs:
+        raise KeyError(f"unknown technique {name!r}; known: {', '.join(specs)}")
+    return specs[name]
+
+
+def of_family(family: Family) -> list[Spec]:
+    return [s for s in registry().values() if s.family == family]
+
+
+def endpoints() -> dict[str, list[Spec]]:
+    """Endpoint → the techniques it serves (several: chosen with ``params.method``)."""
+    out: dict[str, list[Spec]] = {}
+    for spec in registry().values():
+        out.setdefault(spec.route, []).append(spec)
+    return out
+
+
+def endpoint_family(endpoint: str) -> Family:
+    specs = endpoints().get(endpoint)
+    if not specs:
+        raise KeyError(f"unknown endpoint {endpoint!r}; known: {', '.join(all_endpoints())}")
+    return specs[0].family
+
+
+def all_endpoints() -> tuple[str, ...]:
+    """Every endpoint the server offers (what the archives are built for)."""
+    return (*EXTRA_ENDPOINTS, *endpoints())
+
+
+def default_technique(endpoint: str) -> Spec:
+    specs = endpoints()[endpoint]
+    return next((s for s in specs if s.endpoint_default), specs[0])

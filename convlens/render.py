@@ -1,0 +1,104 @@
+"""Results → named images (tensors in [0, 1]) and plain values: one renderer per family.
+
+Encoding to PNG happens at the edge (handlers, CLI); here every image is still a tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from convlens import images
+from convlens.results import Attribution, Corpus, Grid, Grids, Synthesis
+
+MIN_TILE_PX = 24  # small tiles (an 8×8 map, a 3×3 kernel) are enlarged, nearest-neighbour, to at least this
+GRID_PAD = 2
+
+
+@dataclass(frozen=True)
+class Rendered:
+    images: dict[str, Tensor]
+    scalars: dict[str, float]
+    items: list[dict[str, Any]] = field(default_factory=list)
+    series: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
+    vectors: list[list[float]] | None = None
+    points: list[list[float]] | None = None
+
+
+def _value(v: float | Tensor, i: int) -> float:
+    return float(v[i]) if isinstance(v, Tensor) and v.ndim > 0 else float(v)
+
+
+def attribution(result: Attribution, i: int, display: Tensor, alpha: float, colormap: str) -> Rendered:
+    """Image ``i`` of a batch: ``input``, ``map``, ``overlay`` and one picture per signed map."""
+    heat = result.map[i].detach().cpu()
+    named = {"input": display, "map": heat, "overlay": images.overlay(display, heat, alpha, colormap)}
+    for name, signed in result.signed.items():
+        s = signed[i:i + 1].detach().float().cpu()
+        named[name] = images.gradient_image(s)[0] if s.ndim == 4 else images.diverging(s[0])
+    scalars = {"score": float(result.score[i]), **{k: _value(v, i) for k, v in result.scalars.items()}}
+    return Rendered(named, scalars)
+
+
+def tile_scale(tile: Tensor) -> int:
+    return max(1, math.ceil(MIN_TILE_PX / min(tile.shape[-2:])))
+
+
+def grid_image(grid: Grid, colormap: str | None = None) -> tuple[Tensor, int]:
+    """A grid's tiles as one RGB mosaic (grey tiles colour-mapped) and the enlargement used."""
+    tiles = grid.tiles.detach().float().cpu()
+    scale = tile_scale(tiles)
+    if scale > 1:
+        tiles = F.interpolate(tiles, scale_factor=scale, mode="nearest")
+    if tiles.shape[1] == 1:
+        tiles = images.colormap(tiles[:, 0], colormap or grid.colormap)
+    return images.grid(list(tiles), grid.columns, pad=GRID_PAD), scale
+
+
+def grids(result: Grids, display: Tensor | None, alpha: float, colormap: str | None) -> Rendered:
+    """Each grid as a mosaic (its name), the input, and the focus map alone and over the input.
+
+    ``items`` get the tile's place in the mosaic (``grid``, ``row``, ``col``); ``scalars`` say how
+    to cut a tile out of it (``<grid>_tile_height``/``_tile_width``, ``grid_pad``).
+    """
+    named: dict[str, Tensor] = {}
+    items: list[dict[str, Any]] = []
+    scalars = dict(result.scalars)
+    scalars["grid_pad"] = float(GRID_PAD)
+    for name, grid in result.grids.items():
+        named[name], scale = grid_image(grid, colormap)
+        scalars[f"{name}_tile_height"] = float(grid.tiles.shape[-2] * scale)
+        scalars[f"{name}_tile_width"] = float(grid.tiles.shape[-1] * scale)
+        scalars[f"{name}_columns"] = float(grid.columns)
+        for k, item in enumerate(grid.items):
+            row, col = divmod(k, grid.columns)
+            items.append({**item, "grid": name, "row": row, "col": col})
+    if display is not None:
+        named["input"] = display
+        if result.focus is not None:
+            size = display.shape[-2:]
+            focus = F.interpolate(result.focus[None, None].float(), size=size, mode="bilinear",
+                                  align_corners=False)[0, 0].clamp(0, 1)
+            named["focus"] = focus
+            named["overlay"] = images.overlay(display, focus, alpha, colormap or "viridis")
+    return Rendered(named, scalars, items)
+
+
+def synthesis(result: Synthesis) -> Rendered:
+    history = {k: (list(map(float, range(len(v)))), [float(x) for x in v]) for k, v in result.history.items()}
+    return Rendered({k: v.detach().cpu().clamp(0, 1) for k, v in result.images.items()}, dict(result.scalars),
+                    series=history)
+
+
+def corpus(result: Corpus) -> Rendered:
+    def rows(t: Tensor | None) -> list[list[float]] | None:
+        return None if t is None else t.detach().float().cpu().tolist()
+
+    return Rendered({k: v.detach().cpu().clamp(0, 1) for k, v in result.images.items()}, dict(result.scalars),
+                    list(result.items), dict(result.series), rows(result.vectors), rows(result.points))
+
+

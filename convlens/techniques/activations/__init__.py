@@ -1,0 +1,1 @@
+"""Activations family: image or nothing → named grids (activation maps, filter galleries)."""

@@ -1,0 +1,1 @@
+"""Attribution family: image → heat map (saliency, guided backprop, Grad-CAM, occlusion)."""

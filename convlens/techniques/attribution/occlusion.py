@@ -1,0 +1,155 @@
+"""Occlusion sensitivity (Zeiler & Fergus 2014, "Visualizing and Understanding Convolutional Networks", §4.2).
+
+Slide a window over the image, fill it, and record how much the target's probability drops.
+Each pixel's value is the mean drop over the windows that cover it. The perturbed copies run in
+batches sized to a memory budget, under ``torch.inference_mode()``, optionally in reduced
+precision (bfloat16 on CPUs that support it, float16 on GPUs).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from convlens import images
+from convlens.hooks import footprint
+from convlens.registry import technique
+from convlens.results import Attribution, Progress
+from convlens.schema import SchemaError
+from convlens.techniques.attribution.common import Target, check_input, model_device, resolve_target, unit_scale
+
+Fill = Literal["zero", "mean", "blur"]
+DEFAULT_MEMORY_BUDGET_MB = 512
+MAX_BATCH = 256
+
+
+@dataclass(frozen=True)
+class OcclusionParams:
+    """window/stride in input pixels. ``fill``: ``zero`` (0 in the model's input space, i.e. the
+    normalisation mean colour), ``mean`` (the image's own mean colour), ``blur`` (the image blurred with
+    σ = window / 4) or a grey level in [0, 1]. ``batch_size``: perturbed copies per forward pass
+    (None: as many as ``memory_budget_mb`` holds). ``precision``: ``reduced`` runs the copies in
+    bfloat16 on a CPU that supports it or float16 on a GPU (float32 otherwise)."""
+
+    window: int = 8
+    stride: int = 4
+    fill: Fill | float = "mean"
+    batch_size: int | None = None
+    memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB
+    precision: Literal["float32", "reduced"] = "float32"
+
+
+def positions(size: int, window: int, stride: int) -> list[int]:
+    """Window starts along one side; the last window always touches the far edge."""
+    starts = list(range(0, size - window + 1, stride))
+    if starts[-1] != size - window:
+        starts.append(size - window)
+    return starts
+
+
+def reduced_dtype(device: torch.device) -> torch.dtype:
+    """float16 on CUDA, bfloat16 on a CPU with native support, else float32 (nothing to gain)."""
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and torch.backends.mkldnn.is_available():
+        try:
+            if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+                return torch.bfloat16
+        except (AttributeError, RuntimeError):
+            pass
+    return torch.float32
+
+
+def _check(params: OcclusionParams, height: int, width: int) -> None:
+    if params.window < 1 or params.window > min(height, width):
+        raise SchemaError("params.window", f"must be in [1, {min(height, width)}] (the input is "
+                                           f"{height}x{width} px), got {params.window}")
+    if params.stride < 1:
+        raise SchemaError("params.stride", f"must be >= 1, got {params.stride}")
+    if params.batch_size is not None and not 1 <= params.batch_size <= 4096:
+        raise SchemaError("params.batch_size", f"must be in [1, 4096] or null, got {params.batch_size}")
+    if not 1 <= params.memory_budget_mb <= 65536:
+        raise SchemaError("params.memory_budget_mb", f"must be in [1, 65536], got {params.memory_budget_mb}")
+    if not isinstance(params.fill, str) and not 0.0 <= params.fill <= 1.0:
+        raise SchemaError("params.fill", f"a grey level must be in [0, 1], got {params.fill}")
+
+
+def fill_image(x: Tensor, params: OcclusionParams, to_input: images.Normalizer | None) -> Tensor:
+    """What a window is filled with, per image: (N, C, H, W) in the model's input space."""
+    if params.fill == "zero":
+        return torch.zeros_like(x)
+    if params.fill == "mean":
+        return x.mean(dim=(2, 3), keepdim=True).expand_as(x)
+    if params.fill == "blur":
+        return images.gaussian_blur(x, params.window / 4)
+    grey = torch.full_like(x, float(params.fill))
+    return to_input(grey) if to_input is not None else grey
+
+
+@technique(name="occlusion", title="Occlusion", family="attribution", params=OcclusionParams, order=40,
+           reference="Zeiler & Fergus 2014")
+def occlusion(
+    model: nn.Module, x: Tensor, target: Target = None, params: OcclusionParams = OcclusionParams(),
+    progress: Progress | None = None, to_input: images.Normalizer | None = None,
+) -> Attribution:
+    """Map = mean drop of the target's softmax probability over the windows covering each pixel,
+    clipped at 0 and scaled to [0, 1] per image; ``signed["logit_drop"]`` is the signed mean drop of
+    the target's logit. ``to_input`` maps [0, 1] pixels to model input (for a grey ``fill``)."""
+    check_input(x)
+    n, _, height, width = x.shape
+    _check(params, height, width)
+    device = model_device(model)
+    x = x.detach().to(device)
+    tops, lefts = positions(height, params.window, params.stride), positions(width, params.window, params.stride)
+    windows = [(t, left) for t in tops for left in lefts]
+    dtype = reduced_dtype(device) if params.precision == "reduced" else torch.float32
+    with torch.inference_mode(), footprint(model) as size:
+        base_logits = model(x).float()
+    t = resolve_target(base_logits, target)
+    base_prob = torch.softmax(base_logits, 1).gather(1, t[:, None])[:, 0]
+    base_logit = base_logits.gather(1, t[:, None])[:, 0]
+    batch = params.batch_size or _budget_batch(size.largest_per_sample, x.shape[1:].numel(),
+                                               params.memory_budget_mb, dtype)
+    prob_drop = torch.zeros(n, height, width, device=device)
+    logit_drop = torch.zeros(n, height, width, device=device)
+    count = torch.zeros(height, width, device=device)
+    for top, left in windows:
+        count[top:top + params.window, left:left + params.window] += 1
+    fill = fill_image(x, params, to_input)
+    total, done = n * len(windows), 0
+    w = params.window
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        for i in range(n):
+            for start in range(0, len(windows), batch):
+                chunk = windows[start:start + batch]
+                copies = x[i:i + 1].repeat(len(chunk), 1, 1, 1)
+                for j, (top, left) in enumerate(chunk):
+                    copies[j, :, top:top + w, left:left + w] = fill[i, :, top:top + w, left:left + w]
+                logits = model(copies).float()
+                p = torch.softmax(logits, 1)[:, t[i]]
+                dp, dl = base_prob[i] - p, base_logit[i] - logits[:, t[i]]
+                for j, (top, left) in enumerate(chunk):
+                    prob_drop[i, top:top + w, left:left + w] += dp[j]
+                    logit_drop[i, top:top + w, left:left + w] += dl[j]
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total, None)
+    count = count.clamp_min(1)
+    raw, signed = prob_drop / count, logit_drop / count
+    return Attribution(
+        unit_scale(raw.clamp_min(0)), t, base_prob, base_logits, raw=raw, objective="class probability",
+        signed={"logit_drop": signed},
+        scalars={"windows": float(len(windows)), "batch_size": float(batch),
+                 "reduced_precision": float(dtype != torch.float32),
+                 "max_probability_drop": raw.flatten(1).amax(1), "max_logit_drop": signed.flatten(1).amax(1)},
+    )
+
+
+def _budget_batch(largest: int, input_numel: int, budget_mb: int, dtype: torch.dtype) -> int:
+    """Copies per pass such that the input copies plus the two largest live activations fit the budget."""
+    bytes_per_copy = (2 * max(largest, 1) + input_numel) * torch.finfo(dtype).bits // 8 + input_numel * 4
+    return max(1, min(MAX_BATCH, math.floor(budget_mb * 2**20 / bytes_per_copy)))

@@ -1,0 +1,96 @@
+"""Activations page: what every channel of a layer does with one image (Chollet §9.4.1)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from client.http import ApiError  # noqa: E402
+from dashboard import state, widgets  # noqa: E402
+
+
+def tile(grid: Image.Image, item: dict[str, Any], height: int, width: int, pad: int) -> Image.Image:
+    """Cut one tile out of the server's mosaic (its place is in the item)."""
+    top, left = item["row"] * (height + pad), item["col"] * (width + pad)
+    return grid.crop((left, top, left + width, top + height))
+
+
+def grid_figure(grid: Image.Image, items: list[dict[str, Any]], height: int, width: int, pad: int) -> go.Figure:
+    """The mosaic with one invisible marker per tile: hover for a channel's numbers, click to pick it."""
+    xs = [it["col"] * (width + pad) + width / 2 for it in items]
+    ys = [it["row"] * (height + pad) + height / 2 for it in items]
+    text = [f"channel {it['channel']}<br>mean {it['mean']:.3g}, max {it['max']:.3g}"
+            + ("<br>dead for this image" if it["dead"] else "") for it in items]
+    fig = go.Figure(go.Image(z=np.asarray(grid)))
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", text=text, hoverinfo="text",
+                             customdata=[it["channel"] for it in items],
+                             marker=dict(size=max(8, min(height, width) * 0.8), opacity=0.01, symbol="square")))
+    fig.update_layout(margin=dict(l=0, r=0, t=0, b=0), height=min(900, grid.height * 2 + 20),
+                      xaxis=dict(visible=False), yaxis=dict(visible=False), showlegend=False)
+    return fig
+
+
+def page() -> None:
+    st.header("Activations")
+    st.caption("Every channel of one layer for one image, as Chollet §9.4.1 shows them. Hover a tile for its "
+               "numbers, click it to see it large over the input.")
+    model = state.selected_model()
+    chosen = widgets.choose_image("act_")
+    if chosen is None:
+        return
+    name, image = chosen
+    try:
+        catalogue = state.layers(model)
+    except ApiError as exc:
+        widgets.api_error(exc, "list the layers")
+        return
+    spatial = [r.name for r in catalogue.layers if r.spatial and len(r.output_shape) == 3]
+    c1, c2, c3 = st.columns(3)
+    layer = c1.selectbox("Layer", spatial, key="act_layer", index=spatial.index(catalogue.default_cam_layer)
+                         if catalogue.default_cam_layer in spatial else len(spatial) - 1)
+    sort = c2.radio("Order", ["channel", "mean"], horizontal=True, key="act_sort",
+                    format_func=lambda s: "by channel" if s == "channel" else "by mean activation")
+    normalize = c3.radio("Scale", ["channel", "layer"], horizontal=True, key="act_normalize",
+                         format_func=lambda s: "each channel" if s == "channel" else "whole layer")
+    with st.spinner("Computing activations…"):
+        try:
+            response = state.grids("activations", image, model, layer, sort=sort, normalize=normalize)
+        except ApiError as exc:
+            widgets.api_error(exc, "compute the activations")
+            return
+    s = response.scalars
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Channels", int(s["channels"]))
+    m2.metric("Dead for this image", int(s["dead_channels"]), help="no unit of the channel is positive")
+    m3.metric("Map size", f"{int(s['height'])}×{int(s['width'])}")
+    grid = widgets.png(response.images["grid"])
+    height, width, pad = int(s["grid_tile_height"]), int(s["grid_tile_width"]), int(s["grid_pad"])
+    event = st.plotly_chart(grid_figure(grid, response.items, height, width, pad), key="act_grid",
+                            on_select="rerun", selection_mode="points", width="stretch")
+    picked = [p.get("customdata") for p in (event.selection.points if event and event.selection else [])]
+    channels = [it["channel"] for it in response.items]
+    if picked and picked[0] in channels:
+        st.session_state["act_channel"] = picked[0]
+    channel = st.selectbox("Channel", channels, key="act_channel",
+                           format_func=lambda c: f"{c} (mean {response.items[channels.index(c)]['mean']:.3g})")
+    item = response.items[channels.index(channel)]
+    base = widgets.png(response.images["input"])
+    heat = tile(grid, item, height, width, pad).resize(base.size, Image.Resampling.BILINEAR)
+    alpha = st.slider("Overlay opacity", 0.0, 1.0, 0.6, 0.05, key="act_alpha")
+    left, right = st.columns(2)
+    left.image(Image.blend(base, heat, alpha), caption=f"{layer} channel {channel} over {name}", width="stretch")
+    right.image(heat, caption=f"channel {channel} (mean {item['mean']:.3g}, max {item['max']:.3g})",
+                width="stretch")
+    st.download_button("Download the grid", widgets.to_png_bytes(grid), file_name=f"{Path(name).stem}_{layer}.png",
+                       mime="image/png", key="act_download")
+
+
+page()

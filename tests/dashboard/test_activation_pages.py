@@ -1,0 +1,76 @@
+"""The Activations and Filters pages, driven with streamlit.testing against a fake client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from client.http import ApiError
+from tests.dashboard.conftest import FakeClient
+
+ROOT = Path(__file__).resolve().parents[2]
+ACTIVATIONS = str(ROOT / "dashboard" / "app_pages" / "activations.py")
+FILTERS = str(ROOT / "dashboard" / "app_pages" / "filters.py")
+
+
+def run_page(path: str, client: FakeClient, **state: object) -> AppTest:
+    at = AppTest.from_file(path, default_timeout=30)
+    at.session_state["client"] = client
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at.run()
+
+
+def test_activations_page_shows_the_grid_the_dead_count_and_one_channel_large() -> None:
+    client = FakeClient()
+    at = run_page(ACTIVATIONS, client)
+    assert not at.exception and not at.error
+    [request] = client.calls
+    assert request["endpoint"] == "activations" and request["layer"] == "features"  # the default layer
+    assert request["params"] == {"sort": "channel", "normalize": "channel"} and request["image"]
+    assert [m.value for m in at.metric] == ["6", "1", "8×8"]
+    assert len(at.get("plotly_chart")) == 1 and len(at.get("image")) == 2  # the channel over the input, alone
+    assert at.selectbox(key="act_channel").value == 5  # the grid's first tile
+
+
+def test_activations_sorting_and_layer_reach_the_api_and_channels_are_picked_locally() -> None:
+    client = FakeClient()
+    at = run_page(ACTIVATIONS, client)
+    at.radio(key="act_sort").set_value("mean").run()
+    at.selectbox(key="act_layer").set_value("features.2").run()
+    assert client.calls[-1]["params"]["sort"] == "mean" and client.calls[-1]["layer"] == "features.2"
+    calls = len(client.calls)
+    at.selectbox(key="act_channel").set_value(2).run()
+    at.slider(key="act_alpha").set_value(1.0).run()
+    assert not at.exception and len(client.calls) == calls  # cut from the mosaic, blended here
+    assert "pool" not in at.selectbox(key="act_layer").options
+
+
+def test_activations_page_reports_api_errors() -> None:
+    at = run_page(ACTIVATIONS, FakeClient(fail=ApiError(400, "'pool' is not spatial", "layer")))
+    assert not at.exception and len(at.error) == 1 and "field `layer`" in at.error[0].value
+
+
+def test_filters_page_compares_models_side_by_side() -> None:
+    client = FakeClient()
+    at = run_page(FILTERS, client)
+    assert not at.exception and not at.error
+    assert at.multiselect(key="filters_models").options == ["builtin", "alexnet"]  # vgg16 has no weights here
+    assert [c["model"] for c in client.calls] == ["builtin"] and client.calls[0]["layer"] == "features.0"
+    assert client.calls[0]["image"] is None
+    at.multiselect(key="filters_models").set_value(["builtin", "alexnet"]).run()
+    assert not at.exception
+    assert [c["model"] for c in client.calls[-2:]] == ["builtin", "alexnet"]
+    assert all(c["layer"] is None for c in client.calls[-2:])  # each model's own first convolution
+    assert len(at.get("image")) == 2 and len(at.get("download_button")) == 2
+    assert any("vgg16" in c.value for c in at.caption)
+
+
+def test_filters_page_deeper_layer_and_count() -> None:
+    client = FakeClient()
+    at = run_page(FILTERS, client)
+    at.selectbox(key="filters_layer").set_value("features.14").run()
+    at.slider(key="filters_max").set_value(128).run()
+    assert client.calls[-1]["layer"] == "features.14" and client.calls[-1]["params"] == {"max_filters": 128}
+    assert at.selectbox(key="filters_layer").options == ["features.0", "features.14"]
