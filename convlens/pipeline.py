@@ -274,7 +274,25 @@ class ActivationsRunner(FamilyRunner):
         return out
 
 
-RUNNERS: dict[str, FamilyRunner] = {"attribution": AttributionRunner(), "activations": ActivationsRunner()}
+class CorpusRunner(FamilyRunner):
+    """A technique over a dataset (its ``params`` name it): the model and the params → vectors, points, curves."""
+
+    def run(self, loaded: LoadedModel, spec: Spec, inputs: Sequence[Inputs], targets: Sequence[int | None],
+            technique_params: Any, display: DisplayOptions, layer: str | None,
+            progress: Progress | None) -> list[Output]:
+        out = []
+        for one in inputs:
+            images_in = {name: loaded.prepare(img)[1] for name, img in one.items() if name in spec.inputs}
+            result = spec.run(loaded, images_in, technique_params, progress=progress)
+            drawn = render.corpus(result)
+            out.append(Output(technique=spec.name, family=spec.family, model=loaded.name, weights=loaded.weights,
+                              layer=layer, images=drawn.images, scalars=drawn.scalars, items=drawn.items,
+                              series=drawn.series, vectors=drawn.vectors, points=drawn.points))
+        return out
+
+
+RUNNERS: dict[str, FamilyRunner] = {"attribution": AttributionRunner(), "activations": ActivationsRunner(),
+                                    "corpus": CorpusRunner()}
 
 
 def run(

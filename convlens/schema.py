@@ -119,8 +119,30 @@ class GridsResponse:
         return cls(**dict(data))
 
 
-# The response type of each technique family (attribution keeps the original saliency contract).
-RESPONSES: dict[str, type] = {"attribution": AttributionResponse, "activations": GridsResponse}
+@dataclass(frozen=True)
+class CorpusResponse:
+    """Corpus family: what a model makes of a dataset. ``series`` are named curves ``[xs, ys]`` (for
+    charts), ``vectors`` one float vector per image (CNN codes), ``points`` 2-D coordinates, ``items``
+    one dict per image or patch."""
+
+    technique: str
+    images: dict[str, str]
+    scalars: dict[str, float]
+    series: dict[str, list[list[float]]]
+    items: list[dict[str, Any]]
+    elapsed_ms: float
+    weights: WeightsKind
+    model: str = "builtin"
+    layer: str | None = None
+    vectors: list[list[float]] | None = None
+    points: list[list[float]] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CorpusResponse:
+        return cls(**dict(data))
 
 
 def _decode_image_field(value: Any, name: str = "image") -> bytes:

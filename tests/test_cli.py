@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -69,3 +70,33 @@ def test_layers_lists_the_catalogue() -> None:
     assert out.returncode == 0, out.stderr
     assert "default Grad-CAM layer: layer4" in out.stdout
     assert re.search(r"^layer4\s+Sequential\s+512x7x7\s+435\s+32$", out.stdout, re.M)
+
+
+def test_run_any_technique_in_process_with_a_target_label(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from convlens.builtin.dataset import render_sample
+
+    image = tmp_path / "ring.png"
+    Image.fromarray(render_sample(99, 4).image).save(image)
+    out = convlens("run", "occlusion", str(image), "--target", "Ring", "--param", "window=8", "--param", "stride=8",
+                   "--out", str(tmp_path / "occ"))
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["target"] == 4 and data["target_label"] == "ring" and data["scalars"]["windows"] == 64
+    assert {p.name for p in (tmp_path / "occ").iterdir()} == {"input.png", "map.png", "overlay.png", "logit_drop.png"}
+    out = convlens("run", "filters", "--out", str(tmp_path / "filters"))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["layer"] == "features.0" and (tmp_path / "filters" / "grid.png").is_file()
+    bad = convlens("run", "filters", str(image))
+    assert bad.returncode == 1 and "filters takes no image" in bad.stderr
+    bad = convlens("run", "gradcam", str(image), "--target", "hexagon")
+    assert bad.returncode == 1 and "neither a class index nor a class label" in bad.stderr
+
+
+def test_the_console_script_knows_the_api_commands_and_the_core_ones() -> None:
+    script = str(Path(sys.executable).with_name("convlens"))
+    out = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0
+    for command in ("call", "serve", "run", "explain", "faithfulness", "builtin"):
+        assert command in out.stdout

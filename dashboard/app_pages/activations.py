@@ -79,7 +79,10 @@ def page() -> None:
     channels = [it["channel"] for it in response.items]
     if picked and picked[0] in channels:
         st.session_state["act_channel"] = picked[0]
-    channel = st.selectbox("Channel", channels, key="act_channel",
+    strongest = max(range(len(channels)), key=lambda k: response.items[k]["mean"])
+    if st.session_state.get("act_channel") not in channels:
+        st.session_state.pop("act_channel", None)
+    channel = st.selectbox("Channel", channels, key="act_channel", index=strongest,
                            format_func=lambda c: f"{c} (mean {response.items[channels.index(c)]['mean']:.3g})")
     item = response.items[channels.index(channel)]
     base = widgets.png(response.images["input"])

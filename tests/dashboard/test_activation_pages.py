@@ -31,7 +31,7 @@ def test_activations_page_shows_the_grid_the_dead_count_and_one_channel_large() 
     assert request["params"] == {"sort": "channel", "normalize": "channel"} and request["image"]
     assert [m.value for m in at.metric] == ["6", "1", "8×8"]
     assert len(at.get("plotly_chart")) == 1 and len(at.get("image")) == 2  # the channel over the input, alone
-    assert at.selectbox(key="act_channel").value == 5  # the grid's first tile
+    assert at.selectbox(key="act_channel").value == 5  # the strongest channel (largest mean) is shown first
 
 
 def test_activations_sorting_and_layer_reach_the_api_and_channels_are_picked_locally() -> None:

@@ -89,7 +89,7 @@ def test_activations_and_filters_pages_in_a_browser(live: str) -> None:
             page.get_by_text("Dead for this image").wait_for(timeout=120_000)
             page.locator('[data-testid="stImage"] img:visible').nth(1).wait_for(timeout=60_000)
             assert rendered_images(page) >= 2
-            assert page.locator(".js-plotly-plot").count() >= 1  # the clickable grid of channels
+            page.locator('[data-testid="stPlotlyChart"] .main-svg').first.wait_for(timeout=60_000)  # the clickable grid
             assert page.locator('[data-testid="stAlert"]').filter(has_text="could not").count() == 0
             page.wait_for_timeout(500)
             page.screenshot(path=str(ROOT / "docs" / "dashboard-activations.png"), full_page=True)
