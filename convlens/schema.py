@@ -65,6 +65,17 @@ class TechniqueRequest:
 AttributionRequest = TechniqueRequest
 
 
+class _Json:
+    """``to_json``/``from_json`` of the response dataclasses (plain JSON values only)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Any:
+        return cls(**dict(data))
+
+
 @dataclass(frozen=True)
 class TopClass:
     index: int
@@ -73,7 +84,7 @@ class TopClass:
 
 
 @dataclass(frozen=True)
-class AttributionResponse:
+class AttributionResponse(_Json):
     """What an endpoint returns: ``images`` maps a name (``map``, ``overlay``, ...) to base64 PNG."""
 
     images: dict[str, str]
@@ -86,9 +97,6 @@ class AttributionResponse:
     model: str = "builtin"
     layer: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AttributionResponse:
         kwargs = dict(data)
@@ -97,7 +105,7 @@ class AttributionResponse:
 
 
 @dataclass(frozen=True)
-class GridsResponse:
+class GridsResponse(_Json):
     """Activations family: ``images`` holds each grid as one mosaic (plus ``input``, ``focus`` and
     ``overlay`` when an image and a channel were given); ``items`` describe the tiles in mosaic order
     (``row``, ``col`` and the technique's statistics); ``scalars`` say how to cut tiles out of a mosaic."""
@@ -111,16 +119,9 @@ class GridsResponse:
     model: str = "builtin"
     layer: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> GridsResponse:
-        return cls(**dict(data))
-
 
 @dataclass(frozen=True)
-class CorpusResponse:
+class CorpusResponse(_Json):
     """Corpus family: what a model makes of a dataset. ``series`` are named curves ``[xs, ys]`` (for
     charts), ``vectors`` one float vector per image (CNN codes), ``points`` 2-D coordinates, ``items``
     one dict per image or patch."""
@@ -136,13 +137,6 @@ class CorpusResponse:
     layer: str | None = None
     vectors: list[list[float]] | None = None
     points: list[list[float]] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> CorpusResponse:
-        return cls(**dict(data))
 
 
 def _decode_image_field(value: Any, name: str = "image") -> bytes:

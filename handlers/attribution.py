@@ -10,25 +10,10 @@ maps (``gradient`` for guided, ``logit_drop`` for occlusion).
 
 from __future__ import annotations
 
-from typing import Any
-
-from convlens.pipeline import Output
-from convlens.schema import AttributionResponse, TopClass
-from handlers.base import ConvLensHandler, encode_b64_png
+from convlens.schema import AttributionResponse
+from handlers.base import ConvLensHandler
 
 
 class AttributionHandler(ConvLensHandler):
     endpoint = "saliency"
-
-    def encode(self, output: Output) -> dict[str, Any]:
-        return AttributionResponse(
-            images={name: encode_b64_png(image) for name, image in output.images.items()},
-            target=int(output.target or 0),
-            target_label=str(output.target_label),
-            topk=[TopClass(index, label, p) for index, label, p in output.topk],
-            scalars=dict(output.scalars),
-            elapsed_ms=0.0,
-            weights=output.weights,
-            model=output.model,
-            layer=output.layer,
-        ).to_json()
+    response_type = AttributionResponse

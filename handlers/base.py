@@ -28,6 +28,7 @@ the worker log, never into a response.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import http
 import io
 import json
@@ -47,7 +48,7 @@ from ts.torch_handler.base_handler import BaseHandler
 from convlens import models as zoo
 from convlens import pipeline, registry
 from convlens.images import ImageDecodeError, decode_image, encode_png
-from convlens.schema import MODEL_NAMES, SchemaError, TechniqueRequest, form_text, parse_request
+from convlens.schema import MODEL_NAMES, SchemaError, TechniqueRequest, TopClass, form_text, parse_request
 
 logger = logging.getLogger(__name__)
 
@@ -435,9 +436,21 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
                                [job.request.target for job in jobs], first.request.layer, first.params)
         return [self.encode(output) for output in outputs]
 
+    response_type: type = dict  # the family's response dataclass (``convlens.schema``)
+
     def encode(self, output: pipeline.Output) -> dict[str, Any]:
-        """One output → the family's JSON response body (``elapsed_ms`` is filled in afterwards)."""
-        raise NotImplementedError
+        """One output → the family's response body: the fields its response type declares
+        (``elapsed_ms`` is filled in afterwards)."""
+        values: dict[str, Any] = {
+            "technique": output.technique, "images": {k: encode_b64_png(v) for k, v in output.images.items()},
+            "scalars": dict(output.scalars), "target": output.target, "target_label": output.target_label,
+            "topk": [TopClass(index, label, p) for index, label, p in output.topk], "items": list(output.items),
+            "series": {name: [list(xs), list(ys)] for name, (xs, ys) in output.series.items()},
+            "vectors": output.vectors, "points": output.points, "elapsed_ms": 0.0, "weights": output.weights,
+            "model": output.model, "layer": output.layer,
+        }
+        names = [f.name for f in dataclasses.fields(self.response_type)]
+        return dict(self.response_type(**{name: values[name] for name in names}).to_json())
 
     def postprocess(self, outcomes: Sequence[Outcome | None]) -> list[bytes]:  # type: ignore[override]
         out = []

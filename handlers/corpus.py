@@ -6,27 +6,10 @@ the technique takes, if any). Response: ``CorpusResponse``.
 
 from __future__ import annotations
 
-from typing import Any
-
-from convlens.pipeline import Output
 from convlens.schema import CorpusResponse
-from handlers.base import ConvLensHandler, encode_b64_png
+from handlers.base import ConvLensHandler
 
 
 class CorpusHandler(ConvLensHandler):
     endpoint = "corpus"
-
-    def encode(self, output: Output) -> dict[str, Any]:
-        return CorpusResponse(
-            technique=output.technique,
-            images={name: encode_b64_png(image) for name, image in output.images.items()},
-            scalars=dict(output.scalars),
-            series={name: [list(xs), list(ys)] for name, (xs, ys) in output.series.items()},
-            items=list(output.items),
-            elapsed_ms=0.0,
-            weights=output.weights,
-            model=output.model,
-            layer=output.layer,
-            vectors=output.vectors,
-            points=output.points,
-        ).to_json()
+    response_type = CorpusResponse

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import streamlit as st
 from PIL import Image
+from streamlit.testing.v1 import AppTest
 
 from client.http import ApiError, ApiStatus, LayerCatalogue, LayerRow, ModelInfo, TechniqueInfo
 from convlens.schema import AttributionResponse, GridsResponse, TopClass
@@ -110,3 +111,12 @@ class FakeClient:
 def fresh_caches() -> None:
     st.cache_data.clear()
     st.cache_resource.clear()
+
+
+def run_page(path: str, client: FakeClient, **state: object) -> AppTest:
+    """Run one page file on its own with ``client`` as the session's API client."""
+    at = AppTest.from_file(path, default_timeout=30)
+    at.session_state["client"] = client
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at.run()

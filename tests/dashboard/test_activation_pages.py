@@ -4,22 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streamlit.testing.v1 import AppTest
-
 from client.http import ApiError
-from tests.dashboard.conftest import FakeClient
+from tests.dashboard.conftest import FakeClient, run_page
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTIVATIONS = str(ROOT / "dashboard" / "app_pages" / "activations.py")
 FILTERS = str(ROOT / "dashboard" / "app_pages" / "filters.py")
-
-
-def run_page(path: str, client: FakeClient, **state: object) -> AppTest:
-    at = AppTest.from_file(path, default_timeout=30)
-    at.session_state["client"] = client
-    for key, value in state.items():
-        at.session_state[key] = value
-    return at.run()
 
 
 def test_activations_page_shows_the_grid_the_dead_count_and_one_channel_large() -> None:

@@ -8,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from client.http import ApiError
 from tests.dashboard.conftest import FakeClient
+from tests.dashboard.conftest import run_page as run_on
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = str(ROOT / "dashboard" / "app_pages" / "attribution.py")
@@ -15,11 +16,7 @@ APP = str(ROOT / "dashboard" / "streamlit_app.py")
 
 
 def run_page(client: FakeClient, **state: object) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=30)
-    at.session_state["client"] = client
-    for key, value in state.items():
-        at.session_state[key] = value
-    return at.run()
+    return run_on(PAGE, client, **state)
 
 
 def test_page_shows_top5_chart_every_attribution_technique_and_downloads() -> None:

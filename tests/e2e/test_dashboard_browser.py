@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import sync_playwright
@@ -41,35 +43,38 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop(run_dir)
 
 
-def open_browser(p):  # type: ignore[no-untyped-def]
-    return p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+@contextmanager
+def dashboard(url: str, height: int) -> Iterator[Any]:
+    """A headless Chromium page on the dashboard, once the sidebar says the API is connected."""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": height})
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_text("API: connected").wait_for(timeout=60_000)
+            yield page
+        finally:
+            browser.close()
 
 
 def test_attribution_page_shows_real_maps_in_a_browser(live: str) -> None:
-    with sync_playwright() as p:
-        browser = open_browser(p)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(live, wait_until="domcontentloaded")
-            page.get_by_text("API: connected").wait_for(timeout=60_000)
-            # Pick a sample the way a user does: open the picker and click an option.
-            page.locator('[data-testid="stSelectbox"]').filter(has_text="Sample").click()
-            page.get_by_role("option", name="ring").click()
-            page.get_by_text("Why “ring”?").wait_for(timeout=120_000)
-            images = page.locator('[data-testid="stImage"] img:visible')  # the guided gradient hides in an expander
-            images.nth(3).wait_for(timeout=60_000)
-            images.nth(4).wait_for(timeout=60_000)
-            loaded = images.evaluate_all("els => els.filter(e => e.complete && e.naturalWidth > 0).length")
-            assert loaded >= 5, f"{loaded} images rendered"
-            assert page.get_by_text("Guided backprop").count() >= 1
-            assert page.get_by_text("Grad-CAM @").count() == 1
-            assert page.get_by_text("Occlusion", exact=True).count() >= 1  # beside the other three
-            assert page.locator('[data-testid="stAlert"]').filter(has_text="could not").count() == 0
-            page.wait_for_timeout(500)  # let plotly finish drawing before the picture
-            SCREENSHOT.parent.mkdir(exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
-        finally:
-            browser.close()
+    with dashboard(live, 1100) as page:
+        # Pick a sample the way a user does: open the picker and click an option.
+        page.locator('[data-testid="stSelectbox"]').filter(has_text="Sample").click()
+        page.get_by_role("option", name="ring").click()
+        page.get_by_text("Why “ring”?").wait_for(timeout=120_000)
+        images = page.locator('[data-testid="stImage"] img:visible')  # the guided gradient hides in an expander
+        images.nth(3).wait_for(timeout=60_000)
+        images.nth(4).wait_for(timeout=60_000)
+        loaded = images.evaluate_all("els => els.filter(e => e.complete && e.naturalWidth > 0).length")
+        assert loaded >= 5, f"{loaded} images rendered"
+        assert page.get_by_text("Guided backprop").count() >= 1
+        assert page.get_by_text("Grad-CAM @").count() == 1
+        assert page.get_by_text("Occlusion", exact=True).count() >= 1  # beside the other three
+        assert page.locator('[data-testid="stAlert"]').filter(has_text="could not").count() == 0
+        page.wait_for_timeout(500)  # let plotly finish drawing before the picture
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
     assert SCREENSHOT.stat().st_size > 20_000
 
 
@@ -79,25 +84,18 @@ def rendered_images(page) -> int:  # type: ignore[no-untyped-def]
 
 
 def test_activations_and_filters_pages_in_a_browser(live: str) -> None:
-    with sync_playwright() as p:
-        browser = open_browser(p)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1400})
-            page.goto(live, wait_until="domcontentloaded")
-            page.get_by_text("API: connected").wait_for(timeout=60_000)
-            page.get_by_role("link", name="Activations").click()
-            page.get_by_text("Dead for this image").wait_for(timeout=120_000)
-            page.locator('[data-testid="stImage"] img:visible').nth(1).wait_for(timeout=60_000)
-            assert rendered_images(page) >= 2
-            page.locator('[data-testid="stPlotlyChart"] .main-svg').first.wait_for(timeout=60_000)  # the clickable grid
-            assert page.locator('[data-testid="stAlert"]').filter(has_text="could not").count() == 0
-            page.wait_for_timeout(500)
-            page.screenshot(path=str(ROOT / "docs" / "dashboard-activations.png"), full_page=True)
+    with dashboard(live, 1400) as page:
+        page.get_by_role("link", name="Activations").click()
+        page.get_by_text("Dead for this image").wait_for(timeout=120_000)
+        page.locator('[data-testid="stImage"] img:visible').nth(1).wait_for(timeout=60_000)
+        assert rendered_images(page) >= 2
+        page.locator('[data-testid="stPlotlyChart"] .main-svg').first.wait_for(timeout=60_000)  # the clickable grid
+        assert page.locator('[data-testid="stAlert"]').filter(has_text="could not").count() == 0
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(ROOT / "docs" / "dashboard-activations.png"), full_page=True)
 
-            page.get_by_role("link", name="Filters").click()
-            page.get_by_text("filters, 7×7").wait_for(timeout=120_000)
-            assert rendered_images(page) >= 1
-            assert page.locator('[data-testid="stAlert"]').filter(has_text="could not").count() == 0
-            page.screenshot(path=str(ROOT / "docs" / "dashboard-filters.png"), full_page=True)
-        finally:
-            browser.close()
+        page.get_by_role("link", name="Filters").click()
+        page.get_by_text("filters, 7×7").wait_for(timeout=120_000)
+        assert rendered_images(page) >= 1
+        assert page.locator('[data-testid="stAlert"]').filter(has_text="could not").count() == 0
+        page.screenshot(path=str(ROOT / "docs" / "dashboard-filters.png"), full_page=True)
