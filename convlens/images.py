@@ -21,6 +21,11 @@ from convlens.schema import MAX_IMAGE_PIXELS, MAX_UPLOAD_BYTES
 Normalizer = Callable[[Tensor], Tensor]  # [0, 1] pixels → model input
 
 
+# What uploads may be: Pillow is told to try these decoders only (TIFF, ICO, PPM, EPS — the last hands its
+# bytes to Ghostscript — and the rest are never tried on untrusted input).
+ALLOWED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
+
+
 class ImageDecodeError(ValueError):
     """The bytes are not a usable image (the message says why, for a 4xx response)."""
 
@@ -36,7 +41,7 @@ def decode_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img: Image.Image = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
             width, height = img.size
             if width * height > max_pixels:
                 raise ImageDecodeError(
@@ -51,7 +56,8 @@ def decode_image(
     except UnidentifiedImageError as exc:
         raise ImageDecodeError("not a recognised image format (send PNG, JPEG, WebP, BMP or GIF)") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"image is too large to decode safely: {exc}") from exc
+        raise ImageDecodeError(f"image is too large to decode safely: more than {max_pixels} pixels "
+                               f"(the limit is {max_pixels / 1e6:g} Mpx)") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"image could not be decoded (truncated or corrupt): {exc}") from exc
     return to_rgb(img)

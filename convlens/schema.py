@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -175,11 +176,10 @@ def _optional_int(name: str, value: Any) -> int | None:
         raise SchemaError(name, "expected an integer or null, got a boolean")
     if isinstance(value, int):
         return value
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value):  # ASCII digits only, no padding
+        return int(value)
     if isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError as exc:
-            raise SchemaError(name, f"expected an integer or null, got {value!r}") from exc
+        raise SchemaError(name, f"expected an integer (ASCII digits) or null, got {value!r}")
     raise SchemaError(name, f"expected an integer or null, got {type(value).__name__}")
 
 

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
@@ -23,13 +22,14 @@ def tile(grid: Image.Image, item: dict[str, Any], height: int, width: int, pad: 
     return grid.crop((left, top, left + width, top + height))
 
 
-def grid_figure(grid: Image.Image, items: list[dict[str, Any]], height: int, width: int, pad: int) -> go.Figure:
+def grid_figure(grid: Image.Image, grid_b64: str, items: list[dict[str, Any]], height: int, width: int,
+                pad: int) -> go.Figure:
     """The mosaic with one invisible marker per tile: hover for a channel's numbers, click to pick it."""
     xs = [it["col"] * (width + pad) + width / 2 for it in items]
     ys = [it["row"] * (height + pad) + height / 2 for it in items]
     text = [f"channel {it['channel']}<br>mean {it['mean']:.3g}, max {it['max']:.3g}"
             + ("<br>dead for this image" if it["dead"] else "") for it in items]
-    fig = go.Figure(go.Image(z=np.asarray(grid)))
+    fig = go.Figure(go.Image(source=f"data:image/png;base64,{grid_b64}"))
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", text=text, hoverinfo="text",
                              customdata=[it["channel"] for it in items],
                              marker=dict(size=max(8, min(height, width) * 0.8), opacity=0.01, symbol="square")))
@@ -73,7 +73,8 @@ def page() -> None:
     m3.metric("Map size", f"{int(s['height'])}×{int(s['width'])}")
     grid = widgets.png(response.images["grid"])
     height, width, pad = int(s["grid_tile_height"]), int(s["grid_tile_width"]), int(s["grid_pad"])
-    event = st.plotly_chart(grid_figure(grid, response.items, height, width, pad), key="act_grid",
+    event = st.plotly_chart(grid_figure(grid, response.images["grid"], response.items, height, width, pad),
+                            key="act_grid",
                             on_select="rerun", selection_mode="points", width="stretch")
     picked = [p.get("customdata") for p in (event.selection.points if event and event.selection else [])]
     channels = [it["channel"] for it in response.items]
