@@ -78,7 +78,11 @@ def test_attribution_page_shows_real_maps_in_a_browser(live: str) -> None:
     assert SCREENSHOT.stat().st_size > 20_000
 
 
-def rendered_images(page) -> int:  # type: ignore[no-untyped-def]
+def rendered_images(page, at_least: int) -> int:  # type: ignore[no-untyped-def]
+    """Wait (up to 60 s) until ``at_least`` visible images have loaded; the number that have."""
+    script = """n => Array.from(document.querySelectorAll('[data-testid="stImage"] img'))
+                 .filter(e => e.offsetParent !== null && e.complete && e.naturalWidth > 0).length >= n"""
+    page.wait_for_function(script, arg=at_least, timeout=60_000)
     return int(page.locator('[data-testid="stImage"] img:visible').evaluate_all(
         "els => els.filter(e => e.complete && e.naturalWidth > 0).length"))
 
@@ -88,7 +92,7 @@ def test_activations_and_filters_pages_in_a_browser(live: str) -> None:
         page.get_by_role("link", name="Activations").click()
         page.get_by_text("Dead for this image").wait_for(timeout=120_000)
         page.locator('[data-testid="stImage"] img:visible').nth(1).wait_for(timeout=60_000)
-        assert rendered_images(page) >= 2
+        assert rendered_images(page, 2) >= 2
         page.locator('[data-testid="stPlotlyChart"] .main-svg').first.wait_for(timeout=60_000)  # the clickable grid
         assert page.locator('[data-testid="stAlert"]').filter(has_text="could not").count() == 0
         page.wait_for_timeout(500)
@@ -96,6 +100,6 @@ def test_activations_and_filters_pages_in_a_browser(live: str) -> None:
 
         page.get_by_role("link", name="Filters").click()
         page.get_by_text("filters, 7×7").wait_for(timeout=120_000)
-        assert rendered_images(page) >= 1
+        assert rendered_images(page, 1) >= 1
         assert page.locator('[data-testid="stAlert"]').filter(has_text="could not").count() == 0
         page.screenshot(path=str(ROOT / "docs" / "dashboard-filters.png"), full_page=True)
