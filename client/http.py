@@ -19,7 +19,7 @@ from typing import Any
 
 import requests
 
-from convlens.schema import AttributionResponse, GridsResponse
+from convlens.schema import AttributionResponse, CorpusResponse, GridsResponse
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 ENDPOINT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -216,6 +216,11 @@ class ConvLensClient:
         """An activations-family endpoint (``activations`` with an image, ``filters`` without)."""
         images = {"image": image} if image is not None else {}
         return GridsResponse.from_json(self.request(endpoint, images, model, None, layer, params, weights))
+
+    def corpus(self, endpoint: str, model: str = "builtin", layer: str | None = None,
+               params: Mapping[str, Any] | None = None, images: Mapping[str, bytes] | None = None) -> CorpusResponse:
+        """A corpus-family endpoint (e.g. ``faithfulness``): curves, vectors or points over a dataset."""
+        return CorpusResponse.from_json(self.request(endpoint, images, model, None, layer, params))
 
     def models(self) -> list[ModelInfo]:
         """Every model the server knows, with the weights it would use ("missing" if not installed)."""

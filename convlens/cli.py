@@ -121,16 +121,32 @@ def cmd_weights_list(args: argparse.Namespace) -> int:
 
 
 def cmd_faithfulness(args: argparse.Namespace) -> int:
-    from convlens.faithfulness import pointing_game
+    """Prints one line per measurement; with the default ``--metric pointing`` the last is pointing_game=."""
+    from convlens.faithfulness import deletion_insertion_game, pointing_game, randomisation_check
     from convlens.models import load_model
 
     loaded = load_model("builtin")
     params = {"layer": args.layer} if args.layer else {}
-    result = pointing_game(loaded, args.method, n=args.n, seed=args.seed, tolerance=args.tolerance,
-                           params=params, callback=_progress("images"))
-    print(f"method={args.method} n={args.n} seed={args.seed} tolerance={args.tolerance} "
-          f"model_accuracy={result.accuracy:.3f}")
-    print(f"pointing_game={result.score:.4f}")
+    metrics = ("randomisation", "deletion", "pointing") if args.metric == "all" else (args.metric,)
+    if "randomisation" in metrics:
+        r = randomisation_check(loaded, args.method, n=min(args.n, 16), seed=args.seed, params=params,
+                                callback=_progress("layers randomised"))
+        for layer, similarity in zip(["(none)", *r.layers], r.similarity, strict=True):
+            print(f"randomised down to {layer:24s} similarity={similarity:.3f}")
+        print(f"randomisation_similarity={r.similarity[-1]:.4f}")
+    if "deletion" in metrics:
+        c = deletion_insertion_game(loaded, args.method, n=args.n, seed=args.seed, steps=args.steps, params=params,
+                                    callback=_progress("images"))
+        print("fraction  " + " ".join(f"{f:5.2f}" for f in c.fractions))
+        print("deletion  " + " ".join(f"{p:5.2f}" for p in c.deletion))
+        print("insertion " + " ".join(f"{p:5.2f}" for p in c.insertion))
+        print(f"deletion_auc={c.deletion_auc:.4f} insertion_auc={c.insertion_auc:.4f}")
+    if "pointing" in metrics:
+        result = pointing_game(loaded, args.method, n=args.n, seed=args.seed, tolerance=args.tolerance,
+                               params=params, callback=_progress("images"))
+        print(f"method={args.method} n={args.n} seed={args.seed} tolerance={args.tolerance} "
+              f"model_accuracy={result.accuracy:.3f}")
+        print(f"pointing_game={result.score:.4f}")
     return 0
 
 
@@ -275,12 +291,16 @@ def build_parser(extend: Callable[[Any], None] | None = None) -> argparse.Argume
     fetch.set_defaults(func=cmd_weights_fetch)
     weights.add_parser("list", help="where each model's weights are").set_defaults(func=cmd_weights_list)
 
-    faith = sub.add_parser("faithfulness", help="pointing game on held-out built-in images")
+    faith = sub.add_parser("faithfulness", help="pointing game, deletion/insertion, randomisation check")
     faith.add_argument("--method", choices=attribution, required=True)
     faith.add_argument("--n", type=int, default=200)
     faith.add_argument("--seed", type=int, default=HELDOUT_SEED)
     faith.add_argument("--tolerance", type=int, default=0, help="pixels of slack around the mask")
     faith.add_argument("--layer", help="layer for gradcam / guided neuron objective")
+    faith.add_argument("--metric", choices=("pointing", "deletion", "randomisation", "all"), default="pointing",
+                       help="deletion: deletion/insertion curves and AUCs (Petsiuk et al. 2018); randomisation: "
+                            "cascading model randomisation (Adebayo et al. 2018)")
+    faith.add_argument("--steps", type=int, default=16, help="deletion/insertion: shares of pixels")
     faith.set_defaults(func=cmd_faithfulness)
 
     ex = sub.add_parser("explain", help="explain one image locally (no server)")

@@ -13,7 +13,7 @@ from typing import Any
 import streamlit as st
 
 from client.http import ApiError, ApiStatus, ConvLensClient, LayerCatalogue, ModelInfo, TechniqueInfo
-from convlens.schema import AttributionResponse, GridsResponse
+from convlens.schema import AttributionResponse, CorpusResponse, GridsResponse
 
 SAMPLES_DIR = Path(__file__).with_name("samples")
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif"]
@@ -96,10 +96,21 @@ def grids(endpoint: str, image: bytes | None, model: str, layer: str | None = No
     return _grids(client, f"{id(client)}", endpoint, digest, image, model, layer, tuple(sorted(params.items())))
 
 
+@st.cache_data(max_entries=32, show_spinner=False)
+def _corpus(_client: Any, key: str, endpoint: str, model: str, params: tuple[tuple[str, Any], ...]) -> CorpusResponse:
+    return _client.corpus(endpoint, model=model, params=dict(params))
+
+
+def corpus(endpoint: str, model: str, **params: Any) -> CorpusResponse:
+    """A cached call to a corpus-family endpoint (these take seconds to minutes: cache them)."""
+    client = get_client()
+    return _corpus(client, f"{id(client)}", endpoint, model, tuple(sorted(params.items())))
+
+
 def samples() -> dict[str, Path]:
     """Built-in sample images shipped with the dashboard, by display name."""
     return {p.stem.replace("_", " "): p for p in sorted(SAMPLES_DIR.glob("*.png"))}
 
 
-__all__ = ["ApiError", "api_status", "call", "get_client", "grids", "layers", "models", "samples", "selected_model",
-           "techniques"]
+__all__ = ["ApiError", "api_status", "call", "corpus", "get_client", "grids", "layers", "models", "samples",
+           "selected_model", "techniques"]

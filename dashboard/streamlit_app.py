@@ -53,8 +53,10 @@ st.set_page_config(page_title="ConvLens", page_icon=":material/visibility:", lay
 sidebar()
 PAGES_DIR = Path(__file__).with_name("app_pages")
 pages = {
-    "Why this decision?": [st.Page(str(PAGES_DIR / "attribution.py"), title="Attribution", icon=":material/target:",
-                                   default=True)],
+    "Why this decision?": [
+        st.Page(str(PAGES_DIR / "attribution.py"), title="Attribution", icon=":material/target:", default=True),
+        st.Page(str(PAGES_DIR / "faithfulness.py"), title="Faithfulness", icon=":material/fact_check:"),
+    ],
     "What did it learn?": [
         st.Page(str(PAGES_DIR / "activations.py"), title="Activations", icon=":material/grid_view:"),
         st.Page(str(PAGES_DIR / "filters.py"), title="Filters", icon=":material/filter:"),

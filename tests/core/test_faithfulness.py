@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
+from convlens.builtin.dataset import render_batch
 from convlens.faithfulness import pointing_game, pointing_hits
 from convlens.models import load_model
 
@@ -66,3 +69,67 @@ def test_a_randomised_model_points_worse(builtin) -> None:  # type: ignore[no-un
 def test_pointing_game_needs_masks() -> None:
     with pytest.raises(ValueError, match="masks"):
         pointing_game(load_model("alexnet", weights="random"), "gradcam", n=2)
+
+
+class Lookup(torch.nn.Module):
+    """Class 1's logit is 10 × the mean of pixels (0, 0) and (0, 1) of channel 0; class 0's is 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(10.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.scale * x[:, 0, 0, :2].mean(1)
+        return torch.stack([torch.zeros_like(s), s], dim=1)
+
+
+def test_deletion_and_insertion_by_hand() -> None:
+    from convlens.faithfulness import deletion_insertion
+
+    x = torch.ones(1, 3, 2, 2)
+    good = torch.tensor([[[1.0, 0.9], [0.1, 0.0]]])  # ranks the two pixels the class depends on first
+    bad = 1 - good
+    target = torch.tensor([1])
+    g = deletion_insertion(Lookup(), x, good, target, steps=4, baseline="zero")
+    b = deletion_insertion(Lookup(), x, bad, target, steps=4, baseline="zero")
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    # Deleting 1 of 4 pixels (the best) halves the logit: 10 → 5; 2 of 4 deletes both.
+    assert g.deletion[0].tolist() == pytest.approx([sig(10), sig(5), sig(0), sig(0), sig(0)], abs=1e-6)
+    assert g.insertion[0].tolist() == pytest.approx([sig(0), sig(5), sig(10), sig(10), sig(10)], abs=1e-6)
+    assert b.deletion[0].tolist() == pytest.approx([sig(10), sig(10), sig(10), sig(5), sig(0)], abs=1e-6)
+    assert float(g.deletion_auc[0]) < float(b.deletion_auc[0])
+    assert float(g.insertion_auc[0]) > float(b.insertion_auc[0])
+    assert g.fractions.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+def test_grad_cam_beats_a_shuffled_map_on_insertion_and_deletion(builtin) -> None:  # type: ignore[no-untyped-def]
+    from convlens.faithfulness import deletion_insertion, deletion_insertion_game
+
+    game = deletion_insertion_game(builtin, "gradcam", n=30, steps=8)
+    imgs, _masks, labels = render_batch(1, 30)
+    x = builtin.preprocessing.normalize(torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255)
+    random_maps = torch.rand(30, 64, 64, generator=torch.Generator().manual_seed(0))
+    chance = deletion_insertion(builtin.net, x, random_maps, torch.from_numpy(labels), steps=8)
+    assert game.insertion_auc > float(chance.insertion_auc.mean()) + 0.1
+    assert game.deletion_auc < float(chance.deletion_auc.mean()) - 0.1
+    assert len(game.deletion) == len(game.fractions) == 9 and game.deletion[0] > game.deletion[-1]
+
+
+def test_randomisation_check_on_a_copy(builtin) -> None:  # type: ignore[no-untyped-def]
+    from convlens.faithfulness import randomisation_check
+
+    before = {k: v.clone() for k, v in builtin.net.state_dict().items()}
+    r = randomisation_check(builtin, "gradcam", n=6)
+    assert all(torch.equal(before[k], v) for k, v in builtin.net.state_dict().items())
+    assert r.layers[0] == "classifier" and r.layers[-1] == "features.0" and len(r.similarity) == len(r.layers) + 1
+    assert r.similarity[0] == 1.0 and r.similarity[-1] < 0.5  # Grad-CAM follows the weights
+    guided = randomisation_check(builtin, "guided", n=6)
+    assert guided.similarity[1] > 0.9 > guided.similarity[-1]  # guided ignores the top layer (Adebayo et al.)
+
+
+def test_spearman_by_hand() -> None:
+    from convlens.faithfulness import spearman
+
+    a = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    assert spearman(a, a * 10).tolist() == pytest.approx([1.0])
+    assert spearman(a, -a).tolist() == pytest.approx([-1.0])

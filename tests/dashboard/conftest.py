@@ -13,7 +13,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from client.http import ApiError, ApiStatus, LayerCatalogue, LayerRow, ModelInfo, TechniqueInfo
-from convlens.schema import AttributionResponse, GridsResponse, TopClass
+from convlens.schema import AttributionResponse, CorpusResponse, GridsResponse, TopClass
 
 CLASSES = ("circle", "square", "triangle", "cross", "ring", "horizontal_stripes", "vertical_stripes",
            "diagonal_stripes", "checkerboard", "dots")
@@ -63,6 +63,19 @@ class FakeClient:
                 info("occlusion", "Occlusion", "attribution", "occlusion", ("image",), "none", (window, fill)),
                 info("activations", "Activation maps", "activations", "activations", ("image",), "spatial"),
                 info("filters", "Filter gallery", "activations", "filters", (), "conv")]
+
+    def corpus(self, endpoint: str, model: str = "builtin", layer: str | None = None,
+               params: dict[str, Any] | None = None, images: dict[str, bytes] | None = None) -> CorpusResponse:
+        self.calls.append({"endpoint": endpoint, "model": model, "layer": layer, "params": dict(params or {})})
+        if self.fail is not None:
+            raise self.fail
+        fractions = [0.0, 0.5, 1.0]
+        return CorpusResponse(endpoint, {}, {"pointing_game": 0.9, "insertion_auc": 0.8, "deletion_auc": 0.3},
+                              {"deletion": [fractions, [0.9, 0.3, 0.1]], "insertion": [fractions, [0.1, 0.7, 0.9]],
+                               "randomisation": [[0.0, 1.0, 2.0], [1.0, 0.4, 0.1]]},
+                              [{"step": k, "layer": name, "similarity": s}
+                               for k, (name, s) in enumerate([("(none)", 1.0), ("classifier", 0.4), ("code.1", 0.1)])],
+                              1.0, "builtin", model)
 
     def grids(self, endpoint: str, image: bytes | None = None, model: str = "builtin", layer: str | None = None,
               params: dict[str, Any] | None = None, weights: str | None = None) -> GridsResponse:

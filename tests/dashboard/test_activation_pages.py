@@ -64,3 +64,23 @@ def test_filters_page_deeper_layer_and_count() -> None:
     at.slider(key="filters_max").set_value(128).run()
     assert client.calls[-1]["layer"] == "features.14" and client.calls[-1]["params"] == {"max_filters": 128}
     assert at.selectbox(key="filters_layer").options == ["features.0", "features.14"]
+
+
+FAITHFULNESS = str(ROOT / "dashboard" / "app_pages" / "faithfulness.py")
+
+
+def test_faithfulness_page_charts_each_chosen_technique() -> None:
+    client = FakeClient()
+    at = run_page(FAITHFULNESS, client)
+    assert not at.exception and not at.error
+    assert [c["params"]["technique"] for c in client.calls] == ["vanilla", "guided", "gradcam"]  # occlusion: opt-in
+    assert all(c["endpoint"] == "faithfulness" and c["params"]["n"] == 50 for c in client.calls)
+    assert len(at.get("plotly_chart")) == 4  # scores, deletion, insertion, randomisation
+    at.multiselect(key="faith_techniques").set_value(["occlusion"]).run()
+    assert client.calls[-1]["params"] == {"technique": "occlusion", "n": 50}
+
+
+def test_faithfulness_page_needs_the_builtin_model() -> None:
+    client = FakeClient()
+    at = run_page(FAITHFULNESS, client, model="alexnet")
+    assert not at.exception and client.calls == [] and "builtin" in at.info[0].value

@@ -1,0 +1,1 @@
+"""Corpus family: what a model makes of a dataset (faithfulness curves; codes, embeddings, patches)."""

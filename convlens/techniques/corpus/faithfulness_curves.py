@@ -1,0 +1,73 @@
+"""How faithful is an attribution technique? Pointing game, deletion/insertion and model randomisation
+over held-out built-in images, as curves for charts (Zhang et al. 2016; Petsiuk et al. 2018;
+Adebayo et al. 2018)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import Tensor
+
+from convlens import faithfulness, registry
+from convlens.builtin.dataset import HELDOUT_SEED
+from convlens.models import LoadedModel
+from convlens.registry import technique
+from convlens.results import Corpus, Progress
+from convlens.schema import SchemaError
+
+MAX_IMAGES = 500
+
+
+@dataclass(frozen=True)
+class FaithfulnessParams:
+    """``technique``: the attribution technique measured; ``n`` held-out images (stream ``seed``) for the
+    pointing game and the curves, ``randomisation_images`` of them for the (costlier) randomisation."""
+
+    technique: str = "gradcam"
+    n: int = 50
+    steps: int = 16
+    baseline: Literal["blur", "zero"] = "blur"
+    randomisation_images: int = 8
+    seed: int = HELDOUT_SEED
+
+
+@technique(name="faithfulness", title="Faithfulness", family="corpus", params=FaithfulnessParams, inputs=(),
+           order=90, reference="Zhang et al. 2016; Petsiuk et al. 2018; Adebayo et al. 2018")
+def faithfulness_curves(loaded: LoadedModel, inputs: Mapping[str, Tensor],
+                        params: FaithfulnessParams = FaithfulnessParams(), progress: Progress | None = None) -> Corpus:
+    """series: ``deletion`` and ``insertion`` (probability vs share of pixels), ``randomisation``
+    (similarity vs layers randomised, top first; ``items`` name the layers); scalars: the AUCs, the
+    pointing game and the model's accuracy on the same images."""
+    attribution = [s.name for s in registry.of_family("attribution")]
+    if params.technique not in attribution:
+        raise SchemaError("params.technique", f"must be one of {', '.join(attribution)}, got {params.technique!r}")
+    if loaded.name != "builtin":
+        raise SchemaError("model", "faithfulness is measured against the built-in dataset's object masks: "
+                                   "use the builtin model")
+    for name, value, top in (("n", params.n, MAX_IMAGES), ("steps", params.steps, 100),
+                             ("randomisation_images", params.randomisation_images, 64)):
+        if not 1 <= value <= top:
+            raise SchemaError(f"params.{name}", f"must be in [1, {top}], got {value}")
+    total = 2 * params.n + 1
+    report = (lambda done: progress(done, total, None)) if progress is not None else (lambda done: None)
+    pointing = faithfulness.pointing_game(loaded, params.technique, n=params.n, seed=params.seed,
+                                          callback=lambda done, _n: report(done))
+    curves = faithfulness.deletion_insertion_game(loaded, params.technique, n=params.n, seed=params.seed,
+                                                  steps=params.steps, baseline=params.baseline,
+                                                  callback=lambda done, _n: report(params.n + done))
+    randomised = faithfulness.randomisation_check(loaded, params.technique, n=params.randomisation_images,
+                                                  seed=params.seed)
+    report(total)
+    steps = [float(k) for k in range(len(randomised.similarity))]
+    return Corpus(
+        series={"deletion": (curves.fractions, curves.deletion), "insertion": (curves.fractions, curves.insertion),
+                "randomisation": (steps, randomised.similarity)},
+        items=[{"step": k, "layer": layer, "similarity": s}
+               for k, (layer, s) in enumerate(zip(["(none)", *randomised.layers], randomised.similarity,
+                                                  strict=True))],
+        scalars={"deletion_auc": curves.deletion_auc, "insertion_auc": curves.insertion_auc,
+                 "pointing_game": pointing.score, "accuracy": pointing.accuracy,
+                 "randomised_similarity": randomised.similarity[-1], "images": float(params.n)},
+    )
