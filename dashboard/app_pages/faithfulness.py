@@ -43,9 +43,9 @@ def page() -> None:
         widgets.api_error(exc, "list the techniques")
         return
     titles = {t.name: t.title for t in techniques}
-    chosen = st.multiselect("Techniques", list(titles), default=[n for n in titles if n != "occlusion"],
-                            format_func=titles.get, key="faith_techniques")
-    n = st.slider("Held-out images", 10, 200, 50, 10, key="faith_n")
+    chosen = st.multiselect("Techniques", list(titles), default=list(titles), format_func=titles.get,
+                            key="faith_techniques")
+    n = st.slider("Held-out images", 10, 200, 30, 10, key="faith_n")
     if not chosen:
         st.info("Pick at least one technique.")
         return

@@ -117,7 +117,7 @@ def tiny_loaded() -> LoadedModel:
                        "random")
 
 
-@pytest.mark.parametrize("name", list(registry.registry()))
+@pytest.mark.parametrize("name", [s.name for s in registry.registry().values() if s.family != "corpus"])
 def test_every_technique_runs_through_the_pipeline_with_its_default_layer(name: str) -> None:
     loaded = tiny_loaded()
     spec = registry.get(name)
@@ -145,3 +145,20 @@ def test_no_technique_is_named_outside_its_module() -> None:
                                                          for c in [node.left, *node.comparators]):
                     offenders.append(f"{path.relative_to(root)}:{node.lineno}")
     assert not offenders, f"comparisons with a technique name: {offenders}"
+
+
+@pytest.mark.parametrize("name", [s.name for s in registry.of_family("corpus")])
+def test_corpus_techniques_run_through_the_pipeline(name: str) -> None:
+    """Corpus techniques measure the built-in dataset: on the built-in model, a few images."""
+    from convlens.models import load_model
+    from convlens.schema import SchemaError
+
+    loaded = load_model("builtin")
+    state = {k: v.clone() for k, v in loaded.net.state_dict().items()}
+    [out] = run(loaded, name, [{}], params={"n": 4, "randomisation_images": 2})
+    assert out.family == "corpus" and out.series and all(len(xs) == len(ys) for xs, ys in out.series.values())
+    assert all(torch.equal(state[k], v) for k, v in loaded.net.state_dict().items())
+    assert count_hooks(loaded.net) == 0
+    with pytest.raises(SchemaError) as info:
+        run(tiny_loaded(), name, [{}])
+    assert info.value.field == "model"

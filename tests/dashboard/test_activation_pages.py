@@ -73,11 +73,12 @@ def test_faithfulness_page_charts_each_chosen_technique() -> None:
     client = FakeClient()
     at = run_page(FAITHFULNESS, client)
     assert not at.exception and not at.error
-    assert [c["params"]["technique"] for c in client.calls] == ["vanilla", "guided", "gradcam"]  # occlusion: opt-in
-    assert all(c["endpoint"] == "faithfulness" and c["params"]["n"] == 50 for c in client.calls)
+    assert [c["params"]["technique"] for c in client.calls] == ["vanilla", "guided", "gradcam", "occlusion"]
+    assert all(c["endpoint"] == "faithfulness" and c["params"]["n"] == 30 for c in client.calls)
     assert len(at.get("plotly_chart")) == 4  # scores, deletion, insertion, randomisation
+    at.slider(key="faith_n").set_value(60).run()
     at.multiselect(key="faith_techniques").set_value(["occlusion"]).run()
-    assert client.calls[-1]["params"] == {"technique": "occlusion", "n": 50}
+    assert client.calls[-1]["params"] == {"technique": "occlusion", "n": 60}
 
 
 def test_faithfulness_page_needs_the_builtin_model() -> None:
