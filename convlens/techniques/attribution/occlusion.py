@@ -8,7 +8,9 @@ precision (bfloat16 on CPUs that support it, float16 on GPUs).
 
 from __future__ import annotations
 
+import copy
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,7 +25,7 @@ from convlens.schema import SchemaError
 from convlens.techniques.attribution.common import Target, check_input, model_device, resolve_target, unit_scale
 
 Fill = Literal["zero", "mean", "blur"]
-DEFAULT_MEMORY_BUDGET_MB = 512
+DEFAULT_MEMORY_BUDGET_MB = 64  # per batch of copies; larger batches are no faster on CPU (ResNet-50: b8 best)
 MAX_BATCH = 256
 
 
@@ -118,6 +120,8 @@ def occlusion(
                                                params.memory_budget_mb, dtype)
     fill = fill_image(x, params, to_input)
     total = n * len(windows)
+    has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    runner = channels_last_copy(model) if has_conv and device.type == "cpu" else model
 
     def window_logits(i: int, chosen: list[tuple[int, int]], run_dtype: torch.dtype, done: int | None) -> Tensor:
         """Logits (len(chosen), K) of image ``i`` with each chosen window filled, in batches; progress is
@@ -131,7 +135,9 @@ def occlusion(
                 copies = x[i:i + 1].repeat(len(chunk), 1, 1, 1)
                 for j, (top, left) in enumerate(chunk):
                     copies[j, :, top:top + w, left:left + w] = fill[i, :, top:top + w, left:left + w]
-                out.append(model(copies).float())
+                if runner is not model:
+                    copies = copies.contiguous(memory_format=torch.channels_last)
+                out.append(runner(copies).float())
                 if progress is not None and done is not None:
                     progress(done + start + len(chunk), total, None)
         return torch.cat(out)
@@ -181,6 +187,22 @@ def _agrees(logits: Tensor, i: int, t: Tensor, windows: list[tuple[int, int]], r
     if float(pair[1].std()) < 1e-12:  # nothing moves the target: nothing to lose
         return bool(torch.allclose(pair[0], pair[1], atol=1e-3))
     return float(torch.corrcoef(pair)[0, 1]) >= MIN_CORRELATION
+
+
+_CHANNELS_LAST: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], nn.Module]] = weakref.WeakKeyDictionary()
+
+
+def channels_last_copy(model: nn.Module) -> nn.Module:
+    """A channels-last copy of ``model`` for the many perturbed forwards (oneDNN's convolutions run
+    ~1.35× faster on it on CPU; measured on ResNet-50), cached until a parameter or buffer changes.
+    The caller's model is never converted."""
+    tensors = [*model.parameters(), *model.buffers()]
+    versions = tuple(t._version for t in tensors) + tuple(id(t) for t in tensors)
+    cached = _CHANNELS_LAST.get(model)
+    if cached is None or cached[0] != versions:
+        cached = (versions, copy.deepcopy(model).to(memory_format=torch.channels_last))
+        _CHANNELS_LAST[model] = cached
+    return cached[1]
 
 
 def _budget_batch(largest: int, input_numel: int, budget_mb: int, dtype: torch.dtype) -> int:
