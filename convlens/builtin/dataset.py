@@ -231,7 +231,8 @@ def _add_clutter(
         img += alpha * (rng.random(3, dtype=np.float32) - img)
 
 
-def render_sample(seed: int, index: int, size: int = IMAGE_SIZE, with_object: bool = True) -> Sample:
+def render_sample(seed: int, index: int, size: int = IMAGE_SIZE, with_object: bool = True,
+                  drawn: bool = False) -> Sample:
     """Render sample ``index`` of stream ``seed``; depends on its arguments only.
 
     ``with_object=False`` leaves the object out (background, clutter and noise only, empty
@@ -251,7 +252,8 @@ def render_sample(seed: int, index: int, size: int = IMAGE_SIZE, with_object: bo
         angle = np.deg2rad(rng.uniform(-20.0, 20.0)) + (np.pi / 2 if rng.random() < 0.5 else 0.0)
     margin = min(bound + 1.0, size / 2)
     cy, cx = rng.uniform(margin, size - margin, 2)
-    _add_clutter(rng, img, y, x, size, (cy, cx, bound))
+    if not drawn:
+        _add_clutter(rng, img, y, x, size, (cy, cx, bound))
 
     u, v = _rotate(y, x, cy, cx, angle)
     cov = _coverage(sdf(u, v))
@@ -263,7 +265,8 @@ def render_sample(seed: int, index: int, size: int = IMAGE_SIZE, with_object: bo
     else:
         c1 = _colour(rng, [bg], _MIN_TEX_CONTRAST)
         c2 = _colour(rng, [bg, c1], _MIN_TEX_CONTRAST)
-        period = max(np.sqrt(area) / rng.uniform(3.0, 6.0), 5.0 * size / IMAGE_SIZE)
+        finest = (3.5 if drawn else 5.0) * size / IMAGE_SIZE  # drawn: periods down to what a 64-px view resolves
+        period = max(np.sqrt(area) / rng.uniform(3.0, 6.0 if not drawn else 9.0), finest)
         w = _texture(label, y, x, period, rng)[..., None]
         fill = c1 * (1.0 - w) + c2 * w
 
@@ -272,9 +275,9 @@ def render_sample(seed: int, index: int, size: int = IMAGE_SIZE, with_object: bo
         mask = np.zeros_like(mask)
     img = img + cov[..., None] * (fill - img)
     # Objects carry a fine surface grain; the whole image gets weaker sensor noise.
-    grain = rng.normal(0.0, rng.uniform(0.03, 0.07), (size, size, 1)).astype(np.float32)
+    grain = rng.normal(0.0, rng.uniform(0.03, 0.07), (size, size, 1)).astype(np.float32) * (not drawn)
     img += cov[..., None] * grain
-    img += rng.normal(0.0, rng.uniform(0.02, 0.08), img.shape).astype(np.float32)
+    img += rng.normal(0.0, rng.uniform(0.02, 0.08), img.shape).astype(np.float32) * (not drawn)
     image = np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
     return Sample(image=image, mask=mask, label=label)
 
@@ -313,3 +316,19 @@ class ShapesDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, torch.Tensor]:
         return self.images[i].float() / 255.0, int(self.labels[i]), self.masks[i]
+
+
+def render_drawn_batch(seed: int, n: int, start: int, sizes: tuple[int, ...] = (128, 192, 256),
+                       size: int = IMAGE_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """Flat "drawn" scenes (no clutter, grain or noise; finer textures) rendered at a larger size and
+    resized to ``size`` the way the product's preprocessing resizes uploads (PIL bilinear): images
+    (N,H,W,3) uint8 and labels (N,). Sample ``start + k`` of stream ``seed`` at ``sizes[k % len]``."""
+    from PIL import Image  # lazy: keep package import light
+
+    images = np.empty((n, size, size, 3), dtype=np.uint8)
+    labels = np.empty(n, dtype=np.int64)
+    for k in range(n):
+        s = render_sample(seed, start + k, sizes[k % len(sizes)], drawn=True)
+        images[k] = np.asarray(Image.fromarray(s.image).resize((size, size), Image.Resampling.BILINEAR))
+        labels[k] = s.label
+    return images, labels

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .dataset import CLASSES, HELDOUT_SEED, IMAGE_SIZE, TRAIN_SEED, render_batch, render_sample
+from .dataset import CLASSES, HELDOUT_SEED, IMAGE_SIZE, TRAIN_SEED, render_batch, render_drawn_batch, render_sample
 from .net import MEAN, STD, BuiltinNet, normalize
 
 CHECKPOINT_PATH = Path(__file__).with_name("builtin.pt")
@@ -40,6 +40,7 @@ class TrainConfig:
     background_fraction: float = 0.15  # extra object-free scenes, trained towards the uniform distribution
     activation_penalty: float = 0.2  # L1 on the last conv stage's activations: units fire where there is evidence
     input_noise: float = 0.25  # std of Gaussian noise added to training inputs, in [0, 1] pixel units
+    drawn_fraction: float = 0.25  # extra flat "drawn" scenes rendered large and resized (see render_drawn_batch)
     size: int = IMAGE_SIZE
     threads: int = 2
 
@@ -109,9 +110,12 @@ def _training_set(config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     images_np, _, labels_np = render_batch(config.seed, config.n_train, config.size)
     n_background = round(config.background_fraction * config.n_train)
     empty_np, _, _ = render_batch(config.seed, n_background, config.size, start=config.n_train, with_object=False)
-    images = torch.from_numpy(np.concatenate([images_np, empty_np])).permute(0, 3, 1, 2).contiguous()
+    n_drawn = round(config.drawn_fraction * config.n_train)
+    drawn_np, drawn_labels = render_drawn_batch(config.seed, n_drawn, start=config.n_train + n_background,
+                                                size=config.size)
+    images = torch.from_numpy(np.concatenate([images_np, drawn_np, empty_np])).permute(0, 3, 1, 2).contiguous()
     eps = config.label_smoothing
-    labelled = F.one_hot(torch.from_numpy(labels_np), k).float() * (1.0 - eps) + eps / k
+    labelled = F.one_hot(torch.from_numpy(np.concatenate([labels_np, drawn_labels])), k).float() * (1.0 - eps) + eps / k
     return images, torch.cat([labelled, torch.full((n_background, k), 1.0 / k)])
 
 

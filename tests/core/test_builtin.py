@@ -86,7 +86,7 @@ def test_object_free_scenes_differ_from_their_sample_only_where_the_object_was()
 
 
 def test_training_set_adds_object_free_scenes_with_uniform_targets() -> None:
-    config = TrainConfig(n_train=40, background_fraction=0.25, label_smoothing=0.1)
+    config = TrainConfig(n_train=40, background_fraction=0.25, label_smoothing=0.1, drawn_fraction=0.0)
     images, targets = _training_set(config)
     k = len(CLASSES)
     assert images.shape == (50, 3, 64, 64) and images.dtype == torch.uint8 and targets.shape == (50, k)
@@ -100,7 +100,8 @@ def test_training_set_adds_object_free_scenes_with_uniform_targets() -> None:
 
 
 def test_training_loop_smoke_the_loss_falls() -> None:
-    config = TrainConfig(n_train=512, epochs=3, batch_size=32, lr=3e-3, background_fraction=0.0, input_noise=0.0)
+    config = TrainConfig(n_train=512, epochs=3, batch_size=32, lr=3e-3, background_fraction=0.0, input_noise=0.0,
+                         drawn_fraction=0.0)
     model, history = train(config)
     losses = [h["loss"] for h in history]
     assert len(losses) == 48 and not model.training
@@ -138,7 +139,8 @@ def test_recalibrate_batchnorm_averages_clean_batch_statistics() -> None:
 
 
 def test_noisy_training_ends_with_batchnorm_statistics_of_clean_images() -> None:
-    config = TrainConfig(n_train=64, epochs=1, batch_size=32, background_fraction=0.0, input_noise=0.25)
+    config = TrainConfig(n_train=64, epochs=1, batch_size=32, background_fraction=0.0, input_noise=0.25,
+                         drawn_fraction=0.0)
     model, _ = train(config)
     stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
     images, _ = _training_set(config)
@@ -155,3 +157,27 @@ def test_committed_checkpoint_classifies_fresh_images() -> None:
     assert model.code[1].out_features >= 128
     images, _, labels = render_batch(7, 200)  # a seed neither training nor evaluation uses
     assert (predict(model, images) == labels).mean() >= 0.95
+
+
+def test_drawn_scenes_are_flat_pure_and_leave_the_held_out_set_alone() -> None:
+    from convlens.builtin.dataset import render_drawn_batch
+
+    a, la = render_drawn_batch(3, 10, start=50)
+    b, lb = render_drawn_batch(3, 10, start=50)
+    assert np.array_equal(a, b) and np.array_equal(la, lb) and la.tolist() == [(50 + k) % 10 for k in range(10)]
+    assert a.shape == (10, 64, 64, 3)
+    noisy = render_sample(3, 50, 128).image.astype(float)
+    flat = render_sample(3, 50, 128, drawn=True).image.astype(float)
+    # No grain or sensor noise: neighbouring background pixels are (almost) equal in a drawing.
+    assert np.abs(np.diff(flat[:8, :8], axis=1)).mean() < 1.5 < np.abs(np.diff(noisy[:8, :8], axis=1)).mean()
+
+
+def test_training_set_adds_drawn_scenes_with_their_labels() -> None:
+    from convlens.builtin.dataset import render_drawn_batch
+
+    config = TrainConfig(n_train=40, background_fraction=0.25, drawn_fraction=0.5, label_smoothing=0.0)
+    images, targets = _training_set(config)
+    assert images.shape == (70, 3, 64, 64)  # 40 scenes, 20 drawn, 10 object-free
+    drawn, labels = render_drawn_batch(config.seed, 20, start=50)
+    assert torch.equal(images[40:60], torch.from_numpy(drawn).permute(0, 3, 1, 2))
+    assert targets[40:60].argmax(1).tolist() == labels.tolist()

@@ -34,10 +34,14 @@ def test_explain_returns_aligned_images_and_top_k(builtin: LoadedModel, sample, 
     assert ("logit_drop" in e.images) == (method == "occlusion")
     assert len(e.topk) == 5 and [p for *_, p in e.topk] == sorted((p for *_, p in e.topk), reverse=True)
     assert e.target == e.topk[0][0] and e.target_label == CLASSES[e.target] == "cross"
-    # The map puts clearly more than its share of mass on the object (Grad-CAM's 8×8 grid is coarse).
-    mask = torch.from_numpy(sample.mask)
-    heat = e.images["map"]
-    assert float(heat[mask].sum() / heat.sum()) > 1.3 * float(mask.float().mean())
+    # The maps put clearly more than their share of mass on the object (Grad-CAM's 8×8 grid is coarse):
+    # every one of 10 unseen images more than 1.2×, on average more than 1.5×.
+    ratios = []
+    for index in range(10):
+        other = render_sample(4242, index)
+        heat, mask = explain(builtin, Image.fromarray(other.image), method).images["map"], torch.from_numpy(other.mask)
+        ratios.append(float(heat[mask].sum() / heat.sum()) / float(mask.float().mean()))
+    assert min(ratios) > 1.2 and sum(ratios) / len(ratios) > 1.5, ratios
 
 
 def test_explain_honours_target_layer_and_display_params(builtin: LoadedModel, sample) -> None:  # type: ignore[no-untyped-def]
