@@ -76,24 +76,28 @@ def cmd_serve_status(args: argparse.Namespace) -> int:
     return 0 if info.healthy else 1
 
 
-def _route(name: str, techniques: Sequence[Any]) -> tuple[str, dict[str, Any], tuple[str, ...]]:
-    """A technique or endpoint name → (endpoint, params it implies, images it takes)."""
+def _route(name: str, techniques: Sequence[Any]) -> tuple[str, dict[str, Any], Any]:
+    """A technique or endpoint name → (endpoint, params it implies, the technique it runs or None)."""
     for t in techniques:
         if t.name == name:
             shared = sum(1 for u in techniques if u.endpoint == t.endpoint) > 1
-            return t.endpoint, ({"method": name} if shared else {}), t.inputs
+            return t.endpoint, ({"method": name} if shared else {}), t
     for t in techniques:
         if t.endpoint == name:
-            return name, {}, t.inputs
+            return name, {}, t
     if name == "classify":
-        return name, {}, ("image",)
+        return name, {}, None
     known = sorted({"classify", *(t.name for t in techniques), *(t.endpoint for t in techniques)})
     raise ValueError(f"unknown technique or endpoint {name!r}; the server offers: {', '.join(known)}")
 
 
+def _print_progress(progress: Any) -> None:
+    print(f"{progress.step}/{progress.total}", file=sys.stderr, flush=True)
+
+
 def cmd_call(args: argparse.Namespace) -> int:
     from client.http import ApiError, ConvLensClient, default_key_file, default_url, read_token
-    from convlens.schema import parse_assignment, target_from_text
+    from convlens.schema import assign_inputs, parse_assignment, target_from_text
 
     token = read_token(args.key_file)
     if token is None:
@@ -112,17 +116,22 @@ def cmd_call(args: argparse.Namespace) -> int:
             for t in techniques:
                 print(f"{t.name:14s} {t.family:12s} /predictions/{t.endpoint:12s} {t.title}")
             return 0
-        endpoint, params, takes = _route(args.technique, techniques)
+        endpoint, params, spec = _route(args.technique, techniques)
         params.update(given)
         if args.method:
             params["method"] = args.method
-        if len(args.images) != len(takes):
-            wanted = " ".join(n.upper() for n in takes) or "no image"
-            raise ValueError(f"{args.technique} takes {wanted}; got {len(args.images)} image(s)")
-        images = {name: Path(path).read_bytes() for name, path in zip(takes, args.images, strict=True)}
+            spec = next((t for t in techniques if t.name == args.method), spec)
+        takes, optional = (spec.inputs, spec.optional_inputs) if spec is not None else (("image",), ())
+        paths = assign_inputs(args.images, takes, optional, args.technique)
+        images = {name: Path(path).read_bytes() for name, path in paths.items()}
         target = target_from_text(args.target, client.classes(args.model)) if args.target is not None else None
-        data = client.request(endpoint, images, model=args.model, target=target, layer=args.layer, params=params,
-                              weights=args.weights)
+        if spec is not None and spec.family == "synthesis":
+            data = client.synthesis(f"{endpoint}:{params.pop('method', '')}", images, model=args.model,
+                                    target=target, layer=args.layer, params=params,
+                                    on_progress=_print_progress).to_json()
+        else:
+            data = client.request(endpoint, images, model=args.model, target=target, layer=args.layer,
+                                  params=params, weights=args.weights)
     except ApiError as exc:
         where = f" (field: {exc.field})" if exc.field else ""
         print(f"convlens: error: {'HTTP ' + str(exc.status) if exc.status else 'no answer'}: {exc.message}{where}",

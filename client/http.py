@@ -12,14 +12,14 @@ import json
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from convlens.schema import AttributionResponse, CorpusResponse, GridsResponse
+from convlens.schema import AttributionResponse, CorpusResponse, GridsResponse, SynthesisResponse
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 ENDPOINT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -132,11 +132,22 @@ class TechniqueInfo:
     default_layer: str
     reference: str
     params: tuple[dict[str, Any], ...]
+    optional_inputs: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TechniqueInfo:
         return cls(data["name"], data["title"], data["family"], data["endpoint"], tuple(data["inputs"]),
-                   data["layer"], data["default_layer"], data.get("reference", ""), tuple(data.get("params", [])))
+                   data["layer"], data["default_layer"], data.get("reference", ""), tuple(data.get("params", [])),
+                   tuple(data.get("optional_inputs", [])))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress message of a streamed long job: ``preview`` is PNG bytes (or None)."""
+
+    step: int
+    total: int
+    preview: bytes | None
 
 
 class ConvLensClient:
@@ -178,12 +189,7 @@ class ConvLensClient:
                 raise ApiError(r.status_code, f"the server could not answer, twice ({_error_message(r)}); "
                                               "a worker may have crashed: try again in a minute, or see the server log")
         if r.status_code >= 400:
-            field = None
-            try:
-                field = r.json().get("field")
-            except ValueError:
-                pass
-            raise ApiError(r.status_code, _error_message(r), field)
+            raise _api_error(r)
         try:
             return dict(r.json())
         except ValueError as exc:
@@ -221,6 +227,75 @@ class ConvLensClient:
                params: Mapping[str, Any] | None = None, images: Mapping[str, bytes] | None = None) -> CorpusResponse:
         """A corpus-family endpoint (e.g. ``faithfulness``): curves, vectors or points over a dataset."""
         return CorpusResponse.from_json(self.request(endpoint, images, model, None, layer, params))
+
+    def synthesis(self, technique: TechniqueInfo | str, images: Mapping[str, bytes] | None = None,
+                  model: str = "builtin", target: int | None = None, layer: str | None = None,
+                  params: Mapping[str, Any] | None = None, job: str | None = None,
+                  on_progress: Callable[[Progress], None] | None = None) -> SynthesisResponse:
+        """A synthesis technique (``TechniqueInfo`` or ``"endpoint"`` / ``"endpoint:method"``). With
+        ``on_progress`` the answer is streamed and ``on_progress`` sees every progress message; ``job`` names the
+        run so :meth:`cancel` can stop it (it then answers with what it has, ``scalars["cancelled"] == 1``)."""
+        if isinstance(technique, TechniqueInfo):
+            endpoint, method = technique.endpoint, technique.name
+        else:
+            endpoint, _, method = technique.partition(":")
+        body: dict[str, Any] = {name: base64.b64encode(data).decode("ascii") for name, data in (images or {}).items()}
+        body.update({"model": model, "target": target, "layer": layer,
+                     "params": {**({"method": method} if method else {}), **dict(params or {})}})
+        if job is not None:
+            body["job"] = job
+        if on_progress is None:
+            return SynthesisResponse.from_json(self.post(endpoint, body))
+        return self._stream(endpoint, {**body, "stream": True}, on_progress)
+
+    def _stream(self, endpoint: str, body: Mapping[str, Any], on_progress: Callable[[Progress], None]
+                ) -> SynthesisResponse:
+        if not ENDPOINT_NAME.match(endpoint):
+            raise ValueError(f"not an endpoint name: {endpoint!r}")
+        try:
+            r = self._session.post(f"{self.base_url}/predictions/{endpoint}", json=dict(body), headers=self._headers(),
+                                   timeout=self.timeout, stream=True)
+        except requests.RequestException as exc:
+            raise ApiError(0, f"the ConvLens API at {self.base_url} is unreachable ({exc.__class__.__name__})") from exc
+        with r:
+            if r.status_code >= 400:
+                raise _api_error(r)
+            buffer = b""
+            try:
+                for chunk in r.iter_content(chunk_size=None):
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        result = self._message(line, on_progress)
+                        if result is not None:
+                            return result
+            except requests.RequestException as exc:
+                raise ApiError(0, f"the stream from {endpoint} broke off ({exc.__class__.__name__})") from exc
+            result = self._message(buffer, on_progress)
+        if result is None:
+            raise ApiError(502, f"the stream from {endpoint} ended without a result")
+        return result
+
+    @staticmethod
+    def _message(line: bytes, on_progress: Callable[[Progress], None]) -> SynthesisResponse | None:
+        if not line.strip():
+            return None
+        try:
+            data = json.loads(line)
+        except ValueError as exc:
+            raise ApiError(502, "the stream held something that is not JSON") from exc
+        if "error" in data:
+            raise ApiError(400 if data.get("field") else 500, str(data["error"]), data.get("field"))
+        if data.get("event") == "progress":
+            preview = base64.b64decode(data["preview"]) if data.get("preview") else None
+            on_progress(Progress(int(data["step"]), int(data["total"]), preview))
+            return None
+        data.pop("event", None)
+        return SynthesisResponse.from_json(data)
+
+    def cancel(self, job: str) -> None:
+        """Ask the long job ``job`` to stop (answered by the info endpoint, not queued behind the job)."""
+        self.post(INFO_ENDPOINT, {"cancel": job})
 
     def models(self) -> list[ModelInfo]:
         """Every model the server knows, with the weights it would use ("missing" if not installed)."""
@@ -266,6 +341,16 @@ class ConvLensClient:
         return self.explain("saliency", image, model, target, layer, {"method": method, **params}, weights)
 
 
+def _api_error(r: requests.Response) -> ApiError:
+    field = None
+    try:
+        data = r.json()
+        field = data.get("field") if isinstance(data, dict) else None
+    except ValueError:
+        pass
+    return ApiError(r.status_code, _error_message(r), field)
+
+
 def _error_message(r: requests.Response) -> str:
     try:
         data = r.json()
@@ -276,6 +361,7 @@ def _error_message(r: requests.Response) -> str:
     return f"HTTP {r.status_code}: {r.text[:200]}"
 
 
-def decode_images(response: AttributionResponse | GridsResponse) -> dict[str, bytes]:
+def decode_images(response: AttributionResponse | GridsResponse | SynthesisResponse | CorpusResponse
+                  ) -> dict[str, bytes]:
     """name → PNG bytes."""
     return {name: base64.b64decode(data) for name, data in response.images.items()}

@@ -218,14 +218,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from convlens.images import decode_image, encode_png
     from convlens.models import load_model
     from convlens.pipeline import run, technique_spec
-    from convlens.schema import parse_assignment, target_from_text
+    from convlens.schema import assign_inputs, parse_assignment, target_from_text
 
     spec = technique_spec(args.technique, "technique")
-    if len(args.images) != len(spec.inputs):
-        wanted = " ".join(n.upper() for n in spec.inputs) or "no image"
-        raise ValueError(f"{spec.name} takes {wanted}; got {len(args.images)} image(s)")
+    paths = assign_inputs(args.images, spec.inputs, spec.optional_inputs, spec.name)
     loaded = load_model(args.model, weights="random" if args.random else "pretrained")
-    inputs = {name: decode_image(Path(path).read_bytes()) for name, path in zip(spec.inputs, args.images, strict=True)}
+    inputs = {name: decode_image(Path(path).read_bytes()) for name, path in paths.items()}
     params = dict(parse_assignment(item) for item in args.param)
     target = None if args.target is None else target_from_text(args.target, loaded.classes)
     started = time.perf_counter()
@@ -245,6 +243,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if output.target is not None:
         summary.update(target=output.target, target_label=output.target_label,
                        topk=[{"index": i, "label": label, "probability": p} for i, label, p in output.topk])
+    if output.labels:
+        summary["labels"] = output.labels
     print(json.dumps(summary, indent=2))
     return 0
 

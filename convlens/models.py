@@ -194,9 +194,17 @@ class LoadedModel:
                 return row.name
         raise ValueError(f"{self.name} has no 2-D convolution")
 
+    @cached_property
+    def middle_spatial_layer(self) -> str:
+        """The spatial activation halfway through the network (DeepDream's usual depth)."""
+        spatial = [row.name for row in self.layers if row.is_spatial and "relu" in row.kind.lower()] or \
+            [row.name for row in self.layers if row.is_spatial]
+        return spatial[len(spatial) // 2] if spatial else self.default_cam_layer
+
     def default_layer(self, kind: str) -> str:
         """The layer a technique uses when none is asked for (``registry.DefaultLayer``)."""
-        resolvers = {"last_spatial": lambda: self.default_cam_layer, "first_conv": lambda: self.first_conv_layer}
+        resolvers = {"last_spatial": lambda: self.default_cam_layer, "first_conv": lambda: self.first_conv_layer,
+                     "middle_spatial": lambda: self.middle_spatial_layer}
         if kind not in resolvers:
             raise ValueError(f"unknown default layer {kind!r}; known: {', '.join(resolvers)}")
         return resolvers[kind]()

@@ -25,7 +25,7 @@ from convlens.models import LoadedModel
 from convlens.receptive_field import LayerInfo
 from convlens.registry import Family, Spec
 from convlens.results import Progress
-from convlens.schema import MAX_TOP_K, SchemaError, WeightsKind
+from convlens.schema import MAX_SYNTHESIS_SIZE, MAX_TOP_K, SchemaError, WeightsKind
 
 Inputs = Mapping[str, Image.Image]  # one request's named images ("image", "content", "style", ...)
 
@@ -65,7 +65,19 @@ def parse_params(cls: type, values: Mapping[str, Any], display: tuple[str, ...] 
             allowed = ", ".join(sorted(names | set(display))) or "none"
             raise SchemaError(f"{prefix}.{key}", f"unknown parameter; allowed: {allowed}")
         kwargs[key] = _coerce(f"{prefix}.{key}", value, hints[key])
+        _check_range(f"{prefix}.{key}", kwargs[key], next(f for f in dataclasses.fields(cls) if f.name == key))
     return cls(**kwargs)
+
+
+def _check_range(name: str, value: Any, f: dataclasses.Field[Any]) -> None:
+    """Bounds declared with :func:`convlens.registry.bounded`."""
+    low, high = f.metadata.get("min"), f.metadata.get("max")
+    values = value if isinstance(value, tuple) else (value,)
+    for v in values:
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        if (low is not None and v < low) or (high is not None and v > high):
+            raise SchemaError(name, f"must be in [{low}, {high}], got {value!r}")
 
 
 def _options(hint: Any) -> list[Any]:
@@ -95,7 +107,27 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             return float(value)
         if option is str and isinstance(value, str):
             return value
+        if typing.get_origin(option) is tuple:
+            return _coerce_tuple(name, value, option)
     raise SchemaError(name, f"expected {_describe(hint)}, got {value!r}")
+
+
+def _coerce_tuple(name: str, value: Any, hint: Any) -> tuple[Any, ...]:
+    """``tuple[float, ...]`` from a JSON list or a comma-separated string (``"0.5, 0.5"``)."""
+    (item, *_rest) = typing.get_args(hint)
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+        value = [_number(name, v) for v in value]
+    if not isinstance(value, (list, tuple)) or not value or len(value) > 64:
+        raise SchemaError(name, f"expected a list of 1 to 64 {item.__name__} values, got {value!r}")
+    return tuple(_coerce(name, v, item) for v in value)
+
+
+def _number(name: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise SchemaError(name, f"expected a number, got {text!r}") from None
 
 
 def _describe(hint: Any) -> str:
@@ -127,6 +159,7 @@ class Output:
     series: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
     vectors: list[list[float]] | None = None
     points: list[list[float]] | None = None
+    labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def method(self) -> str:
@@ -291,8 +324,44 @@ class CorpusRunner(FamilyRunner):
         return out
 
 
+class SynthesisRunner(FamilyRunner):
+    """Each request on its own (these are long): its images at full size (bounded) and its target → images."""
+
+    def run(self, loaded: LoadedModel, spec: Spec, inputs: Sequence[Inputs], targets: Sequence[int | None],
+            technique_params: Any, display: DisplayOptions, layer: str | None,
+            progress: Progress | None) -> list[Output]:
+        out = []
+        for one, target in zip(inputs, targets, strict=True):
+            if target is not None and not 0 <= target < len(loaded.classes):
+                raise SchemaError("target", f"must be in [0, {len(loaded.classes) - 1}] for {loaded.name}, "
+                                            f"got {target}")
+            missing = [name for name in spec.inputs if name not in one]
+            if missing:
+                raise SchemaError(missing[0], f"is required by {spec.name}")
+            taken = {name: synthesis_input(img).to(loaded.device) for name, img in one.items()
+                     if name in spec.inputs or name in spec.optional_inputs}
+            result = spec.run(loaded, taken, target, technique_params, progress=progress)
+            drawn = render.synthesis(result)
+            t = target if target is not None else int(result.scalars.get("target", -1))
+            out.append(Output(technique=spec.name, family=spec.family, model=loaded.name, weights=loaded.weights,
+                              layer=layer, images=drawn.images, scalars=drawn.scalars, series=drawn.series,
+                              target=t if t >= 0 else None, target_label=loaded.label(t) if t >= 0 else None,
+                              labels=dict(result.labels)))
+        return out
+
+
+def synthesis_input(img: Image.Image) -> Tensor:
+    """A request's image as (3, H, W) in [0, 1], the longer side bounded by twice the synthesis limit."""
+    limit = 2 * MAX_SYNTHESIS_SIZE
+    if max(img.size) > limit:
+        factor = limit / max(img.size)
+        img = img.resize((max(1, round(img.width * factor)), max(1, round(img.height * factor))),
+                         Image.Resampling.LANCZOS)
+    return images.to_tensor(images.to_rgb(img))
+
+
 RUNNERS: dict[str, FamilyRunner] = {"attribution": AttributionRunner(), "activations": ActivationsRunner(),
-                                    "corpus": CorpusRunner()}
+                                    "synthesis": SynthesisRunner(), "corpus": CorpusRunner()}
 
 
 def run(

@@ -35,7 +35,7 @@ FAMILY_DESCRIPTIONS: dict[Family, str] = {
 #   spatial   a layer with (C, h, w) output;  conv  a module with a 4-D convolution weight.
 LayerNeed = Literal["none", "optional", "spatial", "conv"]
 # How the layer is chosen when the request names none (resolved by ``convlens.models.LoadedModel``).
-DefaultLayer = Literal["none", "last_spatial", "first_conv", "code"]
+DefaultLayer = Literal["none", "last_spatial", "middle_spatial", "first_conv", "code"]
 
 # Endpoints that serve no technique: the classifier and its info API.
 EXTRA_ENDPOINTS: tuple[str, ...] = ("classify",)
@@ -55,6 +55,7 @@ class Spec:
     params: type  # a frozen dataclass; its defaults are the demo settings
     run: Callable[..., Any]
     inputs: tuple[str, ...] = ("image",)  # named images it takes; () for none
+    optional_inputs: tuple[str, ...] = ()  # named images it may also take (extra styles)
     layer: LayerNeed = "none"
     default_layer: DefaultLayer = "none"
     endpoint: str = ""  # the API endpoint; "" means the technique's own name
@@ -70,9 +71,15 @@ class Spec:
         """A JSON-able description (the info API sends it to the dashboard)."""
         return {
             "name": self.name, "title": self.title, "family": self.family, "endpoint": self.route,
-            "inputs": list(self.inputs), "layer": self.layer, "default_layer": self.default_layer,
+            "inputs": list(self.inputs), "optional_inputs": list(self.optional_inputs), "layer": self.layer, "default_layer": self.default_layer,
             "reference": self.reference, "params": describe_params(self.params),
         }
+
+
+def bounded(default: Any, low: float | None = None, high: float | None = None) -> Any:
+    """A params field with an allowed range, checked when a request is parsed (4xx naming the field)
+    and shown by the dashboard as the slider's bounds."""
+    return dataclasses.field(default=default, metadata={"min": low, "max": high})
 
 
 def describe_params(cls: type) -> list[dict[str, Any]]:
@@ -87,7 +94,8 @@ def describe_params(cls: type) -> list[dict[str, Any]]:
         kinds = [getattr(a, "__name__", str(a)) for a in args if typing.get_origin(a) is not Literal]
         default = f.default if f.default is not dataclasses.MISSING else None
         rows.append({"name": f.name, "types": kinds + (["choice"] if choices else []), "default": default,
-                     "choices": choices, "optional": union and type(None) in typing.get_args(hint)})
+                     "choices": choices, "optional": union and type(None) in typing.get_args(hint),
+                     "min": f.metadata.get("min"), "max": f.metadata.get("max")})
     return rows
 
 

@@ -27,6 +27,7 @@ class Rendered:
     series: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
     vectors: list[list[float]] | None = None
     points: list[list[float]] | None = None
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 def _value(v: float | Tensor, i: int) -> float:
@@ -91,7 +92,7 @@ def grids(result: Grids, display: Tensor | None, alpha: float, colormap: str | N
 def synthesis(result: Synthesis) -> Rendered:
     history = {k: (list(map(float, range(len(v)))), [float(x) for x in v]) for k, v in result.history.items()}
     return Rendered({k: v.detach().cpu().clamp(0, 1) for k, v in result.images.items()}, dict(result.scalars),
-                    series=history)
+                    series=history, labels=dict(result.labels))
 
 
 def corpus(result: Corpus) -> Rendered:

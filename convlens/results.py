@@ -15,6 +15,10 @@ from torch import Tensor
 Progress = Callable[[int, int, Tensor | None], None]
 
 
+class Cancelled(Exception):
+    """Raised by a progress callback to stop a long technique; iterative ones return what they have."""
+
+
 @dataclass(frozen=True)
 class Attribution:
     """Attribution family: one heat map per input image.
@@ -80,11 +84,13 @@ class Synthesis:
 
     images:  named (3, H, W) in [0, 1] (the result first; then e.g. "original", "change").
     history: named per-step scalars (losses), for the charts.
+    labels:  named words worth showing (the network that measured, predicted classes).
     """
 
     images: dict[str, Tensor]
     history: dict[str, list[float]] = field(default_factory=dict)
     scalars: dict[str, float] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

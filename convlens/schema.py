@@ -33,6 +33,10 @@ WeightsKind = Literal["imagenet", "builtin", "random"]
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # encoded image size accepted on the wire
 MAX_IMAGE_PIXELS = 25_000_000  # decoded width * height; larger is treated as a decompression bomb
 MAX_TOP_K = 20
+# Server-side bounds of the synthesis family (4xx naming the field beyond them).
+MAX_STEPS = 2000
+MAX_SYNTHESIS_SIZE = 512
+MAX_STYLES = 4
 
 
 class SchemaError(ValueError):
@@ -140,6 +144,39 @@ class CorpusResponse(_Json):
     points: list[list[float]] | None = None
 
 
+@dataclass(frozen=True)
+class SynthesisResponse(_Json):
+    """Synthesis family: ``images`` the result first (``result``), then what it came from (``original``,
+    ``change``, ``content``, ``style``, grid cells); ``series`` the loss history per objective term
+    (``[steps, values]``); ``labels`` words worth showing (the network that measured, predicted classes);
+    ``scalars`` final losses, steps, seconds, ``cancelled`` (1 when stopped early)."""
+
+    technique: str
+    images: dict[str, str]
+    scalars: dict[str, float]
+    series: dict[str, list[list[float]]]
+    labels: dict[str, str]
+    elapsed_ms: float
+    weights: WeightsKind
+    model: str = "builtin"
+    layer: str | None = None
+    target: int | None = None
+    target_label: str | None = None
+
+
+JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def job_id(value: Any, name: str = "job") -> str | None:
+    """A client-chosen id of a long job (to cancel it): 1–64 of A–Z a–z 0–9 _ -."""
+    value = form_text(value)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not JOB_ID.match(value):
+        raise SchemaError(name, "must be 1-64 characters of A-Z, a-z, 0-9, _ and -")
+    return value
+
+
 def _decode_image_field(value: Any, name: str = "image") -> bytes:
     if isinstance(value, (bytes, bytearray)):
         data = bytes(value)
@@ -192,11 +229,13 @@ def _optional_str(name: str, value: Any) -> str | None:
     return value
 
 
-def parse_request(payload: Mapping[str, Any], inputs: tuple[str, ...] = ("image",)) -> TechniqueRequest:
-    """Validate a JSON body or the fields of a multipart form for a technique taking ``inputs``.
+def parse_request(payload: Mapping[str, Any], inputs: tuple[str, ...] = ("image",),
+                  optional: tuple[str, ...] = ()) -> TechniqueRequest:
+    """Validate a JSON body or the fields of a multipart form for a technique taking ``inputs``
+    (required) and ``optional`` images.
 
-    Every named input is required; a field for an image the technique does not take is refused.
-    ``params`` may be an object or (in a form) a JSON-encoded string.
+    A field for an image the technique does not take is refused (``image`` where none is taken,
+    ``style_5`` beyond the last style). ``params`` may be an object or (in a form) a JSON-encoded string.
     """
     if not isinstance(payload, Mapping):
         raise SchemaError("body", "expected a JSON object or multipart form")
@@ -205,8 +244,16 @@ def parse_request(payload: Mapping[str, Any], inputs: tuple[str, ...] = ("image"
         if name not in payload or payload[name] is None:
             raise SchemaError(name, "is required")
         images[name] = _decode_image_field(payload[name], name)
+    for name in optional:
+        if payload.get(name) not in (None, "", b""):
+            images[name] = _decode_image_field(payload[name], name)
     if "image" not in inputs and payload.get("image") not in (None, "", b""):
         raise SchemaError("image", "this technique takes no image")
+    for key in payload:
+        base, sep, number = str(key).rpartition("_")
+        if sep and number.isdigit() and base in inputs and key not in optional:
+            taken = ", ".join((base, *[o for o in optional if o.startswith(base)]))
+            raise SchemaError(str(key), f"too many {base} images: this technique takes {taken}")
     model = _optional_str("model", payload.get("model")) or "builtin"
     if model not in MODEL_NAMES:
         raise SchemaError("model", f"unknown model {model!r}; known: {', '.join(MODEL_NAMES)}")
@@ -251,6 +298,15 @@ def parse_assignment(item: str) -> tuple[str, Any]:
         return key, json.loads(value)
     except ValueError:
         return key, value
+
+
+def assign_inputs(paths: Sequence[str], inputs: Sequence[str], optional: Sequence[str], technique: str
+                  ) -> dict[str, str]:
+    """Command-line image paths → the technique's input names, in declaration order (required first)."""
+    if not len(inputs) <= len(paths) <= len(inputs) + len(optional):
+        wanted = " ".join([n.upper() for n in inputs] + [f"[{n.upper()}]" for n in optional]) or "no image"
+        raise ValueError(f"{technique} takes {wanted}; got {len(paths)} image(s)")
+    return dict(zip((*inputs, *optional), paths, strict=False))
 
 
 def target_from_text(text: str, classes: Sequence[str]) -> int:

@@ -48,7 +48,8 @@ from ts.torch_handler.base_handler import BaseHandler
 from convlens import models as zoo
 from convlens import pipeline, registry
 from convlens.images import ImageDecodeError, decode_image, encode_png
-from convlens.schema import MODEL_NAMES, SchemaError, TechniqueRequest, TopClass, form_text, parse_request
+from convlens.schema import MODEL_NAMES, SchemaError, TechniqueRequest, TopClass, form_text, job_id, parse_request
+from handlers import jobs
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ class Job:
     params: dict[str, Any]
     technique: str
     seconds: float = 0.0  # time spent on this request alone (decode, encode)
+    job_id: str | None = None  # a long job's client-chosen id (to cancel it)
+    stream: bool = False  # send progress as it runs (long jobs)
 
     @property
     def group_key(self) -> tuple[Any, ...]:
@@ -306,6 +309,9 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
                 if "info" in fields:
                     outcomes[i] = Outcome(200, self.info(fields))
                     continue
+                if "cancel" in fields:
+                    outcomes[i] = Outcome(200, cancel(fields))
+                    continue
                 job = self.parse(i, fields)
                 job.seconds = time.perf_counter() - started
                 jobs.append(job)
@@ -321,8 +327,8 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
         return jobs
 
     def parse(self, index: int, fields: Mapping[str, Any]) -> Job:
-        technique, inputs_taken = self.technique_for(fields)
-        request = parse_request(fields, inputs_taken)
+        technique, inputs_taken, optional = self.technique_for(fields)
+        request = parse_request(fields, inputs_taken, optional)
         weights = weights_choice(fields.get("weights"))
         inputs = {}
         for name, data in request.images.items():
@@ -335,10 +341,10 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
         self.prepare_job(job, fields)
         return job
 
-    def technique_for(self, fields: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
-        """(technique, images it takes) for a request; see :meth:`choose_technique`."""
+    def technique_for(self, fields: Mapping[str, Any]) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+        """(technique, images it needs, images it may take) for a request; see :meth:`choose_technique`."""
         spec = self.choose_technique(fields)
-        return spec.name, spec.inputs
+        return spec.name, spec.inputs, spec.optional_inputs
 
     def choose_technique(self, fields: Mapping[str, Any]) -> registry.Spec:
         """The technique of this endpoint the request asks for (``params.method`` or a form field)."""
@@ -447,7 +453,7 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
             "topk": [TopClass(index, label, p) for index, label, p in output.topk], "items": list(output.items),
             "series": {name: [list(xs), list(ys)] for name, (xs, ys) in output.series.items()},
             "vectors": output.vectors, "points": output.points, "elapsed_ms": 0.0, "weights": output.weights,
-            "model": output.model, "layer": output.layer,
+            "model": output.model, "layer": output.layer, "labels": dict(output.labels),
         }
         names = [f.name for f in dataclasses.fields(self.response_type)]
         return dict(self.response_type(**{name: values[name] for name in names}).to_json())
@@ -522,6 +528,15 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
                            for row in loaded.layers],
             }
         return self._layers_info[name]
+
+
+def cancel(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"cancel": "<job>"}``: ask the long job with that id to stop at its next step."""
+    job = job_id(fields.get("cancel"), "cancel")
+    if job is None:
+        raise SchemaError("cancel", "needs the id of the job to cancel")
+    jobs.request_cancel(job)
+    return {"cancelled": job}
 
 
 def _error(exc: RequestError) -> Outcome:

@@ -24,8 +24,8 @@ class ClassifyHandler(ConvLensHandler):
     endpoint = "classify"
     warmup_params = ({},)
 
-    def technique_for(self, fields: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
-        return "classify", ("image",)
+    def technique_for(self, fields: Mapping[str, Any]) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+        return "classify", ("image",), ()
 
     def prepare_job(self, job: Job, fields: Mapping[str, Any]) -> None:
         if job.request.layer is not None:

@@ -9,6 +9,7 @@ caller's tensors untouched, and the same through the pipeline on a model wrapped
 from __future__ import annotations
 
 import ast
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -117,12 +118,22 @@ def tiny_loaded() -> LoadedModel:
                        "random")
 
 
+QUICK = {"steps": 2, "size": 32, "source_size": 24, "octaves": 2, "count": 2, "layers": 2, "ratios": [1.0, 0.1],
+         "scales": [1.0], "window": 5}
+
+
+def quick_params(spec: registry.Spec) -> dict[str, object]:
+    """The smallest settings of a long technique (its demo defaults run for seconds to minutes)."""
+    fields = {f.name for f in dataclasses.fields(spec.params)}
+    return {k: v for k, v in QUICK.items() if k in fields}
+
+
 @pytest.mark.parametrize("name", [s.name for s in registry.registry().values() if s.family != "corpus"])
 def test_every_technique_runs_through_the_pipeline_with_its_default_layer(name: str) -> None:
     loaded = tiny_loaded()
     spec = registry.get(name)
     images = [{k: Image.new("RGB", (20, 16), (30 * i, 90, 200)) for k in spec.inputs} for i in range(2)]
-    outputs = run(loaded, name, images)
+    outputs = run(loaded, name, images, targets=[1, 2], params=quick_params(spec))
     assert len(outputs) == 2
     for out in outputs:
         assert out.technique == name and out.family == spec.family and out.weights == "random"

@@ -1,0 +1,1 @@
+"""Synthesis family: images made by optimisation on one render loop (see ``loop``)."""

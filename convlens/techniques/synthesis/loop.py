@@ -1,0 +1,146 @@
+"""The one render loop every synthesis technique runs on.
+
+``optimize`` takes a model, an image parameterisation, an objective, transforms, a seed and a step budget;
+it reports progress with a preview image, records the history of every objective term, never prints,
+takes the device from the parameterisation (which the technique built on the model's device), and
+removes every hook it registered, also when the progress callback cancels the run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from convlens.hooks import capture
+from convlens.results import Cancelled, Progress
+from convlens.techniques.synthesis.objectives import Context, Objective
+from convlens.techniques.synthesis.param import ImageParam
+from convlens.techniques.synthesis.transforms import Transform
+
+StepHook = Callable[[int, ImageParam], None]  # runs after each optimiser step (blur every k, clipping)
+
+
+@dataclass
+class LoopResult:
+    image: Tensor  # (N, 3, H, W) in [0, 1], detached
+    history: dict[str, list[float]] = field(default_factory=dict)
+    steps: int = 0
+    seconds: float = 0.0
+    cancelled: bool = False
+    final: dict[str, float] = field(default_factory=dict)
+
+
+class NormalizedGradient(torch.optim.Optimizer):
+    """p ← p − lr · g / mean|g| (DeepDream's step, Mordvintsev et al. 2015): the step size is in pixel units
+    whatever the scale of the objective."""
+
+    def __init__(self, params: object, lr: float) -> None:
+        super().__init__(params, {"lr": lr})  # type: ignore[arg-type]
+
+    @torch.no_grad()
+    def step(self, closure: object = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.sub_(group["lr"] * p.grad / p.grad.abs().mean().clamp_min(1e-12))
+
+
+class _Reached(Exception):
+    """Raised by a hook once every layer the objective needs has been computed (the rest is skipped)."""
+
+
+def forward(model: nn.Module, x: Tensor, objective: Objective) -> tuple[dict[str, Tensor], Tensor | None]:
+    """Run as much of ``model`` as ``objective`` needs: the whole net for logits, else up to its last layer."""
+    layers = objective.layers
+    if not layers:
+        return {}, model(x)
+    with capture(model, layers) as captured:
+        if objective.needs_logits:
+            logits = model(x)
+            return dict(captured.activations), logits
+        names = set(layers)
+
+        def stop_when_all_seen(_module: nn.Module, _inputs: object, _output: object) -> None:
+            if names.issubset(captured.activations):
+                raise _Reached
+
+        # registered after capture's hooks, so it runs once the layer's output has been recorded
+        handles = [model.get_submodule(name).register_forward_hook(stop_when_all_seen) for name in layers]
+        try:
+            model(x)
+        except _Reached:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        return dict(captured.activations), None
+
+
+def optimize(
+    model: nn.Module,
+    param: ImageParam,
+    objective: Objective,
+    steps: int,
+    *,
+    lr: float = 0.05,
+    to_input: Callable[[Tensor], Tensor] = lambda x: x,
+    transforms: Sequence[Transform] = (),
+    seed: int = 0,
+    progress: Progress | None = None,
+    preview_every: int = 10,
+    after_step: Sequence[StepHook] = (),
+    stop: Callable[[Context], bool] | None = None,
+    optimizer: str = "adam",
+) -> LoopResult:
+    """Minimise ``objective`` over ``param`` with Adam for ``steps`` steps.
+
+    ``to_input`` maps the [0, 1] image to the model's input (its normalisation); ``stop`` ends the run early
+    (e.g. the class flipped); ``progress(step, steps, preview)`` gets the first image of the batch every
+    ``preview_every`` steps and may raise :class:`Cancelled` — the run then returns what it has.
+    ``optimizer``: ``adam``, or ``normalized`` (:class:`NormalizedGradient`).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    opt: torch.optim.Optimizer = (NormalizedGradient(param.parameters(), lr) if optimizer == "normalized"
+                                  else torch.optim.Adam(param.parameters(), lr=lr))
+    history: dict[str, list[float]] = {}
+    started = time.perf_counter()
+    result = LoopResult(image=param.image().detach().clamp(0, 1))
+    with torch.enable_grad():
+        for step in range(1, steps + 1):
+            opt.zero_grad(set_to_none=True)
+            image = param.image()
+            x = image
+            for transform in transforms:
+                x = transform(x, generator)
+            activations, logits = forward(model, to_input(x), objective)
+            ctx = Context(image, activations, logits)
+            loss, values = objective(ctx)
+            for name, value in values.items():
+                history.setdefault(name, []).append(value)
+            done = stop is not None and stop(ctx)
+            if not done:
+                loss.sum().backward()
+                opt.step()
+                param.project()
+                for hook in after_step:
+                    hook(step, param)
+            result.steps = step
+            if progress is not None and (done or step % preview_every == 0 or step == steps):
+                with torch.no_grad():
+                    preview = param.image()[0].clamp(0, 1)
+                try:
+                    progress(step, steps, preview)
+                except Cancelled:
+                    result.cancelled = True
+                    break
+            if done:
+                break
+    result.image = param.image().detach().clamp(0, 1)
+    result.history = history
+    result.final = {name: values[-1] for name, values in history.items()}
+    result.seconds = time.perf_counter() - started
+    return result

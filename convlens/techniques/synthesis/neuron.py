@@ -1,0 +1,101 @@
+"""Neuron and channel patterns: the input that maximises one channel (or its centre unit) of any layer
+(Erhan et al. 2009; Chollet §9.4 "visualizing convnet filters"), and a gallery of a layer's channels
+optimised together as one batch (the filter gallery of deep layers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from convlens.models import LoadedModel
+from convlens.registry import bounded, technique
+from convlens.results import Progress, Synthesis
+from convlens.schema import MAX_STEPS, MAX_SYNTHESIS_SIZE, SchemaError
+from convlens.techniques.synthesis import objectives as obj
+from convlens.techniques.synthesis.common import Inputs, gallery, loop_scalars, synthesis
+from convlens.techniques.synthesis.loop import optimize
+from convlens.techniques.synthesis.param import make_param
+from convlens.techniques.synthesis.transforms import standard
+
+MAX_GALLERY = 64
+
+
+@dataclass(frozen=True)
+class NeuronParams:
+    """``unit``: the channel's mean over all positions, or the single unit at the centre of the map."""
+
+    layer: str | None = None
+    channel: int = bounded(0, 0, None)
+    unit: Literal["channel", "neuron"] = "channel"
+    steps: int = bounded(128, 1, MAX_STEPS)
+    lr: float = bounded(0.05, 1e-4, 1.0)
+    size: int | None = bounded(None, 16, MAX_SYNTHESIS_SIZE)
+    parameterisation: Literal["pixels", "fourier"] = "fourier"
+    jitter: int = bounded(2, 0, 64)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class NeuronGalleryParams:
+    """Channels ``first`` … ``first + count − 1`` of the layer, each its own image in one batch."""
+
+    layer: str | None = None
+    first: int = bounded(0, 0, None)
+    count: int = bounded(16, 1, MAX_GALLERY)
+    steps: int = bounded(96, 1, MAX_STEPS)
+    lr: float = bounded(0.05, 1e-4, 1.0)
+    size: int | None = bounded(None, 16, MAX_SYNTHESIS_SIZE)
+    parameterisation: Literal["pixels", "fourier"] = "fourier"
+    jitter: int = bounded(2, 0, 64)
+    seed: int = 0
+
+
+def _channels(loaded: LoadedModel, layer: str) -> int:
+    shape = loaded.layer(layer).output_shape
+    return int(shape[0])
+
+
+def _render(loaded: LoadedModel, layer: str, channels: torch.Tensor, objective: obj.Objective, steps: int,
+            lr: float, size: int | None, parameterisation: str, jitter: int, seed: int,
+            progress: Progress | None):  # type: ignore[no-untyped-def]
+    side = size or loaded.preprocessing.input_size
+    generator = torch.Generator().manual_seed(seed)
+    param = make_param(parameterisation, len(channels), (side, side), generator, loaded.device, noise=0.02)
+    return optimize(loaded.net, param, objective, steps, lr=lr, to_input=loaded.preprocessing.normalize,
+                    transforms=standard(jitter_px=jitter), seed=seed, progress=progress)
+
+
+@technique(name="neuron", title="Neuron / channel pattern", family="synthesis", params=NeuronParams, inputs=(),
+           layer="spatial", default_layer="last_spatial", order=20, reference="Erhan et al. 2009; Chollet §9.4")
+def neuron_pattern(loaded: LoadedModel, inputs: Inputs, target: int | None,
+                   params: NeuronParams = NeuronParams(), progress: Progress | None = None) -> Synthesis:
+    assert params.layer is not None
+    if params.channel >= _channels(loaded, params.layer):
+        raise SchemaError("params.channel", f"{params.layer} has {_channels(loaded, params.layer)} channels, "
+                                            f"got {params.channel}")
+    objective = (obj.channel if params.unit == "channel" else obj.neuron)(params.layer, params.channel)
+    run = _render(loaded, params.layer, torch.tensor([params.channel]), objective, params.steps, params.lr,
+                  params.size, params.parameterisation, params.jitter, params.seed, progress)
+    return synthesis({"result": run.image}, run.history,
+                     {**loop_scalars(run), "channel": float(params.channel)})
+
+
+@technique(name="neuron_gallery", title="Channel gallery", family="synthesis", params=NeuronGalleryParams,
+           inputs=(), layer="spatial", default_layer="last_spatial", endpoint="neuron", order=21,
+           reference="Chollet §9.4; Olah et al. 2017")
+def neuron_gallery(loaded: LoadedModel, inputs: Inputs, target: int | None,
+                   params: NeuronGalleryParams = NeuronGalleryParams(), progress: Progress | None = None
+                   ) -> Synthesis:
+    """One batch: image k maximises channel ``first + k``; ``result`` is the mosaic, ``channel_<c>`` each tile."""
+    assert params.layer is not None
+    total = _channels(loaded, params.layer)
+    if params.first >= total:
+        raise SchemaError("params.first", f"{params.layer} has {total} channels, got {params.first}")
+    channels = torch.arange(params.first, min(total, params.first + params.count))
+    run = _render(loaded, params.layer, channels, obj.channel(params.layer, channels.to(loaded.device)),
+                  params.steps, params.lr, params.size, params.parameterisation, params.jitter, params.seed, progress)
+    tiles = {f"channel_{int(c)}": run.image[k] for k, c in enumerate(channels)}
+    return synthesis({"result": gallery(run.image, columns=min(8, len(channels))), **tiles}, run.history,
+                     {**loop_scalars(run), "first": float(channels[0]), "count": float(len(channels))})

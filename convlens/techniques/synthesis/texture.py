@@ -1,0 +1,139 @@
+"""Texture synthesis by matching Gram matrices over several layers of a perceptual network (Gatys, Ecker &
+Bethge 2015), and its non-neural baseline: Efros & Leung 1999's non-parametric sampling, which grows the
+texture pixel by pixel from the source pixels whose neighbourhoods match best."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from convlens.hooks import capture
+from convlens.models import LoadedModel
+from convlens.registry import bounded, technique
+from convlens.results import Cancelled, Progress, Synthesis
+from convlens.schema import MAX_STEPS, MAX_SYNTHESIS_SIZE
+from convlens.techniques.synthesis import objectives as obj
+from convlens.techniques.synthesis.common import Inputs, fit, loop_scalars, synthesis
+from convlens.techniques.synthesis.loop import optimize
+from convlens.techniques.synthesis.param import make_param
+from convlens.techniques.synthesis.perceptual import Network, Perceptual, perceptual
+
+
+@dataclass(frozen=True)
+class TextureParams:
+    """``source_size``: the source texture's longer side; ``size``: the side of the square result."""
+
+    size: int = bounded(128, 16, MAX_SYNTHESIS_SIZE)
+    source_size: int = bounded(128, 16, MAX_SYNTHESIS_SIZE)
+    steps: int = bounded(300, 1, MAX_STEPS)
+    lr: float = bounded(0.03, 1e-4, 1.0)
+    network: Network = "auto"
+    parameterisation: Literal["pixels", "fourier"] = "pixels"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EfrosLeungParams:
+    """``window``: the odd neighbourhood side; ``error``: candidates within (1 + error) of the best match."""
+
+    size: int = bounded(64, 8, 128)
+    source_size: int = bounded(64, 8, 128)
+    window: int = bounded(11, 3, 25)
+    error: float = bounded(0.1, 0.0, 1.0)
+    seed: int = 0
+
+
+def grams(net: Perceptual, image: Tensor, layers: tuple[str, ...]) -> dict[str, Tensor]:
+    """Gram matrices (1, C, C) of ``image`` (1, 3, H, W) in [0, 1] at ``layers``."""
+    with torch.no_grad(), capture(net.net, layers, detach=True) as captured:
+        net.net(net.to_input(image))
+    return {layer: obj.gram(captured[layer]) for layer in layers}
+
+
+@technique(name="texture", title="Texture synthesis (Gram)", family="synthesis", params=TextureParams,
+           inputs=("image",), order=60, reference="Gatys, Ecker & Bethge 2015")
+def texture(loaded: LoadedModel, inputs: Inputs, target: int | None, params: TextureParams = TextureParams(),
+            progress: Progress | None = None) -> Synthesis:
+    """``result`` a new texture of ``size``² whose Gram matrices match the source's; ``source`` the source."""
+    net = perceptual(params.network, loaded)
+    source = fit(inputs["image"], params.source_size).to(net.device)
+    targets = grams(net, source, net.style_layers)
+    generator = torch.Generator().manual_seed(params.seed)
+    param = make_param(params.parameterisation, 1, (params.size, params.size), generator, net.device, noise=0.1)
+    run = optimize(net.net, param, obj.gram_distance(targets), params.steps, lr=params.lr, to_input=net.to_input,
+                   seed=params.seed, progress=progress)
+    history = run.history.get("gram_distance", [0.0])
+    return synthesis({"result": run.image, "source": source}, run.history,
+                     {**loop_scalars(run), "initial_gram_distance": history[0],
+                      "gram_reduction": 1 - history[-1] / max(history[0], 1e-12)},
+                     {"network": net.description})
+
+
+@technique(name="efros_leung", title="Texture synthesis (Efros–Leung)", family="synthesis", params=EfrosLeungParams,
+           inputs=("image",), endpoint="texture", order=61, reference="Efros & Leung 1999")
+def efros_leung(loaded: LoadedModel, inputs: Inputs, target: int | None,
+                params: EfrosLeungParams = EfrosLeungParams(), progress: Progress | None = None) -> Synthesis:
+    """Grow a ``size``² texture from a 3×3 seed, frontier pixel by frontier pixel (those with the most known
+    neighbours first), each copied from a random source pixel among the best Gaussian-weighted SSD matches."""
+    started = time.perf_counter()
+    source = fit(inputs["image"], params.source_size)[0].cpu()
+    out = grow(source, params.size, params.window, params.error, params.seed, progress)
+    return synthesis({"result": out, "source": source}, {},
+                     {"seconds": round(time.perf_counter() - started, 4), "window": float(params.window)},
+                     {"network": "none (non-parametric sampling)"})
+
+
+def grow(source: Tensor, size: int, window: int, error: float, seed: int, progress: Progress | None = None
+         ) -> Tensor:
+    """(3, h, w) source → (3, size, size) texture."""
+    window += 1 - window % 2
+    half = window // 2
+    generator = torch.Generator().manual_seed(seed)
+    patches = F.unfold(source[None], window)[0].T  # (P, 3·w²) every full window of the source
+    centres = patches.view(-1, 3, window, window)[:, :, half, half]  # (P, 3)
+    sq = patches.pow(2)
+    coords = torch.arange(window, dtype=torch.float32) - half
+    gauss = torch.exp(-(coords[:, None] ** 2 + coords[None, :] ** 2) / (2 * (window / 6.4) ** 2))
+    gauss = gauss.expand(3, window, window).reshape(-1)
+
+    canvas = torch.zeros(3, size + 2 * half, size + 2 * half)
+    known = torch.zeros(size + 2 * half, size + 2 * half, dtype=torch.bool)
+    sy = int(torch.randint(0, source.shape[1] - 3 + 1, (1,), generator=generator))
+    sx = int(torch.randint(0, source.shape[2] - 3 + 1, (1,), generator=generator))
+    c = half + size // 2 - 1
+    canvas[:, c:c + 3, c:c + 3] = source[:, sy:sy + 3, sx:sx + 3]
+    known[c:c + 3, c:c + 3] = True
+    inside = torch.zeros_like(known)
+    inside[half:half + size, half:half + size] = True
+    total = size * size
+    while True:
+        filled = int(known[inside].sum())
+        if filled >= total:
+            break
+        neighbours = F.conv2d(known[None, None].float(), torch.ones(1, 1, 3, 3), padding=1)[0, 0]
+        frontier = inside & ~known & (neighbours > 0)
+        ys, xs = torch.nonzero(frontier, as_tuple=True)
+        order = torch.argsort(-neighbours[ys, xs], stable=True)[:max(1, size)]  # the best-anchored first
+        ys, xs = ys[order], xs[order]
+        windows = F.unfold(canvas[None], window)[0].T.view(size, size, -1)[ys - half, xs - half]  # (F, 3·w²)
+        masks = F.unfold(known[None, None].float(), window)[0].T.view(size, size, -1)[ys - half, xs - half]
+        masks = masks.repeat(1, 3) * gauss
+        norm = masks.sum(1, keepdim=True).clamp_min(1e-8)
+        # Σ m·(p − n)² = Σ m·p² − 2 Σ (m·n)·p + Σ m·n²  for every frontier pixel against every source window
+        ssd = (masks @ sq.T - 2 * (masks * windows) @ patches.T + (masks * windows.pow(2)).sum(1, keepdim=True)) / norm
+        best = ssd.min(dim=1, keepdim=True).values
+        candidates = ssd <= best * (1 + error) + 1e-6
+        picks = torch.multinomial(candidates.float(), 1, generator=generator)[:, 0]
+        canvas[:, ys, xs] = centres[picks].T
+        known[ys, xs] = True
+        if progress is not None:
+            try:
+                progress(filled + len(ys), total, canvas[:, half:half + size, half:half + size].clone())
+            except Cancelled:
+                break
+    return canvas[:, half:half + size, half:half + size]
