@@ -107,9 +107,11 @@ def corpus(endpoint: str, model: str, **params: Any) -> CorpusResponse:
     return _corpus(client, f"{id(client)}", endpoint, model, tuple(sorted(params.items())))
 
 
-def samples() -> dict[str, Path]:
-    """Built-in sample images shipped with the dashboard, by display name."""
-    return {p.stem.replace("_", " "): p for p in sorted(SAMPLES_DIR.glob("*.png"))}
+def samples(collection: str = "") -> dict[str, Path]:
+    """Sample images shipped with the dashboard, by display name: the built-in model's scenes, or a
+    ``collection`` (``photos``, ``styles``, ``textures``: natural images from scikit-image)."""
+    folder = SAMPLES_DIR / collection if collection else SAMPLES_DIR
+    return {p.stem.replace("_", " "): p for p in sorted(folder.glob("*.png"))}
 
 
 __all__ = ["ApiError", "api_status", "call", "corpus", "get_client", "grids", "layers", "models", "samples",

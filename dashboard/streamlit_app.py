@@ -61,5 +61,13 @@ pages = {
         st.Page(str(PAGES_DIR / "activations.py"), title="Activations", icon=":material/grid_view:"),
         st.Page(str(PAGES_DIR / "filters.py"), title="Filters", icon=":material/filter:"),
     ],
+    "What does it imagine?": [
+        st.Page(str(PAGES_DIR / "imagine.py"), title="Classes and neurons", icon=":material/auto_awesome:"),
+        st.Page(str(PAGES_DIR / "fooling.py"), title="Fooling", icon=":material/theater_comedy:"),
+        st.Page(str(PAGES_DIR / "inversion.py"), title="Inversion", icon=":material/flip:"),
+        st.Page(str(PAGES_DIR / "deepdream.py"), title="DeepDream", icon=":material/cloud:"),
+        st.Page(str(PAGES_DIR / "texture.py"), title="Texture", icon=":material/texture:"),
+        st.Page(str(PAGES_DIR / "style.py"), title="Style", icon=":material/palette:"),
+    ],
 }
 st.navigation(pages).run()

@@ -25,17 +25,19 @@ def to_png_bytes(img: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def choose_image(key: str = "") -> tuple[str, bytes] | None:
-    """A built-in sample or an upload: (name, encoded bytes), or None while nothing is chosen."""
-    source = st.radio("Image", ["Built-in sample", "Upload"], horizontal=True, key=f"{key}source")
+def choose_image(key: str = "", label: str = "Image", collection: str = "", index: int = 0
+                 ) -> tuple[str, bytes] | None:
+    """A shipped sample (of ``collection``, see :func:`state.samples`) or an upload: (name, encoded bytes), or
+    None while nothing is chosen."""
+    source = st.radio(label, ["Sample", "Upload"], horizontal=True, key=f"{key}source")
     if source == "Upload":
-        upload = st.file_uploader("Upload an image", type=state.UPLOAD_TYPES, key=f"{key}upload")
+        upload = st.file_uploader(f"Upload {label.lower()}", type=state.UPLOAD_TYPES, key=f"{key}upload")
         return (upload.name, upload.getvalue()) if upload is not None else None
-    samples = state.samples()
+    samples = state.samples(collection)
     if not samples:
         st.info("No samples shipped; upload an image instead.")
         return None
-    name = st.selectbox("Sample", list(samples), key=f"{key}sample")
+    name = st.selectbox("Sample", list(samples), key=f"{key}sample", index=min(index, len(samples) - 1))
     return name, samples[name].read_bytes()
 
 
@@ -54,16 +56,18 @@ def top_chart(response: Any) -> go.Figure:
     return fig
 
 
-def param_controls(technique: Any, key: str) -> dict[str, Any]:
-    """Controls for a technique's own knobs, built from its declaration (ints, floats, choices).
+def param_controls(technique: Any, key: str, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Controls for a technique's own knobs, built from its declaration (ints, floats, choices, lists), with
+    the declared bounds.
 
-    Knobs without a default (``None``: chosen by the server) and ``layer`` are left out.
+    Knobs without a default (``None``: chosen by the server), ``layer`` and ``skip`` are left out.
     """
     values: dict[str, Any] = {}
     for p in technique.params:
         name, default, types = p["name"], p["default"], p["types"]
-        if name == "layer" or default is None:
+        if name == "layer" or default is None or name in skip:
             continue
+        low, high = p.get("min"), p.get("max")
         widget_key = f"{key}_{name}"
         if "choice" in types:
             options = list(p["choices"]) + (["grey level"] if "float" in types else [])
@@ -75,9 +79,17 @@ def param_controls(technique: Any, key: str) -> dict[str, Any]:
         elif types == ["bool"]:
             values[name] = st.checkbox(name.replace("_", " ").capitalize(), value=bool(default), key=widget_key)
         elif types == ["int"]:
-            values[name] = int(st.number_input(name.replace("_", " ").capitalize(), min_value=1, value=int(default),
-                                               step=1, key=widget_key))
+            values[name] = int(st.number_input(name.replace("_", " ").capitalize(),
+                                               min_value=int(low) if low is not None else 1,
+                                               max_value=int(high) if high is not None else None,
+                                               value=int(default), step=1, key=widget_key))
         elif types == ["float"]:
-            values[name] = float(st.number_input(name.replace("_", " ").capitalize(), value=float(default),
-                                                 key=widget_key))
+            values[name] = float(st.number_input(name.replace("_", " ").capitalize(),
+                                                 min_value=float(low) if low is not None else None,
+                                                 max_value=float(high) if high is not None else None,
+                                                 value=float(default), format="%g", key=widget_key))
+        elif types == ["tuple"]:
+            text = st.text_input(name.replace("_", " ").capitalize() + " (comma-separated)",
+                                 ", ".join(f"{v:g}" for v in default), key=widget_key)
+            values[name] = text
     return values

@@ -1,0 +1,137 @@
+"""How the synthesis pages run a long job: a Run button, a progress bar with the current preview image, a
+Stop button that cancels the job on the server, and the last result kept per page (and per settings, so
+going back to earlier settings shows their result without a new run)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from client.http import ApiError, Progress, TechniqueInfo
+from convlens.schema import SynthesisResponse
+from dashboard import state, widgets
+
+MAX_KEPT_RESULTS = 16  # per session: results by settings digest
+
+
+def technique(name: str) -> TechniqueInfo | None:
+    """A synthesis technique the server declares, or None (with a message) when it offers none such."""
+    try:
+        found = {t.name: t for t in state.techniques("synthesis")}
+    except ApiError as exc:
+        widgets.api_error(exc, "list its techniques")
+        return None
+    if name not in found:
+        st.error(f"The server offers no `{name}` technique.", icon=":material/error:")
+        return None
+    return found[name]
+
+
+def _digest(info: TechniqueInfo, images: Mapping[str, bytes], target: int | None, layer: str | None,
+            params: Mapping[str, Any], model: str) -> str:
+    h = hashlib.sha256(json.dumps([info.name, target, layer, dict(params), model], sort_keys=True,
+                                  default=str).encode())
+    for name in sorted(images):
+        h.update(name.encode())
+        h.update(hashlib.sha256(images[name]).digest())
+    return h.hexdigest()
+
+
+def run(info: TechniqueInfo, images: Mapping[str, bytes], params: Mapping[str, Any], key: str,
+        target: int | None = None, layer: str | None = None, label: str = "Run") -> SynthesisResponse | None:
+    """The Run button and, once pressed, the streamed job; returns the result for these settings (or None)."""
+    model = state.selected_model()
+    digest = _digest(info, images, target, layer, params, model)
+    kept: dict[str, SynthesisResponse] = st.session_state.setdefault("synthesis_results", {})
+    if st.button(label, type="primary", key=f"{key}_run", icon=":material/play_arrow:"):
+        result = _stream(info, images, params, key, target, layer, model)
+        if result is not None:
+            kept[digest] = result
+            while len(kept) > MAX_KEPT_RESULTS:
+                kept.pop(next(iter(kept)))
+    return kept.get(digest)
+
+
+def _stream(info: TechniqueInfo, images: Mapping[str, bytes], params: Mapping[str, Any], key: str,
+            target: int | None, layer: str | None, model: str) -> SynthesisResponse | None:
+    client = state.get_client()
+    job = f"{key}-{uuid.uuid4().hex[:12]}"
+    bar = st.progress(0.0, text="Starting…")
+    left, right = st.columns([1, 3])
+    with right:
+        stop = st.button("Stop", key=f"{key}_stop", icon=":material/stop:",
+                         help="Cancel the job; the server answers with what it has so far")
+    preview = left.empty()
+    finished = False
+    if stop:
+        return None
+
+    def show(progress: Progress) -> None:
+        bar.progress(min(1.0, progress.step / max(1, progress.total)),
+                     text=f"{info.title}: step {progress.step} of {progress.total}")
+        if progress.preview is not None:
+            preview.image(progress.preview, caption="current image", width=220)
+
+    try:
+        result = client.synthesis(info, images, model=model, target=target, layer=layer, params=params, job=job,
+                                  on_progress=show)
+        finished = True
+    except ApiError as exc:
+        finished = True
+        bar.empty()
+        widgets.api_error(exc, f"run {info.title}")
+        return None
+    finally:
+        if not finished:  # the page was left or Stop was pressed mid-run: stop the server's work too
+            try:
+                client.cancel(job)
+            except ApiError:
+                pass
+    bar.empty()
+    preview.empty()
+    if result.scalars.get("cancelled"):
+        st.warning(f"Stopped after {int(result.scalars.get('steps', 0))} steps; showing the image so far.")
+    return result
+
+
+def network_note(result: SynthesisResponse) -> None:
+    """Which network and weights produced a result — always said, never implied."""
+    note = f"Model `{result.model}` ({result.weights} weights)"
+    if "network" in result.labels:
+        note += f" · measured with: {result.labels['network']}"
+    if result.weights == "random":
+        st.warning("This comes from a network with RANDOM weights.")
+    st.caption(note)
+
+
+def history_chart(result: SynthesisResponse, key: str) -> None:
+    """The loss (or score) of each objective term per step."""
+    if not result.series:
+        return
+    fig = go.Figure()
+    for name, (steps, values) in result.series.items():
+        fig.add_trace(go.Scatter(x=steps, y=values, mode="lines", name=name.replace("_", " ")))
+    fig.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), title="Objective per step",
+                      xaxis_title="step", legend=dict(orientation="h"))
+    st.plotly_chart(fig, width="stretch", key=f"{key}_history")
+
+
+def download(result: SynthesisResponse, name: str, file_stem: str, key: str, label: str | None = None) -> None:
+    st.download_button(label or f"Download {name.replace('_', ' ')}",
+                       widgets.to_png_bytes(widgets.png(result.images[name])), file_name=f"{file_stem}_{name}.png",
+                       mime="image/png", key=f"{key}_download_{name}")
+
+
+def target_picker(classes: tuple[str, ...], key: str, label: str = "Class", allow_none: str | None = None
+                  ) -> int | None:
+    options = ([allow_none] if allow_none else []) + list(classes)
+    picked = st.selectbox(label, options, key=f"{key}_target")
+    if allow_none and picked == allow_none:
+        return None
+    return classes.index(picked)
