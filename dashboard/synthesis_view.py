@@ -62,15 +62,15 @@ def _stream(info: TechniqueInfo, images: Mapping[str, bytes], params: Mapping[st
             target: int | None, layer: str | None, model: str) -> SynthesisResponse | None:
     client = state.get_client()
     job = f"{key}-{uuid.uuid4().hex[:12]}"
-    bar = st.progress(0.0, text="Starting…")
-    left, right = st.columns([1, 3])
-    with right:
-        stop = st.button("Stop", key=f"{key}_stop", icon=":material/stop:",
-                         help="Cancel the job; the server answers with what it has so far")
-    preview = left.empty()
+    panel = st.empty()  # progress bar, preview and Stop while the job runs; cleared when it ends
+    with panel.container():
+        bar = st.progress(0.0, text="Starting…")
+        left, right = st.columns([1, 3])
+        # pressing Stop reruns the page, which interrupts this job mid-stream: the finally below cancels it
+        right.button("Stop", key=f"{key}_stop", icon=":material/stop:",
+                     help="Cancel the job; the server stops at its next step")
+        preview = left.empty()
     finished = False
-    if stop:
-        return None
 
     def show(progress: Progress) -> None:
         bar.progress(min(1.0, progress.step / max(1, progress.total)),
@@ -84,7 +84,7 @@ def _stream(info: TechniqueInfo, images: Mapping[str, bytes], params: Mapping[st
         finished = True
     except ApiError as exc:
         finished = True
-        bar.empty()
+        panel.empty()
         widgets.api_error(exc, f"run {info.title}")
         return None
     finally:
@@ -93,8 +93,7 @@ def _stream(info: TechniqueInfo, images: Mapping[str, bytes], params: Mapping[st
                 client.cancel(job)
             except ApiError:
                 pass
-    bar.empty()
-    preview.empty()
+    panel.empty()
     if result.scalars.get("cancelled"):
         st.warning(f"Stopped after {int(result.scalars.get('steps', 0))} steps; showing the image so far.")
     return result

@@ -80,7 +80,8 @@ def param_controls(technique: Any, key: str, skip: tuple[str, ...] = ()) -> dict
             values[name] = st.checkbox(name.replace("_", " ").capitalize(), value=bool(default), key=widget_key)
         elif types == ["int"]:
             values[name] = int(st.number_input(name.replace("_", " ").capitalize(),
-                                               min_value=int(low) if low is not None else 1,
+                                               min_value=int(low) if low is not None else
+                                               (1 if int(default) >= 1 else None),
                                                max_value=int(high) if high is not None else None,
                                                value=int(default), step=1, key=widget_key))
         elif types == ["float"]:

@@ -12,8 +12,9 @@ import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from client.http import ApiError, ApiStatus, LayerCatalogue, LayerRow, ModelInfo, TechniqueInfo
-from convlens.schema import AttributionResponse, CorpusResponse, GridsResponse, TopClass
+from client.http import ApiError, ApiStatus, LayerCatalogue, LayerRow, ModelInfo, Progress, TechniqueInfo
+from convlens import registry
+from convlens.schema import AttributionResponse, CorpusResponse, GridsResponse, SynthesisResponse, TopClass
 
 CLASSES = ("circle", "square", "triangle", "cross", "ring", "horizontal_stripes", "vertical_stripes",
            "diagonal_stripes", "checkerboard", "dots")
@@ -62,7 +63,42 @@ class FakeClient:
                 info("gradcam", "Grad-CAM", "attribution", "saliency", ("image",), "spatial"),
                 info("occlusion", "Occlusion", "attribution", "occlusion", ("image",), "none", (window, fill)),
                 info("activations", "Activation maps", "activations", "activations", ("image",), "spatial"),
-                info("filters", "Filter gallery", "activations", "filters", (), "conv")]
+                info("filters", "Filter gallery", "activations", "filters", (), "conv"),
+                *[TechniqueInfo.from_json(spec.describe()) for spec in registry.of_family("synthesis")]]
+
+    def synthesis(self, technique: TechniqueInfo | str, images: dict[str, bytes] | None = None,
+                  model: str = "builtin", target: int | None = None, layer: str | None = None,
+                  params: dict[str, Any] | None = None, job: str | None = None,
+                  on_progress: Any = None) -> SynthesisResponse:
+        name = technique.name if isinstance(technique, TechniqueInfo) else technique
+        self.calls.append({"technique": name, "images": dict(images or {}), "model": model, "target": target,
+                           "layer": layer, "params": dict(params or {}), "job": job})
+        if self.fail is not None:
+            raise self.fail
+        if on_progress is not None:
+            for step in (5, 10):
+                on_progress(Progress(step, 10, base64.b64decode(b64png((10 * step, 0, 0)))))
+        ratios = (params or {}).get("ratios", "1, 0.1")
+        ratios = [float(r) for r in ratios.split(",")] if isinstance(ratios, str) else list(ratios)
+        rows, columns = len(ratios), 3
+        images_out = {"result": b64png((0, 200, 0)), "original": b64png((200, 30, 30)), "change": b64png((128,) * 3),
+                      "content": b64png((30, 30, 200)),
+                      **{f"cell_{r}_{c}": b64png((20 * r, 20 * c, 0)) for r in range(rows) for c in range(columns)}}
+        scalars = {"steps": 10.0, "seconds": 1.5, "cancelled": 0.0, "target_probability": 0.97, "psnr": 21.0,
+                   "ssim": 0.8, "octaves": 3.0, "gram_reduction": 0.98, "style_loss": 0.2, "content_loss": 0.3,
+                   "original_probability": 0.9, "result_probability": 0.6, "linf_255": 3.0, "fooled": 1.0,
+                   "cells": float(rows * columns), "cached_cells": 0.0, "psnr_features.2": 30.0, "psnr_features.16": 12.0,
+                   **{f"style_loss_{r}_{c}": 1.0 / (r + 1) for r in range(rows) for c in range(columns)}}
+        labels = {"target_label": CLASSES[target or 0], "predicted_label": CLASSES[target or 0],
+                  "original_label": "ring", "result_label": CLASSES[target or 0], "network": "random VGG (test)",
+                  "layers": "features.2, features.16",
+                  "rows": "content/style ratio: " + ", ".join(f"{r:g}" for r in ratios),
+                  "columns": "scale: 0.5, 1, 2"}
+        return SynthesisResponse(name, images_out, scalars, {"loss": [[1.0, 2.0], [0.5, 0.2]]}, labels, 1.0,
+                                 "builtin", model, layer, target, CLASSES[target] if target is not None else None)
+
+    def cancel(self, job: str) -> None:
+        self.calls.append({"cancel": job})
 
     def corpus(self, endpoint: str, model: str = "builtin", layer: str | None = None,
                params: dict[str, Any] | None = None, images: dict[str, bytes] | None = None) -> CorpusResponse:
