@@ -54,7 +54,8 @@ class SynthesisHandler(ConvLensHandler):
             if job.job_id is not None and jobs.is_cancelled(job.job_id):
                 raise Cancelled(job.job_id)
             now = time.monotonic()
-            if job.stream and (now - last[0] >= PREVIEW_INTERVAL_S or step == total):
+            due = now - last[0] >= (PREVIEW_INTERVAL_S if preview is not None else 2 * PREVIEW_INTERVAL_S)
+            if job.stream and (due or step == total):
                 last[0] = now
                 self.send_progress(job.index, {"event": "progress", "step": step, "total": total,
                                                "preview": encode_b64_png(preview) if preview is not None else None})

@@ -99,8 +99,9 @@ def optimize(
     """Minimise ``objective`` over ``param`` with Adam for ``steps`` steps.
 
     ``to_input`` maps the [0, 1] image to the model's input (its normalisation); ``stop`` ends the run early
-    (e.g. the class flipped); ``progress(step, steps, preview)`` gets the first image of the batch every
-    ``preview_every`` steps and may raise :class:`Cancelled` — the run then returns what it has.
+    (e.g. the class flipped); ``progress(step, steps, preview)`` runs after every step, with the first image of
+    the batch every ``preview_every`` steps (else None), and may raise :class:`Cancelled` — the run then
+    returns what it has.
     ``optimizer``: ``adam``, or ``normalized`` (:class:`NormalizedGradient`).
     """
     generator = torch.Generator().manual_seed(seed)
@@ -129,9 +130,11 @@ def optimize(
                 for hook in after_step:
                     hook(step, param)
             result.steps = step
-            if progress is not None and (done or step % preview_every == 0 or step == steps):
-                with torch.no_grad():
-                    preview = param.image()[0].clamp(0, 1)
+            if progress is not None:  # every step, so a cancel lands at once; a preview every few steps
+                preview = None
+                if done or step % preview_every == 0 or step == steps:
+                    with torch.no_grad():
+                        preview = param.image()[0].clamp(0, 1)
                 try:
                     progress(step, steps, preview)
                 except Cancelled:

@@ -58,7 +58,7 @@ def random_vgg(seed: int = RANDOM_VGG_SEED) -> nn.Sequential:
         if b > 1:
             net.add_module(f"pool{b - 1}", nn.AvgPool2d(2))
         for i in (1, 2):
-            conv = nn.Conv2d(c_in, width, 3, padding=1, padding_mode="reflect")
+            conv = nn.Conv2d(c_in, width, 3, padding=1)
             with torch.no_grad():
                 conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * (2.0 / (9 * c_in)) ** 0.5)
                 conv.bias.zero_()
