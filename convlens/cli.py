@@ -25,9 +25,10 @@ from typing import Any
 
 
 def _progress(prefix: str, every: int = 1):  # type: ignore[no-untyped-def]
-    def report(step: int, total: int, info: dict[str, float] | None = None) -> None:
+    def report(step: int, total: int, info: object = None) -> None:
+        """``info``: a training record (named numbers) or a technique's preview image (not printed)."""
         if step % every == 0 or step == total:
-            extra = " ".join(f"{k}={v:.4g}" for k, v in (info or {}).items())
+            extra = " ".join(f"{k}={v:.4g}" for k, v in info.items()) if isinstance(info, dict) else ""
             print(f"{prefix} {step}/{total} {extra}".rstrip(), file=sys.stderr, flush=True)
 
     return report
@@ -228,7 +229,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     target = None if args.target is None else target_from_text(args.target, loaded.classes)
     started = time.perf_counter()
     [output] = run(loaded, spec.name, [inputs], [target], args.layer, params,
-                   progress=_progress(spec.name) if spec.family in ("synthesis", "corpus") else None)
+                   progress=_progress(spec.name, every=10) if spec.family in ("synthesis", "corpus") else None)
     seconds = time.perf_counter() - started
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
