@@ -103,3 +103,40 @@ def test_activations_and_filters_pages_in_a_browser(live: str) -> None:
         assert rendered_images(page, 1) >= 1
         assert page.locator('[data-testid="stAlert"]').filter(has_text="could not").count() == 0
         page.screenshot(path=str(ROOT / "docs" / "dashboard-filters.png"), full_page=True)
+
+
+def set_number(page, label: str, value: int) -> None:  # type: ignore[no-untyped-def]
+    field = page.get_by_label(label, exact=True).locator("visible=true").first
+    field.fill(str(value))
+    field.press("Enter")
+    page.wait_for_timeout(700)  # the rerun the new value triggers
+
+
+def test_a_short_class_visualisation_shows_progress_then_the_result(live: str) -> None:
+    with dashboard(live, 1100) as page:
+        page.get_by_role("link", name="Classes and neurons").click()
+        page.get_by_text("Regularisers and steps").click()
+        set_number(page, "Steps", 150)
+        page.get_by_role("button", name="Visualise class").click()
+        page.get_by_text("Class visualisation: step").wait_for(timeout=120_000)  # the progress bar
+        rendered_images(page, 1)  # the live preview
+        page.get_by_text("the model says").wait_for(timeout=300_000)
+        assert page.locator('[data-testid="stAlert"]').filter(has_text="could not").count() == 0
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(ROOT / "docs" / "dashboard-classviz.png"), full_page=True)
+
+
+def test_a_short_style_transfer_shows_progress_then_the_result(live: str) -> None:
+    with dashboard(live, 1300) as page:
+        page.get_by_role("link", name="Style").click()
+        page.get_by_text("Weights, style scale, colour, steps").click()
+        set_number(page, "Steps", 40)
+        set_number(page, "Size", 96)
+        page.get_by_role("button", name="Transfer style").click()
+        page.get_by_text("Neural style transfer (Gatys): step").wait_for(timeout=120_000)
+        page.get_by_text("style loss").wait_for(timeout=300_000)
+        assert rendered_images(page, 3) >= 3  # content sample, content as used, result
+        assert page.get_by_text("measured with:").count() >= 1  # the result names its network
+        assert page.locator('[data-testid="stAlert"]').filter(has_text="could not").count() == 0
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(ROOT / "docs" / "dashboard-style.png"), full_page=True)
