@@ -93,7 +93,8 @@ def fooling(loaded: LoadedModel, witness: torch.nn.Module, n: int) -> str:
     return markdown_table(["images", "fooled (L∞ ≤ 8/255, ≤ 100 steps)", "median L∞ (/255)", "median steps",
                            "transfer to the witness"],
                           [[str(n), f"{fooled}/{n} = {fooled / n:.0%}", f"{statistics.median(linfs):.2f}",
-                            f"{statistics.median(steps):.0f}", f"{transferred}/{fooled} = {transferred / max(1, fooled):.0%}"]])
+                            f"{statistics.median(steps):.0f}",
+                            f"{transferred}/{fooled} = {transferred / max(1, fooled):.0%}"]])
 
 
 def inversion(loaded: LoadedModel, n: int, steps: int) -> str:

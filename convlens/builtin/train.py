@@ -194,8 +194,9 @@ def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any]
     if missing:
         raise ValueError(f"checkpoint metadata is missing {sorted(missing)}")
     meta = dict(metadata)
-    if dataclasses.is_dataclass(meta["train_config"]):
-        meta["train_config"] = dataclasses.asdict(meta["train_config"])
+    config = meta["train_config"]
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        meta["train_config"] = dataclasses.asdict(config)
     ckpt: dict[str, Any] = {
         "classes": list(CLASSES),
         "image_size": IMAGE_SIZE,

@@ -65,7 +65,8 @@ def draw(label: int, size: int, rng: np.random.Generator) -> Drawing:
         if kind == 0:  # equilateral, any rotation
             pts = _polygon(cx, cy, r * 1.2, [turn + k * 2 * math.pi / 3 for k in range(3)])
         elif kind == 1:  # isosceles, apex up
-            pts = [(cx, cy - r * 1.1), (cx + r * rng.uniform(0.7, 1.1), cy + r), (cx - r * rng.uniform(0.7, 1.1), cy + r)]
+            pts = [(cx, cy - r * 1.1), (cx + r * rng.uniform(0.7, 1.1), cy + r),
+                   (cx - r * rng.uniform(0.7, 1.1), cy + r)]
         else:  # right-angled
             pts = [(cx - r, cy - r), (cx - r, cy + r), (cx + r, cy + r)]
         for draw_on, c in ((d, fg), (m, 255)):

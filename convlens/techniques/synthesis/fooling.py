@@ -32,6 +32,8 @@ class FoolingParams:
 class Perturbation(ImageParam):
     """x₀ + δ with δ projected onto the L∞ ball of radius ``epsilon`` and the image onto [0, 1]."""
 
+    original: Tensor
+
     def __init__(self, original: Tensor, epsilon: float) -> None:
         super().__init__()
         self.register_buffer("original", original.detach().clone())

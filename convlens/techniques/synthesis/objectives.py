@@ -54,8 +54,8 @@ class Objective:
     def per_image(self, weights: Tensor) -> Objective:
         """Scale each image's loss by ``weights`` (N,): one batch, one objective weight per image (a one-hot
         weight gives an image its own term)."""
-        return Objective(tuple(Term(t.name, lambda ctx, fn=t.fn: fn(ctx) * weights, t.weight, t.layers,
-                                    t.needs_logits, t.ascent) for t in self.terms))
+        return Objective(tuple(Term(t.name, _scaled(t.fn, weights), t.weight, t.layers, t.needs_logits, t.ascent)
+                               for t in self.terms))
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -77,6 +77,10 @@ class Objective:
         if total is None:
             raise ValueError("an objective needs at least one term")
         return total, values
+
+
+def _scaled(fn: LossFn, weights: Tensor) -> LossFn:
+    return lambda ctx: fn(ctx) * weights
 
 
 def _per_image(t: Tensor) -> Tensor:
@@ -170,9 +174,9 @@ def gram_distance(targets: Mapping[str, Tensor], name: str = "gram_distance") ->
     norms = {layer: g.pow(2).flatten(1).sum(1).clamp_min(1e-12) for layer, g in targets.items()}
 
     def fn(ctx: Context) -> Tensor:
-        total = sum((gram(ctx.activations[layer]) - g).pow(2).flatten(1).sum(1) / norms[layer]
-                    for layer, g in targets.items())
-        return total / len(targets)
+        per_layer = [(gram(ctx.activations[layer]) - g).pow(2).flatten(1).sum(1) / norms[layer]
+                     for layer, g in targets.items()]
+        return torch.stack(per_layer).mean(0)
 
     return Objective((Term(name, fn, layers=tuple(targets)),))
 

@@ -45,6 +45,9 @@ class PixelImage(ImageParam):
 class FourierImage(ImageParam):
     """(N, 3, H, W) from a learned spectrum; ``decay`` is the 1/f^decay power."""
 
+    scale: Tensor
+    color: Tensor
+
     def __init__(self, n: int, size: tuple[int, int], generator: torch.Generator, device: torch.device,
                  decay: float = 1.0, init_std: float = 0.01) -> None:
         super().__init__()

@@ -61,6 +61,7 @@ def random_vgg(seed: int = RANDOM_VGG_SEED) -> nn.Sequential:
             conv = nn.Conv2d(c_in, width, 3, padding=1)
             with torch.no_grad():
                 conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * (2.0 / (9 * c_in)) ** 0.5)
+                assert conv.bias is not None
                 conv.bias.zero_()
             net.add_module(f"conv{b}_{i}", conv)
             net.add_module(f"relu{b}_{i}", nn.ReLU())
@@ -73,7 +74,7 @@ _LOCK = threading.Lock()
 
 
 def _vgg19(device: torch.device) -> Perceptual:
-    features = load_model("vgg19", weights="pretrained", device=device).net.features  # type: ignore[union-attr]
+    features = load_model("vgg19", weights="pretrained", device=device).net.get_submodule("features")
     # relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 (Gatys et al. 2016) and relu4_2 for content
     return Perceptual(features, ("1", "6", "11", "20", "29"), "22",
                       lambda x: images.normalize(x, IMAGENET_MEAN, IMAGENET_STD), "vgg19",

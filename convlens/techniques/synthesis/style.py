@@ -226,7 +226,7 @@ def style_grid(loaded: LoadedModel, inputs: Inputs, target: int | None, params: 
     run: LoopResult | None = None
     if todo:
         per_cell: list[dict[str, Tensor]] = []
-        for r, c in todo:
+        for _, c in todo:
             scale, weights = (columns[c], [1.0 / len(styles)] * len(styles)) if params.columns == "scale" else \
                 (1.0, [columns[c], 1 - columns[c]])
             per_cell.append(style_grams(net, styles, weights, scale, params.size))
