@@ -13,7 +13,7 @@ from typing import Any
 import plotly.graph_objects as go
 import streamlit as st
 
-from client.http import ApiError, Progress, TechniqueInfo
+from client.http import ApiError, LayerCatalogue, Progress, TechniqueInfo
 from convlens.schema import SynthesisResponse
 from dashboard import state, widgets
 
@@ -31,6 +31,18 @@ def technique(name: str) -> TechniqueInfo | None:
         st.error(f"The server offers no `{name}` technique.", icon=":material/error:")
         return None
     return found[name]
+
+
+def technique_and_layers(name: str) -> tuple[TechniqueInfo, LayerCatalogue] | None:
+    """A page's technique and the selected model's layer catalogue, or None (with a message)."""
+    info = technique(name)
+    if info is None:
+        return None
+    try:
+        return info, state.layers(state.selected_model())
+    except ApiError as exc:
+        widgets.api_error(exc, "read the layer catalogue")
+        return None
 
 
 def _digest(info: TechniqueInfo, images: Mapping[str, bytes], target: int | None, layer: str | None,
@@ -107,6 +119,20 @@ def network_note(result: SynthesisResponse) -> None:
     if result.weights == "random":
         st.warning("This comes from a network with RANDOM weights.")
     st.caption(note)
+
+
+def before_after(result: SynthesisResponse, before: str, caption: str, file_stem: str, key: str) -> None:
+    """The input and the result side by side, then the network note, the download and the loss chart."""
+    a, b = st.columns(2)
+    a.image(widgets.png(result.images[before]), caption=before, width="stretch")
+    b.image(widgets.png(result.images["result"]), width="stretch", caption=caption)
+    finish(result, file_stem, key)
+
+
+def finish(result: SynthesisResponse, file_stem: str, key: str) -> None:
+    network_note(result)
+    download(result, "result", file_stem, key)
+    history_chart(result, key)
 
 
 def history_chart(result: SynthesisResponse, key: str) -> None:

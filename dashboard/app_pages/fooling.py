@@ -9,22 +9,18 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from client.http import ApiError  # noqa: E402
-from dashboard import state, synthesis_view, widgets  # noqa: E402
+from dashboard import synthesis_view, widgets  # noqa: E402
 
 
 def page() -> None:
     st.header("Fooling images")
     st.caption("A change too small to notice (an L∞ budget in 1/255 steps) that makes the model say a class "
                "of your choice — Szegedy et al. 2014, CS231n lecture 12.")
-    info = synthesis_view.technique("fooling")
-    if info is None:
+    found = synthesis_view.technique_and_layers("fooling")
+    if found is None:
         return
-    try:
-        classes = state.layers(state.selected_model()).classes
-    except ApiError as exc:
-        widgets.api_error(exc, "read the classes")
-        return
+    info, catalogue = found
+    classes = catalogue.classes
     left, right = st.columns([1, 2])
     with left:
         chosen = widgets.choose_image("fooling_")
@@ -50,9 +46,7 @@ def page() -> None:
                        f"{int(result.scalars['steps'])} steps.")
         else:
             st.warning(f"Not fooled within {int(result.scalars['steps'])} steps: raise the budget or the steps.")
-        synthesis_view.network_note(result)
-        synthesis_view.download(result, "result", Path(name).stem + "_fooled", "fooling")
-        synthesis_view.history_chart(result, "fooling")
+        synthesis_view.finish(result, Path(name).stem + "_fooled", "fooling")
 
 
 page()

@@ -30,9 +30,7 @@ def class_tab(classes: tuple[str, ...]) -> None:
                      caption=f"“{result.labels.get('target_label')}” — the model says "
                              f"{result.labels.get('predicted_label')} "
                              f"({result.scalars.get('target_probability', 0):.0%} for the target)")
-            synthesis_view.network_note(result)
-            synthesis_view.download(result, "result", f"classviz_{classes[target or 0]}", "classviz")
-            synthesis_view.history_chart(result, "classviz")
+            synthesis_view.finish(result, f"classviz_{classes[target or 0]}", "classviz")
 
 
 def unit_tab(catalogue: object) -> None:
@@ -61,9 +59,7 @@ def unit_tab(catalogue: object) -> None:
         if result is not None:
             st.image(widgets.png(result.images["result"]), width=320 if single else "stretch",
                      caption=f"{layer}: what its channel(s) respond to most")
-            synthesis_view.network_note(result)
-            synthesis_view.download(result, "result", f"{name}_{layer}", name)
-            synthesis_view.history_chart(result, name)
+            synthesis_view.finish(result, f"{name}_{layer}", name)
 
 
 def page() -> None:

@@ -10,8 +10,7 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from client.http import ApiError  # noqa: E402
-from dashboard import state, synthesis_view, widgets  # noqa: E402
+from dashboard import synthesis_view, widgets  # noqa: E402
 
 
 def page() -> None:
@@ -23,14 +22,10 @@ def page() -> None:
                     key="inversion_mode")
     ladder = mode.startswith("Shallow")
     name = "inversion_ladder" if ladder else "inversion"
-    info = synthesis_view.technique(name)
-    if info is None:
+    found = synthesis_view.technique_and_layers(name)
+    if found is None:
         return
-    try:
-        catalogue = state.layers(state.selected_model())
-    except ApiError as exc:
-        widgets.api_error(exc, "read the layer catalogue")
-        return
+    info, catalogue = found
     left, right = st.columns([1, 2])
     with left:
         chosen = widgets.choose_image("inversion_")
@@ -53,15 +48,11 @@ def page() -> None:
                      caption=f"original, then reconstructions from {layers}")
             fidelity = {k.removeprefix("psnr_"): v for k, v in result.scalars.items() if k.startswith("psnr_")}
             st.bar_chart(fidelity, x_label="layer", y_label="PSNR (dB)", height=220)
+            synthesis_view.finish(result, Path(file_name).stem + "_inversion", name)
         else:
-            a, b = st.columns(2)
-            a.image(widgets.png(result.images["original"]), caption="original", width="stretch")
-            b.image(widgets.png(result.images["result"]), width="stretch",
-                    caption=f"from {result.layer}: PSNR {result.scalars['psnr']:.1f} dB, "
-                            f"SSIM {result.scalars['ssim']:.2f}")
-        synthesis_view.network_note(result)
-        synthesis_view.download(result, "result", Path(file_name).stem + "_inversion", name)
-        synthesis_view.history_chart(result, name)
+            synthesis_view.before_after(result, "original", f"from {result.layer}: PSNR {result.scalars['psnr']:.1f} "
+                                                            f"dB, SSIM {result.scalars['ssim']:.2f}",
+                                        Path(file_name).stem + "_inversion", name)
 
 
 page()

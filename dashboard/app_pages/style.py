@@ -53,14 +53,10 @@ def transfer_tab(content: tuple[str, bytes]) -> None:
         result = synthesis_view.run(info, style_inputs(content[1], styles), params, "style", label="Transfer style")
         if result is None:
             return
-        a, b = st.columns(2)
-        a.image(widgets.png(result.images["content"]), caption="content", width="stretch")
-        b.image(widgets.png(result.images["result"]), width="stretch",
-                caption=f"{result.scalars['seconds']:.1f} s · style loss {result.scalars['style_loss']:.3g} · "
-                        f"content loss {result.scalars['content_loss']:.3g}")
-        synthesis_view.network_note(result)
-        synthesis_view.download(result, "result", Path(content[0]).stem + "_styled", "style")
-        synthesis_view.history_chart(result, "style")
+        synthesis_view.before_after(result, "content", f"{result.scalars['seconds']:.1f} s · style loss "
+                                                       f"{result.scalars['style_loss']:.3g} · content loss "
+                                                       f"{result.scalars['content_loss']:.3g}",
+                                    Path(content[0]).stem + "_styled", "style")
 
 
 def loss_chart(result: SynthesisResponse, rows: list[str], columns: list[str]) -> go.Figure:
