@@ -37,6 +37,8 @@ class ClassVizParams:
     clip_norm: float = bounded(10.0, 0.0, 99.0)
     clip_contribution: float = bounded(10.0, 0.0, 99.0)
     jitter: int = bounded(4, 0, 64)
+    scale: float = bounded(0.0, 0.0, 0.5)  # random rescaling by up to ±scale (transformation robustness)
+    rotate: float = bounded(0.0, 0.0, 45.0)  # random rotation by up to ±rotate degrees
     seed: int = 0
 
 
@@ -94,7 +96,8 @@ def class_visualisation(loaded: LoadedModel, inputs: Inputs, target: int | None,
     generator = torch.Generator().manual_seed(params.seed)
     param = make_param(params.parameterisation, 1, (size, size), generator, loaded.device, noise=0.02)
     run = optimize(loaded.net, param, obj.class_score(target), params.steps, lr=params.lr,
-                   to_input=loaded.preprocessing.normalize, transforms=standard(jitter_px=params.jitter),
+                   to_input=loaded.preprocessing.normalize, transforms=standard(jitter_px=params.jitter, degrees=params.rotate,
+                                       scales=(1 - params.scale, 1.0, 1 + params.scale) if params.scale else ()),
                    seed=params.seed, progress=progress, after_step=reg if params.parameterisation == "pixels" else ())
     cls, p = predict(loaded, run.image)
     with torch.no_grad():
