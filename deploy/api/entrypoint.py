@@ -3,8 +3,10 @@
 1. TorchServe starts through ``serve.server.start`` (the same code as ``make run``): every API on
    127.0.0.1 inside the container, token authorisation on, the model API off, the metrics API off,
    the archives of every endpoint (built into the image) loaded from the model store.
-2. Its inference key — the inference key only, never the management key — is written to
-   ``$CONVLENS_KEY_DIR/key_file.json`` (a volume the dashboard mounts read-only).
+2. The API key clients use is written to ``$CONVLENS_KEY_DIR/key_file.json`` (a volume the dashboard
+   mounts read-only): TorchServe's inference key (never the management key), or, with
+   ``$CONVLENS_API_KEY_FILE`` (a Kubernetes/compose secret), that key, which the gate then checks
+   itself before forwarding with TorchServe's key (serve/gate.py) — one stable key for every replica.
 3. The gate (``serve.gate``: nginx with read/idle timeouts and JSON errors) listens on
    ``0.0.0.0:$CONVLENS_PORT`` and forwards to TorchServe.
 4. TorchServe's log is copied to stdout; if TorchServe or the gate dies the container exits (its
@@ -123,8 +125,14 @@ def main() -> int:
         if info.token is None or info.pid is None:
             raise server.ServerError("TorchServe started without a key file")
         log(f"TorchServe healthy in {time.monotonic() - started:.1f} s")
-        share_key(info.token, key_dir)
-        g = gate.start(run_dir, ("0.0.0.0", port), INTERNAL_PORTS.inference)
+        api_key = None
+        if os.environ.get("CONVLENS_API_KEY_FILE"):
+            api_key = gate.check_key(Path(os.environ["CONVLENS_API_KEY_FILE"]).read_text(), "$CONVLENS_API_KEY_FILE")
+            if api_key.startswith("CHANGE-ME"):
+                raise gate.GateError("$CONVLENS_API_KEY_FILE holds the placeholder key: set a random one")
+        share_key(api_key or info.token, key_dir)
+        g = gate.start(run_dir, ("0.0.0.0", port), INTERNAL_PORTS.inference, api_key=api_key,
+                       upstream_key=info.token if api_key else None)
         log(f"gate listening on 0.0.0.0:{port} (limits {g.limits})")
         while True:
             if not alive(info.pid):
@@ -137,7 +145,7 @@ def main() -> int:
     except KeyboardInterrupt:
         log("stopping")
         return 0 if terminating else 130
-    except (server.ServerError, gate.GateError) as exc:
+    except (server.ServerError, gate.GateError, OSError) as exc:
         log(f"error: {exc}")
         return 1
     finally:
