@@ -148,16 +148,26 @@ def handler_config(context: Any) -> dict[str, Any]:
     return dict(section) if isinstance(section, Mapping) else {}
 
 
-def request_fields(row: Any) -> dict[str, Any]:
+def request_fields(row: Any, content_type: str = "") -> dict[str, Any]:
     """The request's fields, however TorchServe delivered them.
 
     JSON body (``Content-Type: application/json``) → ``row["body"]`` is the decoded
     object; multipart form → one key per field; any other body → ``row["body"]`` holds
     the bytes, which are either a JSON object or the image itself (its other fields then
-    come from the query string).
+    come from the query string). ``content_type`` is the request's declared type: a body
+    declared JSON that TorchServe could not decode (not JSON, not UTF-8) and url-encoded
+    forms are refused as a bad ``body``, not mistaken for an image.
     """
     if not isinstance(row, Mapping):
         raise SchemaError("body", "expected a JSON object or a multipart form")
+    if content_type == "application/x-www-form-urlencoded":
+        raise SchemaError("body", "url-encoded forms are not accepted; send JSON or multipart/form-data")
+    if content_type == "application/json" and isinstance(row.get("body"), (bytes, bytearray)):
+        try:
+            decoded = json.loads(bytes(row["body"]).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise SchemaError("body", "is declared application/json but is not valid UTF-8 JSON") from None
+        row = {**row, "body": decoded}
     key = "body" if "body" in row else "data" if "data" in row else None
     if key is None:
         return dict(row)
@@ -302,7 +312,7 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
         for i, row in enumerate(rows):
             started = time.perf_counter()
             try:
-                fields = request_fields(row)
+                fields = request_fields(row, self._declared_type(i))
                 if "info" in fields:
                     outcomes[i] = Outcome(200, self.info(fields))
                     continue
@@ -319,6 +329,17 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
                 logger.exception("%s: request %d could not be read", self.endpoint, i)
                 outcomes[i] = _internal_error()
         return jobs
+
+    def _declared_type(self, idx: int) -> str:
+        """The request's Content-Type (lower case, no parameters), "" when unknown."""
+        try:
+            headers = self.context.get_all_request_header(idx) if self.context is not None else None
+        except (AttributeError, IndexError, KeyError, TypeError):
+            return ""
+        for name, value in (headers or {}).items():
+            if isinstance(name, str) and name.lower() == "content-type" and isinstance(value, str):
+                return value.split(";")[0].strip().lower()
+        return ""
 
     def parse(self, index: int, fields: Mapping[str, Any]) -> Job:
         technique, inputs_taken = self.technique_for(fields)
