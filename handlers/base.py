@@ -72,7 +72,7 @@ class RequestError(Exception):
         return cls(400, exc.message, exc.field)
 
     def to_json(self) -> dict[str, Any]:
-        return {"error": self.message, "field": self.field}
+        return {"error": _bounded(self.message), "field": self.field}
 
 
 @dataclass
@@ -543,6 +543,13 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
                            for row in loaded.layers],
             }
         return self._layers_info[name]
+
+
+MAX_ERROR_CHARS = 500  # messages quote the client's values: a 10 kB layer name is not sent back whole
+
+
+def _bounded(message: str) -> str:
+    return message if len(message) <= MAX_ERROR_CHARS else f"{message[:MAX_ERROR_CHARS]}… (truncated)"
 
 
 def _error(exc: RequestError) -> Outcome:

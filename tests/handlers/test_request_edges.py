@@ -1,4 +1,4 @@
-"""The declared Content-Type decides how an undecodable body is reported: as the ``body``, never as a bad image."""
+"""Edges of how a request is read and answered: declared Content-Type, url-encoded forms, bounded error messages."""
 
 from __future__ import annotations
 
@@ -33,3 +33,12 @@ def test_raw_image_bodies_are_unchanged() -> None:
     png = b"\x89PNG\r\n\x1a\n rest"
     assert request_fields({"body": bytearray(png)}, "image/png") == {"image": bytearray(png)}
     assert request_fields({"body": bytearray(png)}) == {"image": bytearray(png)}
+
+
+def test_error_messages_do_not_echo_huge_values() -> None:
+    from handlers.base import MAX_ERROR_CHARS, RequestError
+
+    body = RequestError(400, f"unknown layer {'a' * 10_000!r}", "layer").to_json()
+    assert body["field"] == "layer" and len(body["error"]) <= MAX_ERROR_CHARS + 20
+    assert body["error"].endswith("(truncated)")
+    assert RequestError(400, "short", "layer").to_json() == {"error": "short", "field": "layer"}
