@@ -12,6 +12,7 @@ from PIL import Image
 
 from client.http import ApiError
 from dashboard import state
+from dashboard.upload import UploadError, check_upload
 
 
 def png(data: str) -> Image.Image:
@@ -30,7 +31,15 @@ def choose_image(key: str = "") -> tuple[str, bytes] | None:
     source = st.radio("Image", ["Built-in sample", "Upload"], horizontal=True, key=f"{key}source")
     if source == "Upload":
         upload = st.file_uploader("Upload an image", type=state.UPLOAD_TYPES, key=f"{key}upload")
-        return (upload.name, upload.getvalue()) if upload is not None else None
+        if upload is None:
+            return None
+        data = upload.getvalue()
+        try:  # before any page decodes it for a preview: the API's limits, a clear message
+            check_upload(data)
+        except UploadError as exc:
+            st.error(f"{upload.name} cannot be used: {exc}.", icon=":material/error:")
+            return None
+        return upload.name, data
     samples = state.samples()
     if not samples:
         st.info("No samples shipped; upload an image instead.")

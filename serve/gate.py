@@ -56,6 +56,9 @@ DEFAULTS: dict[str, str] = {
 }
 
 
+UPSTREAM_ERRORS = (507,)  # only TorchServe sends these (nginx never does)
+
+
 class GateError(RuntimeError):
     """nginx is missing, or did not start."""
 
@@ -131,13 +134,21 @@ def render(listen_host: str, listen_port: int, upstream_port: int, run_dir: Path
         431: _json("the request headers are too large", None),
         494: _json("the request headers are too large", None),
         502: _json("the inference server is not answering (starting or restarting); try again shortly", None),
-        503: _json("the inference server is overloaded; try again shortly", None),
+        503: _json("the inference server is busy or its worker is restarting; retry in a few seconds", None),
         504: _json(f"the inference server did not answer within {limits.upstream_timeout} s", None),
+        507: _json("the worker serving this request died and is restarting; retry in a few seconds", None),
     }
-    error_pages = "\n".join(f"        error_page {code} /_convlens_error/{code}.json;" for code in errors)
+    # nginx's own errors, at server level (a malformed request never reaches a location) ...
+    error_pages = "\n".join(f"        error_page {code} /_convlens_error/{code}.json;" for code in errors
+                             if code not in UPSTREAM_ERRORS)
+    # ... and in the proxied location, where TorchServe's 503/507 are rewritten too; the handlers'
+    # own 4xx JSON (400, 404) passes through untouched.
+    location_pages = "\n".join(f"            error_page {code} /_convlens_error/{code}.json;" for code in errors
+                                if code not in (400,))
+    retry = {503: "add_header Retry-After 5 always; ", 507: "add_header Retry-After 5 always; "}
     error_locations = "\n".join(
         f"        location = /_convlens_error/{code}.json {{ internal; default_type application/json; "
-        f"return {code} {body}; }}" for code, body in errors.items())
+        f"{retry.get(code, '')}return {code} {body}; }}" for code, body in errors.items())
     tmp = run_dir / "gate-tmp"
     key_map = key_check = ""
     if api_key is not None:
@@ -189,7 +200,9 @@ http {{
 
         location / {{
             # The whole body is read (within the limits above) before TorchServe sees the request.
-{key_check}            proxy_request_buffering on;
+{key_check}            proxy_intercept_errors on;
+{location_pages}
+            proxy_request_buffering on;
             proxy_buffering on;
             proxy_http_version 1.1;
             proxy_set_header Connection close;
