@@ -196,6 +196,21 @@ def request_fields(row: Any, content_type: str = "") -> dict[str, Any]:
     raise SchemaError("body", f"expected a JSON object, got {type(body).__name__}")
 
 
+# What a client may make a worker build with random weights (each build allocates the whole network; the
+# LRU cache holds `cache_size` of them). The large ones (VGG, ResNet-50/101, AlexNet: 100-550 MB each) only
+# if the operator lists them: CONVLENS_RANDOM_WEIGHTS_MODELS="builtin,resnet18" or "all".
+DEFAULT_RANDOM_WEIGHTS_MODELS = ("builtin", "resnet18", "squeezenet1_1", "googlenet", "densenet121")
+
+
+def random_weights_models() -> tuple[str, ...]:
+    raw = os.environ.get("CONVLENS_RANDOM_WEIGHTS_MODELS", "").strip()
+    if not raw:
+        return DEFAULT_RANDOM_WEIGHTS_MODELS
+    if raw == "all":
+        return tuple(MODEL_NAMES)
+    return tuple(name.strip() for name in raw.split(",") if name.strip())
+
+
 def weights_choice(value: Any) -> str:
     value = form_text(value)
     if value is None or value == "":
@@ -345,6 +360,10 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
         technique, inputs_taken = self.technique_for(fields)
         request = parse_request(fields, inputs_taken)
         weights = weights_choice(fields.get("weights"))
+        if weights == "random" and request.model not in random_weights_models():
+            raise SchemaError("weights", f"random weights are not offered for {request.model} on this server "
+                                         f"(allowed: {', '.join(random_weights_models()) or 'none'}; "
+                                         "the operator sets CONVLENS_RANDOM_WEIGHTS_MODELS)")
         inputs = {}
         for name, data in request.images.items():
             try:

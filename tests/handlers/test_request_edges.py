@@ -42,3 +42,22 @@ def test_error_messages_do_not_echo_huge_values() -> None:
     assert body["field"] == "layer" and len(body["error"]) <= MAX_ERROR_CHARS + 20
     assert body["error"].endswith("(truncated)")
     assert RequestError(400, "short", "layer").to_json() == {"error": "short", "field": "layer"}
+
+
+def test_random_weights_only_for_the_allowed_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    from handlers.base import ConvLensHandler, random_weights_models
+    from tests.handlers.conftest import json_row, make_context, png_bytes
+
+    handler = ConvLensHandler()
+    handler.initialize(make_context("saliency"))
+    assert "vgg19" not in random_weights_models() and "builtin" in random_weights_models()
+    with pytest.raises(SchemaError) as exc:
+        handler.parse(0, json_row(png_bytes(), model="vgg19", weights="random")["body"])
+    assert exc.value.field == "weights" and "CONVLENS_RANDOM_WEIGHTS_MODELS" in exc.value.message
+    assert handler.cache.keys() == [], "nothing was built"
+    monkeypatch.setenv("CONVLENS_RANDOM_WEIGHTS_MODELS", "builtin")
+    with pytest.raises(SchemaError):
+        handler.parse(0, json_row(png_bytes(), model="resnet18", weights="random")["body"])
+    assert handler.parse(0, json_row(png_bytes(), model="builtin", weights="random")["body"]).weights == "random"
+    monkeypatch.setenv("CONVLENS_RANDOM_WEIGHTS_MODELS", "all")
+    assert handler.parse(0, json_row(png_bytes(), model="vgg19", weights="random")["body"]).weights == "random"

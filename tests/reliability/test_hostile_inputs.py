@@ -150,6 +150,8 @@ CASES: dict[str, Case] = {
     "model resnet50 not installed": ("classify", "json", img(model="resnet50"), BAD, "model"),
     "weights unknown": ("saliency", "json", img(weights="imagenet21k"), BAD, "weights"),
     "weights int": ("saliency", "json", img(weights=1), BAD, "weights"),
+    "random weights for vgg19": ("saliency", "json", img(model="vgg19", weights="random"), BAD, "weights"),
+    "random weights for resnet101": ("classify", "json", img(model="resnet101", weights="random"), BAD, "weights"),
     # ---- the body
     "json array": ("saliency", "raw-json", "[1, 2, 3]", BAD, "body"),
     "json number": ("saliency", "raw-json", "42", BAD, "body"),
