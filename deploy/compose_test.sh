@@ -3,15 +3,16 @@
 # drive the dashboard in headless Chromium, tear everything down (volumes included). Prints a timing table.
 #
 # Engine: podman + podman-compose (the .venv's) where podman is installed, else docker compose.
-# Ports: COMPOSE_TEST_API_PORT / COMPOSE_TEST_DASHBOARD_PORT (default 18080 / 18501, on 127.0.0.1).
+# Ports: COMPOSE_TEST_API_PORT / COMPOSE_TEST_DASHBOARD_PORT (default: free ones, on 127.0.0.1).
 # KEEP_STACK=1 leaves the stack running (tear it down with the printed command).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PY=${PY:-$ROOT/.venv/bin/python}
 PROJECT=${COMPOSE_TEST_PROJECT:-convlens-test}
-API_PORT=${COMPOSE_TEST_API_PORT:-18080}
-DASH_PORT=${COMPOSE_TEST_DASHBOARD_PORT:-18501}
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+API_PORT=${COMPOSE_TEST_API_PORT:-$(free_port)}
+DASH_PORT=${COMPOSE_TEST_DASHBOARD_PORT:-$(free_port)}
 OUT=${COMPOSE_TEST_OUT:-$ROOT/out/compose-test}
 mkdir -p "$OUT"
 declare -a TIMES=()
@@ -37,8 +38,10 @@ export IMAGE_PREFIX=${IMAGE_PREFIX:-localhost/convlens-} IMAGE_TAG=${IMAGE_TAG:-
 export CONVLENS_BIND=127.0.0.1 CONVLENS_INFERENCE_PORT=$API_PORT CONVLENS_DASHBOARD_PORT=$DASH_PORT
 step "setup ($ENGINE, $BASE_IMAGE)"
 
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
 ENGINE=$ENGINE deploy/build_images.sh api dashboard 2>&1 | tee "$OUT/build.log" | grep -E '^(==|STEP|\[|Error|error)' || true
 [ "${PIPESTATUS[0]}" = 0 ] || { echo "image build failed; see $OUT/build.log" >&2; exit 1; }
+fi
 step "build images"
 
 teardown() {

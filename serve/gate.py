@@ -246,6 +246,16 @@ class Gate:
                 self.process.wait(5)
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the process that started the gate dies (no orphaned nginx holding the port)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/ping", timeout=2):  # noqa: S310 — the gate we started
@@ -277,7 +287,8 @@ def start(run_dir: str | Path, listen: tuple[str, int], upstream_port: int, limi
     out = open(log_file, "ab") if log_file else None  # noqa: SIM115 — handed to the child
     try:
         proc = subprocess.Popen([nginx, "-e", "stderr", "-p", str(run_dir), "-c", str(config), "-g", "daemon off;"],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT if out else None)
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                preexec_fn=_die_with_parent)
     finally:
         if out is not None:
             out.close()
