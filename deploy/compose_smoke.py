@@ -132,9 +132,15 @@ def dashboard_checks(dashboard: str, count_command: str, screenshot: Path | None
                 page.get_by_role("option", name="ring").click()
                 page.get_by_text("Why “ring”?").wait_for(timeout=180_000)
                 images = page.locator('[data-testid="stImage"] img:visible')
-                images.nth(3).wait_for(timeout=120_000)
-                loaded = images.evaluate_all("els => els.filter(e => e.complete && e.naturalWidth > 0).length")
-                expect(loaded >= 4, f"{loaded} images rendered")
+                images.nth(4).wait_for(timeout=120_000)
+                # The input preview and the maps (Streamlit re-renders while the answers arrive: poll).
+                loaded, deadline = 0, time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    loaded = images.evaluate_all("els => els.filter(e => e.complete && e.naturalWidth > 0).length")
+                    if loaded >= 5:
+                        break
+                    page.wait_for_timeout(500)
+                expect(loaded >= 5, f"{loaded} images rendered")
                 errors = page.locator('[data-testid="stAlert"]').filter(has_text="could not").count()
                 expect(errors == 0, f"{errors} error boxes on the page")
                 if screenshot is not None:
