@@ -138,7 +138,8 @@ def test_deployment_files_list_no_endpoint() -> None:
     """Endpoints come from serve/archives.py all_endpoints(): a new one needs no change here."""
     from serve.archives import all_endpoints
 
-    files = [COMPOSE, GPU_OVERRIDE, *DOCKERFILES.values(), *K8S.glob("*.yaml"), ROOT / "deploy" / "api" / "entrypoint.py"]
+    files = [COMPOSE, GPU_OVERRIDE, *DOCKERFILES.values(), *K8S.glob("*.yaml"),
+             ROOT / "deploy" / "api" / "entrypoint.py"]
     for path in files:
         text = path.read_text()
         for endpoint in all_endpoints():
