@@ -73,11 +73,12 @@ def share_key(token: str, key_dir: Path) -> Path:
     return target
 
 
-def follow(path: Path, stop: threading.Event) -> None:
-    """Copy new lines of ``path`` to stdout (TorchServe writes its log to a file)."""
+def follow(path: Path, stop: threading.Event, offset: int = 0) -> None:
+    """Copy the lines of ``path`` after ``offset`` to stdout (TorchServe writes its log to a file)."""
     while not path.exists() and not stop.is_set():
         time.sleep(0.5)
     with open(path, errors="replace") as src:
+        src.seek(min(offset, path.stat().st_size))
         while not stop.is_set():
             line = src.readline()
             if line:
@@ -102,7 +103,9 @@ def main() -> int:
     baked = run_dir / "model-store" / "ENDPOINTS"
     endpoints = baked.read_text().split() if baked.is_file() else list(server.all_endpoints())
     stop_event = threading.Event()
-    threading.Thread(target=follow, args=(run_dir / "torchserve.log", stop_event), daemon=True).start()
+    log_file = run_dir / "torchserve.log"
+    offset = log_file.stat().st_size if log_file.exists() else 0  # a restarted container: only this run's lines
+    threading.Thread(target=follow, args=(log_file, stop_event, offset), daemon=True).start()
 
     terminating = False
 
