@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test run stop weights bench lint builtin demo clean
+.PHONY: help install test run stop weights bench lint builtin demo clean compose-test soak bench-serving
 
 help:
 	@echo "make run      start the API (TorchServe) and the dashboard on the built-in model"
@@ -15,6 +15,8 @@ help:
 	@echo "make bench    benchmarks against Captum / pytorch-grad-cam -> docs/benchmarks.md"
 	@echo "make builtin  retrain the built-in model (about 10 min on 2 CPU cores)"
 	@echo "make lint     ruff + mypy"
+	@echo "make compose-test  build both images, start the compose stack, smoke-test API and dashboard, tear down"
+	@echo "make soak     the long reliability runs (8 clients x 60 s, killed worker) -> docs/reliability.md"
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +28,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 install: $(STAMP)
 
 CHROMIUM := /usr/bin/chromium
+NGINX := /usr/sbin/nginx
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # The browser test drives Debian's Chromium (a test tool's own browser download is not possible everywhere).
@@ -33,8 +36,20 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver
 
-test: $(STAMP) $(CHROMIUM)
+# The gate in front of TorchServe (serve/gate.py) is nginx; the reliability tests run through it.
+$(NGINX):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx-light
+
+test: $(STAMP) $(CHROMIUM) $(NGINX)
 	$(PY) -m pytest -q
+
+# Builds both images with podman (installed if missing) or docker, runs the stack, tests it, tears it down.
+compose-test: $(STAMP)
+	deploy/compose_test.sh
+
+soak: $(STAMP) $(NGINX)
+	CONVLENS_SOAK=1 $(PY) -m pytest -q -m soak tests/reliability -s
 
 # TorchServe (builds stale archives, waits for /ping) and the dashboard, both on 127.0.0.1.
 run: $(STAMP)

@@ -182,10 +182,10 @@ class ConvLensClient:
         if not ENDPOINT_NAME.match(endpoint):
             raise ValueError(f"not an endpoint name: {endpoint!r}")
         r = self._post_once(endpoint, body)
-        if r.status_code in RETRY_STATUSES:
+        if _retryable(r):
             time.sleep(RETRY_DELAY_S)
             r = self._post_once(endpoint, body)
-            if r.status_code in RETRY_STATUSES:
+            if _retryable(r):
                 raise ApiError(r.status_code, f"the server could not answer, twice ({_error_message(r)}); "
                                               "a worker may have crashed: try again in a minute, or see the server log")
         if r.status_code >= 400:
@@ -349,6 +349,18 @@ def _api_error(r: requests.Response) -> ApiError:
     except ValueError:
         pass
     return ApiError(r.status_code, _error_message(r), field)
+
+
+def _retryable(r: requests.Response) -> bool:
+    """503/507, or TorchServe's 500 "Worker died." (it answers a killed worker's job with 500 or 507)."""
+    if r.status_code in RETRY_STATUSES:
+        return True
+    if r.status_code == 500:
+        try:
+            return bool(r.json().get("message") == "Worker died.")
+        except (ValueError, AttributeError):
+            return False
+    return False
 
 
 def _error_message(r: requests.Response) -> str:

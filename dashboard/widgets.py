@@ -12,6 +12,7 @@ from PIL import Image
 
 from client.http import ApiError
 from dashboard import state
+from dashboard.upload import UploadError, check_upload
 
 
 def png(data: str) -> Image.Image:
@@ -32,7 +33,15 @@ def choose_image(key: str = "", label: str = "Image", collection: str = "", inde
     source = st.radio(label, ["Sample", "Upload"], horizontal=True, key=f"{key}source")
     if source == "Upload":
         upload = st.file_uploader(f"Upload {label.lower()}", type=state.UPLOAD_TYPES, key=f"{key}upload")
-        return (upload.name, upload.getvalue()) if upload is not None else None
+        if upload is None:
+            return None
+        data = upload.getvalue()
+        try:  # before any page decodes it for a preview: the API's limits, a clear message
+            check_upload(data)
+        except UploadError as exc:
+            st.error(f"{upload.name} cannot be used: {exc}.", icon=":material/error:")
+            return None
+        return upload.name, data
     samples = state.samples(collection)
     if not samples:
         st.info("No samples shipped; upload an image instead.")

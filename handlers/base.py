@@ -73,7 +73,7 @@ class RequestError(Exception):
         return cls(400, exc.message, exc.field)
 
     def to_json(self) -> dict[str, Any]:
-        return {"error": self.message, "field": self.field}
+        return {"error": _bounded(self.message), "field": self.field}
 
 
 @dataclass
@@ -151,16 +151,26 @@ def handler_config(context: Any) -> dict[str, Any]:
     return dict(section) if isinstance(section, Mapping) else {}
 
 
-def request_fields(row: Any) -> dict[str, Any]:
+def request_fields(row: Any, content_type: str = "") -> dict[str, Any]:
     """The request's fields, however TorchServe delivered them.
 
     JSON body (``Content-Type: application/json``) → ``row["body"]`` is the decoded
     object; multipart form → one key per field; any other body → ``row["body"]`` holds
     the bytes, which are either a JSON object or the image itself (its other fields then
-    come from the query string).
+    come from the query string). ``content_type`` is the request's declared type: a body
+    declared JSON that TorchServe could not decode (not JSON, not UTF-8) and url-encoded
+    forms are refused as a bad ``body``, not mistaken for an image.
     """
     if not isinstance(row, Mapping):
         raise SchemaError("body", "expected a JSON object or a multipart form")
+    if content_type == "application/x-www-form-urlencoded":
+        raise SchemaError("body", "url-encoded forms are not accepted; send JSON or multipart/form-data")
+    if content_type == "application/json" and isinstance(row.get("body"), (bytes, bytearray)):
+        try:
+            decoded = json.loads(bytes(row["body"]).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise SchemaError("body", "is declared application/json but is not valid UTF-8 JSON") from None
+        row = {**row, "body": decoded}
     key = "body" if "body" in row else "data" if "data" in row else None
     if key is None:
         return dict(row)
@@ -187,6 +197,21 @@ def request_fields(row: Any) -> dict[str, Any]:
         if isinstance(decoded, Mapping):
             return {**rest, **decoded}
     raise SchemaError("body", f"expected a JSON object, got {type(body).__name__}")
+
+
+# What a client may make a worker build with random weights (each build allocates the whole network; the
+# LRU cache holds `cache_size` of them). The large ones (VGG, ResNet-50/101, AlexNet: 100-550 MB each) only
+# if the operator lists them: CONVLENS_RANDOM_WEIGHTS_MODELS="builtin,resnet18" or "all".
+DEFAULT_RANDOM_WEIGHTS_MODELS = ("builtin", "resnet18", "squeezenet1_1", "googlenet", "densenet121")
+
+
+def random_weights_models() -> tuple[str, ...]:
+    raw = os.environ.get("CONVLENS_RANDOM_WEIGHTS_MODELS", "").strip()
+    if not raw:
+        return DEFAULT_RANDOM_WEIGHTS_MODELS
+    if raw == "all":
+        return tuple(MODEL_NAMES)
+    return tuple(name.strip() for name in raw.split(",") if name.strip())
 
 
 def weights_choice(value: Any) -> str:
@@ -305,7 +330,7 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
         for i, row in enumerate(rows):
             started = time.perf_counter()
             try:
-                fields = request_fields(row)
+                fields = request_fields(row, self._declared_type(i))
                 if "info" in fields:
                     outcomes[i] = Outcome(200, self.info(fields))
                     continue
@@ -326,10 +351,25 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
                 outcomes[i] = _internal_error()
         return jobs
 
+    def _declared_type(self, idx: int) -> str:
+        """The request's Content-Type (lower case, no parameters), "" when unknown."""
+        try:
+            headers = self.context.get_all_request_header(idx) if self.context is not None else None
+        except (AttributeError, IndexError, KeyError, TypeError):
+            return ""
+        for name, value in (headers or {}).items():
+            if isinstance(name, str) and name.lower() == "content-type" and isinstance(value, str):
+                return value.split(";")[0].strip().lower()
+        return ""
+
     def parse(self, index: int, fields: Mapping[str, Any]) -> Job:
         technique, inputs_taken, optional = self.technique_for(fields)
         request = parse_request(fields, inputs_taken, optional)
         weights = weights_choice(fields.get("weights"))
+        if weights == "random" and request.model not in random_weights_models():
+            raise SchemaError("weights", f"random weights are not offered for {request.model} on this server "
+                                         f"(allowed: {', '.join(random_weights_models()) or 'none'}; "
+                                         "the operator sets CONVLENS_RANDOM_WEIGHTS_MODELS)")
         inputs = {}
         for name, data in request.images.items():
             try:
@@ -537,6 +577,13 @@ def cancel(fields: Mapping[str, Any]) -> dict[str, Any]:
         raise SchemaError("cancel", "needs the id of the job to cancel")
     jobs.request_cancel(job)
     return {"cancelled": job}
+
+
+MAX_ERROR_CHARS = 500  # messages quote the client's values: a 10 kB layer name is not sent back whole
+
+
+def _bounded(message: str) -> str:
+    return message if len(message) <= MAX_ERROR_CHARS else f"{message[:MAX_ERROR_CHARS]}… (truncated)"
 
 
 def _error(exc: RequestError) -> Outcome:
