@@ -41,6 +41,8 @@ DefaultLayer = Literal["none", "last_spatial", "first_conv", "code"]
 EXTRA_ENDPOINTS: tuple[str, ...] = ("classify",)
 # An endpoint that serves several techniques picks one with ``params.<METHOD_PARAM>``.
 METHOD_PARAM = "method"
+# The input name that holds a list of images (one request, many images: ``/predictions/codes``).
+BATCH_INPUT = "images"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,6 +57,7 @@ class Spec:
     params: type  # a frozen dataclass; its defaults are the demo settings
     run: Callable[..., Any]
     inputs: tuple[str, ...] = ("image",)  # named images it takes; () for none
+    optional_inputs: tuple[str, ...] = ()  # named images it may take (e.g. an uploaded query image)
     layer: LayerNeed = "none"
     default_layer: DefaultLayer = "none"
     endpoint: str = ""  # the API endpoint; "" means the technique's own name
@@ -70,7 +73,7 @@ class Spec:
         """A JSON-able description (the info API sends it to the dashboard)."""
         return {
             "name": self.name, "title": self.title, "family": self.family, "endpoint": self.route,
-            "inputs": list(self.inputs), "layer": self.layer, "default_layer": self.default_layer,
+            "inputs": list(self.inputs), "optional_inputs": list(self.optional_inputs), "layer": self.layer, "default_layer": self.default_layer,
             "reference": self.reference, "params": describe_params(self.params),
         }
 

@@ -322,14 +322,19 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
 
     def parse(self, index: int, fields: Mapping[str, Any]) -> Job:
         technique, inputs_taken = self.technique_for(fields)
-        request = parse_request(fields, inputs_taken)
+        spec = registry.registry().get(technique)
+        request = parse_request(fields, inputs_taken, spec.optional_inputs if spec is not None else ())
         weights = weights_choice(fields.get("weights"))
-        inputs = {}
+        inputs: dict[str, Any] = {}
         for name, data in request.images.items():
-            try:
-                inputs[name] = decode_image(data)
-            except ImageDecodeError as exc:
-                raise SchemaError(name, str(exc)) from None
+            items = data if isinstance(data, list) else [data]
+            decoded = []
+            for k, item in enumerate(items):
+                try:
+                    decoded.append(decode_image(item))
+                except ImageDecodeError as exc:
+                    raise SchemaError(f"{name}.{k}" if isinstance(data, list) else name, str(exc)) from None
+            inputs[name] = decoded if isinstance(data, list) else decoded[0]
         params = {k: v for k, v in request.params.items() if k != registry.METHOD_PARAM}
         job = Job(index, request, inputs, weights, params, technique)
         self.prepare_job(job, fields)
