@@ -73,7 +73,8 @@ class Spec:
         """A JSON-able description (the info API sends it to the dashboard)."""
         return {
             "name": self.name, "title": self.title, "family": self.family, "endpoint": self.route,
-            "inputs": list(self.inputs), "optional_inputs": list(self.optional_inputs), "layer": self.layer, "default_layer": self.default_layer,
+            "inputs": list(self.inputs), "optional_inputs": list(self.optional_inputs), "layer": self.layer,
+            "default_layer": self.default_layer,
             "reference": self.reference, "params": describe_params(self.params),
         }
 

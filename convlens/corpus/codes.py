@@ -30,11 +30,13 @@ from typing import Literal
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from convlens import hooks
 from convlens.corpus.datasets import Dataset, data_dir
+from convlens.images import resize_and_crop
 from convlens.models import LoadedModel, find_weights
 
 Pool = Literal["avg", "max"]
@@ -226,8 +228,13 @@ def dataset_codes(loaded: LoadedModel, dataset: Dataset, layer: str | None = Non
 PIXEL_SIZE = 32  # pixel-space neighbours compare images at 32×32 (3072 values), as CS231n's CIFAR-10 example
 
 
+def pixel_row(img: Image.Image, size: int = PIXEL_SIZE) -> np.ndarray:
+    """An image in pixel space: the centred square resized to ``size``×``size`` (bilinear), flattened (3·size²,)."""
+    return np.asarray(resize_and_crop(img.convert("RGB"), size, size), dtype=np.uint8).reshape(-1)
+
+
 def dataset_pixels(dataset: Dataset, size: int = PIXEL_SIZE, progress: Progress | None = None) -> np.ndarray:
-    """Every image resized to ``size``×``size`` RGB, flattened: (N, 3·size²) uint8, memory-mapped, cached by the
+    """Every image as :func:`pixel_row`: (N, 3·size²) uint8, memory-mapped, cached by the
     dataset fingerprint."""
     key = hashlib.sha256(json.dumps([dataset.fingerprint, size]).encode()).hexdigest()[:32]
     path = cache_dir("pixels") / f"{key}.npy"
@@ -238,8 +245,7 @@ def dataset_pixels(dataset: Dataset, size: int = PIXEL_SIZE, progress: Progress 
     out, tmp = _atomic_npy(path, (len(dataset), 3 * size * size), np.uint8)
     try:
         for i in range(len(dataset)):
-            img = dataset.image(i).resize((size, size), resample=2)  # bilinear
-            out[i] = np.asarray(img, dtype=np.uint8).reshape(-1)
+            out[i] = pixel_row(dataset.image(i), size)
             if progress is not None and (i % 500 == 499 or i == len(dataset) - 1):
                 progress(i + 1, len(dataset))
         out.flush()

@@ -31,7 +31,7 @@ def pca(vectors: np.ndarray, dims: int = 2) -> np.ndarray:
     """(N, D) → (N, min(dims, D)) float32: projections on the top principal axes (eigenvectors of the D×D
     covariance, in torch so it shares torch's thread pool; signs fixed so the largest loading of each axis
     is positive, which makes the result deterministic)."""
-    x = torch.as_tensor(np.asarray(vectors, dtype=np.float32)).double()
+    x = torch.from_numpy(np.array(vectors, dtype=np.float64))
     x = x - x.mean(dim=0, keepdim=True)
     _, vectors_ = torch.linalg.eigh(x.T @ x)  # ascending eigenvalues
     axes = vectors_[:, -min(dims, x.shape[1]):].flip(1).T  # (dims, D), largest first
@@ -110,3 +110,11 @@ def snap_to_grid(points: np.ndarray, side: int, seed: int = 0) -> tuple[np.ndarr
     cost = ((p[:, None, :] - centres[None, :, :]) ** 2).sum(-1)
     rows, cols = linear_sum_assignment(cost)
     return chosen[rows], cols
+
+
+def warm_up() -> float:
+    """Compile UMAP's numba kernels on a tiny random set (the first fit of a process pays tens of seconds
+    of compilation; a server pays it once at start, in the background). Returns the seconds spent."""
+    started = time.perf_counter()
+    project(np.random.default_rng(0).random((300, 8), dtype=np.float32), "umap", seed=0)
+    return time.perf_counter() - started

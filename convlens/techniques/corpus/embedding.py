@@ -29,7 +29,7 @@ class EmbeddingParams:
     """``grid``: side of the thumbnail grid (0: no grid image); ``tile``: its thumbnails' size in px."""
 
     dataset: str = ""
-    method: Literal["umap", "tsne", "pca"] = "umap"
+    projection: Literal["umap", "tsne", "pca"] = "umap"  # ("method" picks the technique of an endpoint)
     seed: int = 0
     layer: str | None = None
     pool: Literal["avg", "max"] = "avg"
@@ -69,7 +69,7 @@ def embedding(loaded: LoadedModel, inputs: Mapping[str, Tensor], params: Embeddi
         raise SchemaError("params.dataset", f"{ds.name!r} has {len(ds)} images; a map needs at least 3")
     report = (lambda done, total: progress(done, total + 1, None)) if progress is not None else None
     codes = dataset_codes(loaded, ds, params.layer, params.pool, progress=report)
-    proj = cached_projection(codes.key, codes.vectors, params.method, params.seed, params.n_neighbors,
+    proj = cached_projection(codes.key, codes.vectors, params.projection, params.seed, params.n_neighbors,
                              params.perplexity)
     pictures = {}
     if params.grid:

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from convlens import images as imaging
 from convlens.corpus import datasets as store
-from convlens.corpus.codes import PIXEL_SIZE, codes_of, dataset_codes, dataset_pixels
+from convlens.corpus.codes import PIXEL_SIZE, codes_of, dataset_codes, dataset_pixels, pixel_row
 from convlens.corpus.search import knn
 from convlens.models import LoadedModel
 from convlens.registry import technique
@@ -39,8 +39,7 @@ class NeighboursParams:
 
 def pixel_vector(img_chw: Tensor) -> np.ndarray:
     """(3, H, W) in [0, 1] → the pixel-space vector of :func:`convlens.corpus.codes.dataset_pixels` (1, 3·32²)."""
-    small = imaging.to_pil(img_chw).resize((PIXEL_SIZE, PIXEL_SIZE), resample=2)
-    return np.asarray(small, dtype=np.float32).reshape(1, -1)
+    return pixel_row(imaging.to_pil(img_chw), PIXEL_SIZE).astype(np.float32)[None]
 
 
 def _row(ds: store.Dataset, indices: list[int]) -> Tensor:
