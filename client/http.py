@@ -222,6 +222,20 @@ class ConvLensClient:
         """A corpus-family endpoint (e.g. ``faithfulness``): curves, vectors or points over a dataset."""
         return CorpusResponse.from_json(self.request(endpoint, images, model, None, layer, params))
 
+    def codes(self, images: list[bytes], model: str = "builtin", layer: str | None = None,
+              params: Mapping[str, Any] | None = None) -> CorpusResponse:
+        """``/predictions/codes``: a batch of encoded images → one CNN code (float vector) each."""
+        body = {"images": [base64.b64encode(data).decode("ascii") for data in images], "model": model,
+                "layer": layer, "params": dict(params or {})}
+        return CorpusResponse.from_json(self.post("codes", body))
+
+    def dataset(self, method: str, model: str = "builtin", layer: str | None = None,
+                params: Mapping[str, Any] | None = None, image: bytes | None = None) -> CorpusResponse:
+        """``/predictions/dataset``: dataset management (``datasets``) and the techniques over a named dataset
+        (``embedding``, ``neighbours``, ``top_patches``); ``image``: an uploaded query, where one is taken."""
+        return self.corpus("dataset", model, layer, {"method": method, **dict(params or {})},
+                           {"image": image} if image is not None else None)
+
     def models(self) -> list[ModelInfo]:
         """Every model the server knows, with the weights it would use ("missing" if not installed)."""
         data = self.post(INFO_ENDPOINT, {"info": "models"})

@@ -61,5 +61,11 @@ pages = {
         st.Page(str(PAGES_DIR / "activations.py"), title="Activations", icon=":material/grid_view:"),
         st.Page(str(PAGES_DIR / "filters.py"), title="Filters", icon=":material/filter:"),
     ],
+    "What does it make of a dataset?": [
+        st.Page(str(PAGES_DIR / "datasets.py"), title="Datasets", icon=":material/folder:"),
+        st.Page(str(PAGES_DIR / "embedding.py"), title="Embedding", icon=":material/scatter_plot:"),
+        st.Page(str(PAGES_DIR / "neighbours.py"), title="Neighbours", icon=":material/join:"),
+        st.Page(str(PAGES_DIR / "top_patches.py"), title="Top patches", icon=":material/view_module:"),
+    ],
 }
 st.navigation(pages).run()

@@ -81,3 +81,17 @@ def param_controls(technique: Any, key: str) -> dict[str, Any]:
             values[name] = float(st.number_input(name.replace("_", " ").capitalize(), value=float(default),
                                                  key=widget_key))
     return values
+
+
+def selected_indices(event: Any) -> list[int]:
+    """The ``customdata[0]`` (a dataset index) of every point a chart's click, box or lasso selected."""
+    try:
+        points = event["selection"]["points"]
+    except (KeyError, TypeError):
+        return []
+    out = []
+    for point in points or []:
+        data = point.get("customdata") if isinstance(point, dict) else None
+        if data:
+            out.append(int(data[0]))
+    return out
