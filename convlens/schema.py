@@ -215,10 +215,12 @@ def parse_request(payload: Mapping[str, Any], inputs: tuple[str, ...] = ("image"
         raise SchemaError("body", "expected a JSON object or multipart form")
     images: dict[str, bytes | list[bytes]] = {}
     for name in (*inputs, *optional):
-        if name not in payload or payload[name] in (None, "", b""):
+        if name not in payload or payload[name] is None:
             if name in inputs:
                 raise SchemaError(name, "is required")
             continue
+        if name not in inputs and payload[name] in ("", b""):
+            continue  # an optional image left empty (a form's blank file field)
         images[name] = (_decode_batch_field(payload[name], name) if name == BATCH_INPUT
                         else _decode_image_field(payload[name], name))
     if "image" not in (*inputs, *optional) and payload.get("image") not in (None, "", b""):
