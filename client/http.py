@@ -25,6 +25,7 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 ENDPOINT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 RETRY_STATUSES = (503, 507)  # a worker died or is restarting: TorchServe recovers within seconds
 RETRY_DELAY_S = 3.0
+DATASET_TIMEOUT_S = 900.0  # the dataset endpoint's responseTimeout (serve/model-config/dataset.yaml)
 INFO_ENDPOINT = "classify"  # where the info API ({"info": "models" | "layers" | "classes"}) is answered
 _REPO = Path(__file__).resolve().parents[1]
 DEFAULT_KEY_FILE = _REPO / "serve" / "run" / "key_file.json"  # written by TorchServe (`convlens serve start`)
@@ -162,7 +163,7 @@ class ConvLensClient:
             return ApiStatus(True, True, r.json().get("status", "ok"))
         return ApiStatus(True, False, _error_message(r))
 
-    def post(self, endpoint: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    def post(self, endpoint: str, body: Mapping[str, Any], timeout: float | None = None) -> dict[str, Any]:
         """POST a JSON body to ``/predictions/ENDPOINT`` and return the decoded JSON answer.
 
         A 503/507 (a worker died or is restarting) is retried once after a short pause; if it
@@ -170,10 +171,10 @@ class ConvLensClient:
         """
         if not ENDPOINT_NAME.match(endpoint):
             raise ValueError(f"not an endpoint name: {endpoint!r}")
-        r = self._post_once(endpoint, body)
+        r = self._post_once(endpoint, body, timeout)
         if r.status_code in RETRY_STATUSES:
             time.sleep(RETRY_DELAY_S)
-            r = self._post_once(endpoint, body)
+            r = self._post_once(endpoint, body, timeout)
             if r.status_code in RETRY_STATUSES:
                 raise ApiError(r.status_code, f"the server could not answer, twice ({_error_message(r)}); "
                                               "a worker may have crashed: try again in a minute, or see the server log")
@@ -189,10 +190,10 @@ class ConvLensClient:
         except ValueError as exc:
             raise ApiError(r.status_code, "the API answered with something that is not JSON") from exc
 
-    def _post_once(self, endpoint: str, body: Mapping[str, Any]) -> requests.Response:
+    def _post_once(self, endpoint: str, body: Mapping[str, Any], timeout: float | None = None) -> requests.Response:
         try:
             return self._session.post(f"{self.base_url}/predictions/{endpoint}", json=dict(body),
-                                      headers=self._headers(), timeout=self.timeout)
+                                      headers=self._headers(), timeout=timeout or self.timeout)
         except requests.RequestException as exc:
             raise ApiError(0, f"the ConvLens API at {self.base_url} is unreachable ({exc.__class__.__name__})") from exc
 
@@ -233,8 +234,11 @@ class ConvLensClient:
                 params: Mapping[str, Any] | None = None, image: bytes | None = None) -> CorpusResponse:
         """``/predictions/dataset``: dataset management (``datasets``) and the techniques over a named dataset
         (``embedding``, ``neighbours``, ``top_patches``); ``image``: an uploaded query, where one is taken."""
-        return self.corpus("dataset", model, layer, {"method": method, **dict(params or {})},
-                           {"image": image} if image is not None else None)
+        body: dict[str, Any] = {"model": model, "layer": layer, "params": {"method": method, **dict(params or {})}}
+        if image is not None:
+            body["image"] = base64.b64encode(image).decode("ascii")
+        # making a large dataset or a first map of one takes minutes: wait as long as the server does
+        return CorpusResponse.from_json(self.post("dataset", body, timeout=max(self.timeout, DATASET_TIMEOUT_S)))
 
     def models(self) -> list[ModelInfo]:
         """Every model the server knows, with the weights it would use ("missing" if not installed)."""
