@@ -113,7 +113,7 @@ class Dataset:
         with Image.open(path) as img:
             return np.asarray(img.convert("L")) > 127
 
-    def describe(self) -> dict[str, object]:
+    def describe(self) -> dict[str, float | int | str]:
         counts = np.bincount(self.targets, minlength=len(self.classes)) if len(self) else np.zeros(0, int)
         return {"name": self.name, "images": len(self), "classes": len(self.classes),
                 "labels": ",".join(self.classes[:50]), "source": str(self.meta.get("source", "")),

@@ -115,7 +115,8 @@ def test_embedding_page_draws_the_scatter_in_a_browser(live: str) -> None:
         page.get_by_role("link", name="Embedding").click()
         page.get_by_text("300 images").wait_for(timeout=300_000)  # codes + UMAP (compiled at worker start)
         page.locator('[data-testid="stPlotlyChart"] canvas').first.wait_for(timeout=60_000)  # scattergl: WebGL
-        legend = page.locator('[data-testid="stPlotlyChart"] .legendtext').all_inner_texts()
+        legend = page.locator('[data-testid="stPlotlyChart"] .legendtext').evaluate_all(
+            "els => els.map(e => e.textContent)")  # SVG text: no innerText
         assert {"circle", "ring", "dots"} <= set(legend), legend
         assert page.locator('[data-testid="stAlert"]').filter(has_text="could not").count() == 0
         page.wait_for_timeout(500)

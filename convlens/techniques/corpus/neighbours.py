@@ -90,5 +90,6 @@ def neighbours(loaded: LoadedModel, inputs: Mapping[str, Tensor], params: Neighb
                       "file": ds.files[i]} for r, (i, d) in enumerate(zip(chosen, dist[0], strict=True)))
         labels = [ds.label(i) for i in chosen]
         if exclude is not None:
-            scalars[f"{space}_same_label"] = float(np.mean([lab == ds.label(params.query) for lab in labels]))
+            query_label = ds.label(int(exclude[0]))
+            scalars[f"{space}_same_label"] = float(np.mean([lab == query_label for lab in labels]))
     return Corpus(images=pictures, items=items, scalars=scalars)

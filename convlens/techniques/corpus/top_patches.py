@@ -60,7 +60,8 @@ def top_patches(loaded: LoadedModel, inputs: Mapping[str, Tensor], params: TopPa
         chosen = [(c, 0) for c in range(min(channels, MAX_OVERVIEW))]
     else:
         chosen = [(params.channel, r) for r in range(params.k)]
-    tiles, items = [], []
+    tiles: list[Tensor] = []
+    items: list[dict[str, float | int | str]] = []
     display_cache: dict[int, Tensor] = {}
     for rank, (c, r) in enumerate(chosen):
         i = int(top.images[c, r])
