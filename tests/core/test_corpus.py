@@ -390,14 +390,15 @@ def test_top_patches_find_the_bright_spot_and_crop_its_field(data_dir: Path) -> 
     assert first["index"] == 2 and (first["bottom"] - first["top"]) == 7
     r, c = spots[2]
     assert first["top"] <= r and r + 3 <= first["bottom"] and first["left"] <= c and c + 3 <= first["right"]
-    assert out.scalars["receptive_field"] == 7 and tuple(out.images["grid"].shape[-2:]) == (55, 55)
+    assert out.scalars["receptive_field"] == 7 and out.scalars["tile"] == 16  # 7-px fields shown at 16 px
+    assert tuple(out.images["grid"].shape[-2:]) == (2 * 16 + 2, 2 * 16 + 2)  # 3 patches: 2 columns, 2 px gaps
     [again] = run(loaded, "top_patches", [{}], layer="features.2", params={"dataset": "spots", "channel": 0, "k": 3})
     assert again.scalars["cached"] == 1.0 and again.items == out.items
     with pytest.raises(SchemaError) as info:
         run(loaded, "top_patches", [{}], layer="features.2", params={"dataset": "spots", "channel": 2})
     assert info.value.field == "params.channel"
     with pytest.raises(SchemaError) as info:
-        run(loaded, "top_patches", [{}], layer="pool", params={"dataset": "spots"})
+        run(loaded, "top_patches", [{}], layer="classifier", params={"dataset": "spots"})
     assert info.value.field == "layer"
 
 
