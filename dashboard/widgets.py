@@ -95,3 +95,16 @@ def selected_indices(event: Any) -> list[int]:
         if data:
             out.append(int(data[0]))
     return out
+
+
+def dataset_rows() -> list[dict[str, Any]] | None:
+    """The server's datasets, or None once the page has said why there are none to pick from."""
+    try:
+        rows = state.datasets()
+    except ApiError as exc:
+        api_error(exc, "list the datasets")
+        return None
+    if not rows:
+        st.info("No dataset yet: create one on the Datasets page.")
+        return None
+    return rows

@@ -58,14 +58,10 @@ def page() -> None:
     st.header("Embedding")
     st.caption("Each image's CNN code (the layer before the classifier) mapped to 2-D: images the network "
                "finds similar land close together. Click or lasso points to see the images.")
-    try:
-        names = [d["name"] for d in state.datasets()]
-    except ApiError as exc:
-        widgets.api_error(exc, "list the datasets")
+    rows = widgets.dataset_rows()
+    if rows is None:
         return
-    if not names:
-        st.info("No dataset yet: create one on the Datasets page.")
-        return
+    names = [d["name"] for d in rows]
     model = state.selected_model()
     left, mid, right = st.columns(3)
     dataset = left.selectbox("Dataset", names, key="emb_dataset")

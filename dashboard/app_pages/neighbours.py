@@ -18,13 +18,8 @@ def page() -> None:
     st.header("Neighbours")
     st.caption("Code space vs pixel space: CNN-code neighbours share what the network sees (the class), "
                "pixel neighbours share colours and layout.")
-    try:
-        rows = state.datasets()
-    except ApiError as exc:
-        widgets.api_error(exc, "list the datasets")
-        return
-    if not rows:
-        st.info("No dataset yet: create one on the Datasets page.")
+    rows = widgets.dataset_rows()
+    if rows is None:
         return
     sizes = {r["name"]: int(r["images"]) for r in rows}
     left, right = st.columns(2)

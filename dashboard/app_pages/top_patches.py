@@ -20,14 +20,14 @@ def page() -> None:
     st.caption("What makes a unit fire: its strongest locations over the whole dataset, each cropped to the "
                "unit's receptive field (grey where the field leaves the image). One pass ranks every channel.")
     model = state.selected_model()
+    rows = widgets.dataset_rows()
+    if rows is None:
+        return
+    names = [d["name"] for d in rows]
     try:
-        names = [d["name"] for d in state.datasets()]
         catalogue = state.layers(model)
     except ApiError as exc:
-        widgets.api_error(exc, "list the datasets and layers")
-        return
-    if not names:
-        st.info("No dataset yet: create one on the Datasets page.")
+        widgets.api_error(exc, f"list the layers of {model}")
         return
     rows = {r.name: r for r in catalogue.layers if r.spatial}
     layers = list(rows)
