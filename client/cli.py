@@ -76,24 +76,27 @@ def cmd_serve_status(args: argparse.Namespace) -> int:
     return 0 if info.healthy else 1
 
 
-def _route(name: str, techniques: Sequence[Any]) -> tuple[str, dict[str, Any], tuple[str, ...]]:
-    """A technique or endpoint name → (endpoint, params it implies, images it takes)."""
+Route = tuple[str, dict[str, Any], tuple[str, ...], tuple[str, ...]]
+
+
+def _route(name: str, techniques: Sequence[Any]) -> Route:
+    """A technique or endpoint name → (endpoint, params it implies, images it takes, images it may take)."""
     for t in techniques:
         if t.name == name:
             shared = sum(1 for u in techniques if u.endpoint == t.endpoint) > 1
-            return t.endpoint, ({"method": name} if shared else {}), t.inputs
+            return t.endpoint, ({"method": name} if shared else {}), t.inputs, t.optional_inputs
     for t in techniques:
         if t.endpoint == name:
-            return name, {}, t.inputs
+            return name, {}, t.inputs, t.optional_inputs
     if name == "classify":
-        return name, {}, ("image",)
+        return name, {}, ("image",), ()
     known = sorted({"classify", *(t.name for t in techniques), *(t.endpoint for t in techniques)})
     raise ValueError(f"unknown technique or endpoint {name!r}; the server offers: {', '.join(known)}")
 
 
 def cmd_call(args: argparse.Namespace) -> int:
     from client.http import ApiError, ConvLensClient, default_key_file, default_url, read_token
-    from convlens.schema import parse_assignment, target_from_text
+    from convlens.schema import BATCH_INPUT, parse_assignment, target_from_text
 
     token = read_token(args.key_file)
     if token is None:
@@ -112,14 +115,21 @@ def cmd_call(args: argparse.Namespace) -> int:
             for t in techniques:
                 print(f"{t.name:14s} {t.family:12s} /predictions/{t.endpoint:12s} {t.title}")
             return 0
-        endpoint, params, takes = _route(args.technique, techniques)
+        endpoint, params, takes, optional = _route(args.technique, techniques)
         params.update(given)
         if args.method:
             params["method"] = args.method
-        if len(args.images) != len(takes):
-            wanted = " ".join(n.upper() for n in takes) or "no image"
+        images: dict[str, Any]
+        if takes == (BATCH_INPUT,):  # a batch: every IMAGE given
+            if not args.images:
+                raise ValueError(f"{args.technique} takes IMAGE [IMAGE ...]; got none")
+            images = {BATCH_INPUT: [Path(path).read_bytes() for path in args.images]}
+        elif len(takes) <= len(args.images) <= len(takes) + len(optional):
+            names = (*takes, *optional)
+            images = {name: Path(path).read_bytes() for name, path in zip(names, args.images, strict=False)}
+        else:
+            wanted = " ".join([*(n.upper() for n in takes), *(f"[{n.upper()}]" for n in optional)]) or "no image"
             raise ValueError(f"{args.technique} takes {wanted}; got {len(args.images)} image(s)")
-        images = {name: Path(path).read_bytes() for name, path in zip(takes, args.images, strict=True)}
         target = target_from_text(args.target, client.classes(args.model)) if args.target is not None else None
         data = client.request(endpoint, images, model=args.model, target=target, layer=args.layer, params=params,
                               weights=args.weights)

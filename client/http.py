@@ -19,7 +19,7 @@ from typing import Any
 
 import requests
 
-from convlens.schema import AttributionResponse, CorpusResponse, GridsResponse
+from convlens.schema import BATCH_INPUT, AttributionResponse, CorpusResponse, GridsResponse
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 ENDPOINT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -133,11 +133,13 @@ class TechniqueInfo:
     default_layer: str
     reference: str
     params: tuple[dict[str, Any], ...]
+    optional_inputs: tuple[str, ...] = ()  # images it may take (e.g. neighbours' uploaded query)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TechniqueInfo:
         return cls(data["name"], data["title"], data["family"], data["endpoint"], tuple(data["inputs"]),
-                   data["layer"], data["default_layer"], data.get("reference", ""), tuple(data.get("params", [])))
+                   data["layer"], data["default_layer"], data.get("reference", ""), tuple(data.get("params", [])),
+                   tuple(data.get("optional_inputs", ())))
 
 
 class ConvLensClient:
@@ -202,11 +204,13 @@ class ConvLensClient:
         data = self.post(INFO_ENDPOINT, {"info": "techniques"})
         return [TechniqueInfo.from_json(t) for t in data["techniques"]]
 
-    def request(self, endpoint: str, images: Mapping[str, bytes] | None = None, model: str = "builtin",
+    def request(self, endpoint: str, images: Mapping[str, bytes | list[bytes]] | None = None, model: str = "builtin",
                 target: int | None = None, layer: str | None = None, params: Mapping[str, Any] | None = None,
                 weights: str | None = None) -> dict[str, Any]:
-        """Any endpoint: named images (``{"image": ...}``; none for e.g. filters) → the JSON answer."""
-        body: dict[str, Any] = {name: base64.b64encode(data).decode("ascii") for name, data in (images or {}).items()}
+        """Any endpoint: named images (``{"image": ...}``; none for e.g. filters; a list for ``images``) → the
+        JSON answer."""
+        body: dict[str, Any] = {name: [_b64(d) for d in data] if isinstance(data, list) else _b64(data)
+                                for name, data in (images or {}).items()}
         body.update({"model": model, "target": target, "layer": layer, "params": dict(params or {})})
         if weights is not None:
             body["weights"] = weights
@@ -226,9 +230,7 @@ class ConvLensClient:
     def codes(self, images: list[bytes], model: str = "builtin", layer: str | None = None,
               params: Mapping[str, Any] | None = None) -> CorpusResponse:
         """``/predictions/codes``: a batch of encoded images → one CNN code (float vector) each."""
-        body = {"images": [base64.b64encode(data).decode("ascii") for data in images], "model": model,
-                "layer": layer, "params": dict(params or {})}
-        return CorpusResponse.from_json(self.post("codes", body))
+        return CorpusResponse.from_json(self.request("codes", {BATCH_INPUT: list(images)}, model, None, layer, params))
 
     def dataset(self, method: str, model: str = "builtin", layer: str | None = None,
                 params: Mapping[str, Any] | None = None, image: bytes | None = None) -> CorpusResponse:
@@ -236,7 +238,7 @@ class ConvLensClient:
         (``embedding``, ``neighbours``, ``top_patches``); ``image``: an uploaded query, where one is taken."""
         body: dict[str, Any] = {"model": model, "layer": layer, "params": {"method": method, **dict(params or {})}}
         if image is not None:
-            body["image"] = base64.b64encode(image).decode("ascii")
+            body["image"] = _b64(image)
         # making a large dataset or a first map of one takes minutes: wait as long as the server does
         return CorpusResponse.from_json(self.post("dataset", body, timeout=max(self.timeout, DATASET_TIMEOUT_S)))
 
@@ -282,6 +284,10 @@ class ConvLensClient:
         layer: str | None = None, weights: str | None = None, **params: Any,
     ) -> AttributionResponse:
         return self.explain("saliency", image, model, target, layer, {"method": method, **params}, weights)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def _error_message(r: requests.Response) -> str:

@@ -42,3 +42,19 @@ def test_a_dataset_made_through_the_api_is_mapped_searched_and_ranked(torchserve
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert {p.name for p in tmp_path.iterdir()} == {"grid.png"} and json.loads(out.stdout)["layer"] == "features.9"
+
+
+def test_convlens_call_sends_a_batch_to_codes_and_a_query_to_neighbours(torchserve: server.ServerInfo,
+                                                                        image_file: Path, tmp_path: Path) -> None:
+    env = _cli_env(torchserve)
+    out = subprocess.run([CONVLENS, "call", "codes", str(image_file), str(image_file), "--out", str(tmp_path)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert [len(v) for v in json.loads(out.stdout)["vectors"]] == [128, 128]
+    ConvLensClient(torchserve.inference_url, token=torchserve.token).dataset(
+        "datasets", params={"action": "builtin", "name": "query-set", "n": 12})
+    out = subprocess.run([CONVLENS, "call", "neighbours", str(image_file), "--param", "dataset=query-set",
+                          "--param", "k=2", "--out", str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert {"query.png", "code.png", "pixel.png"} <= {p.name for p in tmp_path.iterdir()}
