@@ -96,8 +96,11 @@ def cmd_project(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     loaded = _model(args)
+    _ = loaded.layers  # the layer catalogue (a probe pass): a server has it before any request
+    call_started = time.perf_counter()
     params = {"dataset": args.dataset, "projection": args.method, "seed": args.seed, "grid": args.grid}
     [output] = run(loaded, "embedding", [{}], layer=args.layer, params=params, progress=_progress("codes"))
+    call_seconds = time.perf_counter() - call_started
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -105,7 +108,7 @@ def cmd_project(args: argparse.Namespace) -> int:
         for path in _write(output.images, out):
             print(f"wrote {path}")
     print(f"method={args.method} codes_cached={bool(output.scalars['codes_cached'])} "
-          f"projection_cached={bool(output.scalars['projection_cached'])}")
+          f"projection_cached={bool(output.scalars['projection_cached'])} call_seconds={call_seconds:.3f}")
     print(f"points={len(output.points or [])} seconds={time.perf_counter() - started:.2f}")
     return 0
 
