@@ -97,7 +97,7 @@ def _print_progress(progress: Any) -> None:
 
 def cmd_call(args: argparse.Namespace) -> int:
     from client.http import ApiError, ConvLensClient, default_key_file, default_url, read_token
-    from convlens.schema import assign_inputs, parse_assignment, target_from_text
+    from convlens.schema import BATCH_INPUT, assign_inputs, parse_assignment, target_from_text
 
     token = read_token(args.key_file)
     if token is None:
@@ -122,8 +122,14 @@ def cmd_call(args: argparse.Namespace) -> int:
             params["method"] = args.method
             spec = next((t for t in techniques if t.name == args.method), spec)
         takes, optional = (spec.inputs, spec.optional_inputs) if spec is not None else (("image",), ())
-        paths = assign_inputs(args.images, takes, optional, args.technique)
-        images = {name: Path(path).read_bytes() for name, path in paths.items()}
+        images: dict[str, Any]
+        if takes == (BATCH_INPUT,):  # a batch: every IMAGE given
+            if not args.images:
+                raise ValueError(f"{args.technique} takes IMAGE [IMAGE ...]; got none")
+            images = {BATCH_INPUT: [Path(path).read_bytes() for path in args.images]}
+        else:
+            paths = assign_inputs(args.images, takes, optional, args.technique)
+            images = {name: Path(path).read_bytes() for name, path in paths.items()}
         target = target_from_text(args.target, client.classes(args.model)) if args.target is not None else None
         if spec is not None and spec.family == "synthesis":
             data = client.synthesis(f"{endpoint}:{params.pop('method', '')}", images, model=args.model,

@@ -19,12 +19,13 @@ from typing import Any
 
 import requests
 
-from convlens.schema import AttributionResponse, CorpusResponse, GridsResponse, SynthesisResponse
+from convlens.schema import BATCH_INPUT, AttributionResponse, CorpusResponse, GridsResponse, SynthesisResponse
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 ENDPOINT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 RETRY_STATUSES = (503, 507)  # a worker died or is restarting: TorchServe recovers within seconds
 RETRY_DELAY_S = 3.0
+DATASET_TIMEOUT_S = 900.0  # the dataset endpoint's responseTimeout (serve/model-config/dataset.yaml)
 INFO_ENDPOINT = "classify"  # where the info API ({"info": "models" | "layers" | "classes"}) is answered
 _REPO = Path(__file__).resolve().parents[1]
 DEFAULT_KEY_FILE = _REPO / "serve" / "run" / "key_file.json"  # written by TorchServe (`convlens serve start`)
@@ -132,7 +133,7 @@ class TechniqueInfo:
     default_layer: str
     reference: str
     params: tuple[dict[str, Any], ...]
-    optional_inputs: tuple[str, ...] = ()
+    optional_inputs: tuple[str, ...] = ()  # images it may take (e.g. neighbours' uploaded query)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TechniqueInfo:
@@ -173,7 +174,7 @@ class ConvLensClient:
             return ApiStatus(True, True, r.json().get("status", "ok"))
         return ApiStatus(True, False, _error_message(r))
 
-    def post(self, endpoint: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    def post(self, endpoint: str, body: Mapping[str, Any], timeout: float | None = None) -> dict[str, Any]:
         """POST a JSON body to ``/predictions/ENDPOINT`` and return the decoded JSON answer.
 
         A 503/507 (a worker died or is restarting) is retried once after a short pause; if it
@@ -181,10 +182,10 @@ class ConvLensClient:
         """
         if not ENDPOINT_NAME.match(endpoint):
             raise ValueError(f"not an endpoint name: {endpoint!r}")
-        r = self._post_once(endpoint, body)
+        r = self._post_once(endpoint, body, timeout)
         if _retryable(r):
             time.sleep(RETRY_DELAY_S)
-            r = self._post_once(endpoint, body)
+            r = self._post_once(endpoint, body, timeout)
             if _retryable(r):
                 raise ApiError(r.status_code, f"the server could not answer, twice ({_error_message(r)}); "
                                               "a worker may have crashed: try again in a minute, or see the server log")
@@ -195,10 +196,10 @@ class ConvLensClient:
         except ValueError as exc:
             raise ApiError(r.status_code, "the API answered with something that is not JSON") from exc
 
-    def _post_once(self, endpoint: str, body: Mapping[str, Any]) -> requests.Response:
+    def _post_once(self, endpoint: str, body: Mapping[str, Any], timeout: float | None = None) -> requests.Response:
         try:
             return self._session.post(f"{self.base_url}/predictions/{endpoint}", json=dict(body),
-                                      headers=self._headers(), timeout=self.timeout)
+                                      headers=self._headers(), timeout=timeout or self.timeout)
         except requests.RequestException as exc:
             raise ApiError(0, f"the ConvLens API at {self.base_url} is unreachable ({exc.__class__.__name__})") from exc
 
@@ -207,11 +208,13 @@ class ConvLensClient:
         data = self.post(INFO_ENDPOINT, {"info": "techniques"})
         return [TechniqueInfo.from_json(t) for t in data["techniques"]]
 
-    def request(self, endpoint: str, images: Mapping[str, bytes] | None = None, model: str = "builtin",
+    def request(self, endpoint: str, images: Mapping[str, bytes | list[bytes]] | None = None, model: str = "builtin",
                 target: int | None = None, layer: str | None = None, params: Mapping[str, Any] | None = None,
                 weights: str | None = None) -> dict[str, Any]:
-        """Any endpoint: named images (``{"image": ...}``; none for e.g. filters) → the JSON answer."""
-        body: dict[str, Any] = {name: base64.b64encode(data).decode("ascii") for name, data in (images or {}).items()}
+        """Any endpoint: named images (``{"image": ...}``; none for e.g. filters; a list for ``images``) → the
+        JSON answer."""
+        body: dict[str, Any] = {name: [_b64(d) for d in data] if isinstance(data, list) else _b64(data)
+                                for name, data in (images or {}).items()}
         body.update({"model": model, "target": target, "layer": layer, "params": dict(params or {})})
         if weights is not None:
             body["weights"] = weights
@@ -297,6 +300,21 @@ class ConvLensClient:
         """Ask the long job ``job`` to stop (answered by the info endpoint, not queued behind the job)."""
         self.post(INFO_ENDPOINT, {"cancel": job})
 
+    def codes(self, images: list[bytes], model: str = "builtin", layer: str | None = None,
+              params: Mapping[str, Any] | None = None) -> CorpusResponse:
+        """``/predictions/codes``: a batch of encoded images → one CNN code (float vector) each."""
+        return CorpusResponse.from_json(self.request("codes", {BATCH_INPUT: list(images)}, model, None, layer, params))
+
+    def dataset(self, method: str, model: str = "builtin", layer: str | None = None,
+                params: Mapping[str, Any] | None = None, image: bytes | None = None) -> CorpusResponse:
+        """``/predictions/dataset``: dataset management (``datasets``) and the techniques over a named dataset
+        (``embedding``, ``neighbours``, ``top_patches``); ``image``: an uploaded query, where one is taken."""
+        body: dict[str, Any] = {"model": model, "layer": layer, "params": {"method": method, **dict(params or {})}}
+        if image is not None:
+            body["image"] = _b64(image)
+        # making a large dataset or a first map of one takes minutes: wait as long as the server does
+        return CorpusResponse.from_json(self.post("dataset", body, timeout=max(self.timeout, DATASET_TIMEOUT_S)))
+
     def models(self) -> list[ModelInfo]:
         """Every model the server knows, with the weights it would use ("missing" if not installed)."""
         data = self.post(INFO_ENDPOINT, {"info": "models"})
@@ -361,6 +379,10 @@ def _retryable(r: requests.Response) -> bool:
         except (ValueError, AttributeError):
             return False
     return False
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def _error_message(r: requests.Response) -> str:

@@ -8,6 +8,8 @@
     convlens explain IMAGE --method M     one image explained locally, maps written as PNG
     convlens run TECHNIQUE [IMAGE ...]    any technique in process; JSON on stdout, images as PNG
     convlens demo --out DIR               every method on built-in samples, as one contact sheet
+    convlens dataset|codes|project|neighbours|top-patches   datasets and what the model makes of them
+                                          (``convlens/corpus/cli.py``)
 
 The ``convlens`` console script adds ``call`` and ``serve`` (the API commands, ``client/cli.py``),
 which the core may not import.
@@ -329,6 +331,9 @@ def build_parser(extend: Callable[[Any], None] | None = None) -> argparse.Argume
     runner.add_argument("--random", action="store_true", help="random weights, explicitly")
     runner.add_argument("--out", default="out/run")
     runner.set_defaults(func=cmd_run)
+    from convlens.corpus.cli import add_corpus_commands
+
+    add_corpus_commands(sub)
     if extend is not None:
         extend(sub)
     return parser

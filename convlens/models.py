@@ -27,7 +27,7 @@ from torchvision.models import WeightsEnum
 from convlens import images
 from convlens.builtin import CHECKPOINT_PATH, CLASSES, IMAGE_SIZE, MEAN, STD, BuiltinNet, load_checkpoint
 from convlens.hooks import resolve_layer
-from convlens.receptive_field import LayerInfo, default_cam_layer, layer_catalogue
+from convlens.receptive_field import LayerInfo, default_cam_layer, default_code_layer, layer_catalogue
 from convlens.schema import MODEL_NAMES, WeightsKind
 
 WeightsChoice = Literal["pretrained", "random"]
@@ -186,6 +186,11 @@ class LoadedModel:
         return default_cam_layer(self.net, self.layers)
 
     @cached_property
+    def code_layer(self) -> str:
+        """The layer before the classifier (CNN codes); see :func:`convlens.receptive_field.default_code_layer`."""
+        return default_code_layer(self.net, self.layers)
+
+    @cached_property
     def first_conv_layer(self) -> str:
         """The first module the forward pass reaches that has a 4-D convolution weight."""
         for row in self.layers:
@@ -204,7 +209,8 @@ class LoadedModel:
     def default_layer(self, kind: str) -> str:
         """The layer a technique uses when none is asked for (``registry.DefaultLayer``)."""
         resolvers = {"last_spatial": lambda: self.default_cam_layer, "first_conv": lambda: self.first_conv_layer,
-                     "middle_spatial": lambda: self.middle_spatial_layer}
+                     "middle_spatial": lambda: self.middle_spatial_layer,
+                     "code": lambda: self.code_layer}
         if kind not in resolvers:
             raise ValueError(f"unknown default layer {kind!r}; known: {', '.join(resolvers)}")
         return resolvers[kind]()

@@ -27,7 +27,7 @@ from convlens.registry import Family, Spec
 from convlens.results import Progress
 from convlens.schema import MAX_SYNTHESIS_SIZE, MAX_TOP_K, SchemaError, WeightsKind
 
-Inputs = Mapping[str, Image.Image]  # one request's named images ("image", "content", "style", ...)
+Inputs = Mapping[str, Any]  # one request's named images ("image", "content", ...): a PIL image, or a list
 
 
 @dataclass(frozen=True)
@@ -308,14 +308,18 @@ class ActivationsRunner(FamilyRunner):
 
 
 class CorpusRunner(FamilyRunner):
-    """A technique over a dataset (its ``params`` name it): the model and the params → vectors, points, curves."""
+    """A technique over a dataset (its ``params`` name it) or a batch of images: the model and the params →
+    vectors, points, curves, patches. A named input holding a list of images arrives as one (N, 3, S, S) batch."""
 
     def run(self, loaded: LoadedModel, spec: Spec, inputs: Sequence[Inputs], targets: Sequence[int | None],
             technique_params: Any, display: DisplayOptions, layer: str | None,
             progress: Progress | None) -> list[Output]:
         out = []
+        takes = (*spec.inputs, *spec.optional_inputs)
         for one in inputs:
-            images_in = {name: loaded.prepare(img)[1] for name, img in one.items() if name in spec.inputs}
+            images_in = {name: (torch.cat([loaded.prepare(i)[1] for i in img]) if isinstance(img, list)
+                                else loaded.prepare(img)[1])
+                         for name, img in one.items() if name in takes}
             result = spec.run(loaded, images_in, technique_params, progress=progress)
             drawn = render.corpus(result)
             out.append(Output(technique=spec.name, family=spec.family, model=loaded.name, weights=loaded.weights,

@@ -253,3 +253,16 @@ def default_cam_layer(model: nn.Module, catalogue: list[LayerInfo]) -> str:
     last = candidates[-1]
     same = [r.name for r in candidates if r.produced_by == last.produced_by]
     return min(reversed(same), key=len)  # ties: the later one (a ReLU applied in place over its conv)
+
+
+def default_code_layer(model: nn.Module, catalogue: list[LayerInfo]) -> str:
+    """The layer whose output feeds the last ``nn.Linear`` (the CNN code: CS231n's fc7, ResNet's pooled
+    features, the built-in model's ``code``); the last spatial layer when the model has no linear layer
+    (SqueezeNet). Of modules producing the same tensor the shortest name wins."""
+    names = [row.name for row in catalogue]
+    linear = [k for k, row in enumerate(catalogue) if isinstance(model.get_submodule(row.name), nn.Linear)]
+    if not linear or linear[-1] == 0:
+        return default_cam_layer(model, catalogue)
+    before = catalogue[linear[-1] - 1]
+    same = [n for n, row in zip(names, catalogue, strict=True) if row.produced_by == before.produced_by]
+    return min(reversed(same), key=len)

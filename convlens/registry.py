@@ -41,6 +41,8 @@ DefaultLayer = Literal["none", "last_spatial", "middle_spatial", "first_conv", "
 EXTRA_ENDPOINTS: tuple[str, ...] = ("classify",)
 # An endpoint that serves several techniques picks one with ``params.<METHOD_PARAM>``.
 METHOD_PARAM = "method"
+# The input name that holds a list of images (one request, many images: ``/predictions/codes``).
+BATCH_INPUT = "images"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,7 +57,7 @@ class Spec:
     params: type  # a frozen dataclass; its defaults are the demo settings
     run: Callable[..., Any]
     inputs: tuple[str, ...] = ("image",)  # named images it takes; () for none
-    optional_inputs: tuple[str, ...] = ()  # named images it may also take (extra styles)
+    optional_inputs: tuple[str, ...] = ()  # named images it may take (e.g. an uploaded query image)
     layer: LayerNeed = "none"
     default_layer: DefaultLayer = "none"
     endpoint: str = ""  # the API endpoint; "" means the technique's own name

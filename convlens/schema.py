@@ -37,6 +37,8 @@ MAX_TOP_K = 20
 MAX_STEPS = 2000
 MAX_SYNTHESIS_SIZE = 512
 MAX_STYLES = 4
+BATCH_INPUT = "images"  # an input of this name is a list of images (``convlens.registry.BATCH_INPUT``)
+MAX_BATCH_IMAGES = 256
 
 
 class SchemaError(ValueError):
@@ -54,9 +56,9 @@ class SchemaError(ValueError):
 @dataclass(frozen=True)
 class TechniqueRequest:
     """A validated request. ``images`` maps an input name (``image``, ``content``, ``style``, ...) to
-    its raw encoded bytes (PNG/JPEG/...), not yet decoded."""
+    its raw encoded bytes (PNG/JPEG/...), not yet decoded; the batch input ``images`` to a list of them."""
 
-    images: Mapping[str, bytes] = field(default_factory=dict)
+    images: Mapping[str, bytes | list[bytes]] = field(default_factory=dict)
     model: str = "builtin"
     target: int | None = None
     layer: str | None = None
@@ -64,7 +66,8 @@ class TechniqueRequest:
 
     @property
     def image(self) -> bytes | None:
-        return self.images.get("image")
+        image = self.images.get("image")
+        return image if isinstance(image, bytes) else None
 
 
 AttributionRequest = TechniqueRequest
@@ -229,25 +232,36 @@ def _optional_str(name: str, value: Any) -> str | None:
     return value
 
 
+def _decode_batch_field(value: Any, name: str = BATCH_INPUT) -> list[bytes]:
+    if not isinstance(value, (list, tuple)):
+        raise SchemaError(name, f"expected a list of base64 images, got {type(value).__name__}")
+    if not 1 <= len(value) <= MAX_BATCH_IMAGES:
+        raise SchemaError(name, f"must hold 1 to {MAX_BATCH_IMAGES} images, got {len(value)}")
+    return [_decode_image_field(item, f"{name}.{i}") for i, item in enumerate(value)]
+
+
 def parse_request(payload: Mapping[str, Any], inputs: tuple[str, ...] = ("image",),
                   optional: tuple[str, ...] = ()) -> TechniqueRequest:
-    """Validate a JSON body or the fields of a multipart form for a technique taking ``inputs``
-    (required) and ``optional`` images.
+    """Validate a JSON body or the fields of a multipart form for a technique taking ``inputs``.
 
-    A field for an image the technique does not take is refused (``image`` where none is taken,
-    ``style_5`` beyond the last style). ``params`` may be an object or (in a form) a JSON-encoded string.
+    Every named input is required, ``optional`` ones are read when present; a field for an image the
+    technique does not take is refused (``image`` where none is taken, ``style_5`` beyond the last style).
+    The input ``images`` is a list (a batch in one request).
+    ``params`` may be an object or (in a form) a JSON-encoded string.
     """
     if not isinstance(payload, Mapping):
         raise SchemaError("body", "expected a JSON object or multipart form")
-    images = {}
-    for name in inputs:
+    images: dict[str, bytes | list[bytes]] = {}
+    for name in (*inputs, *optional):
         if name not in payload or payload[name] is None:
-            raise SchemaError(name, "is required")
-        images[name] = _decode_image_field(payload[name], name)
-    for name in optional:
-        if payload.get(name) not in (None, "", b""):
-            images[name] = _decode_image_field(payload[name], name)
-    if "image" not in inputs and payload.get("image") not in (None, "", b""):
+            if name in inputs:
+                raise SchemaError(name, "is required")
+            continue
+        if name not in inputs and payload[name] in ("", b""):
+            continue  # an optional image left empty (a form's blank file field)
+        images[name] = (_decode_batch_field(payload[name], name) if name == BATCH_INPUT
+                        else _decode_image_field(payload[name], name))
+    if "image" not in (*inputs, *optional) and payload.get("image") not in (None, "", b""):
         raise SchemaError("image", "this technique takes no image")
     for key in payload:
         base, sep, number = str(key).rpartition("_")

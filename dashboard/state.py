@@ -107,6 +107,32 @@ def corpus(endpoint: str, model: str, **params: Any) -> CorpusResponse:
     return _corpus(client, f"{id(client)}", endpoint, model, tuple(sorted(params.items())))
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def _dataset(_client: Any, key: str, method: str, model: str, layer: str | None, image_digest: str | None,
+             _image: bytes | None, params: tuple[tuple[str, Any], ...]) -> CorpusResponse:
+    return _client.dataset(method, model=model, layer=layer, params=dict(params), image=_image)
+
+
+def dataset(method: str, model: str, layer: str | None = None, image: bytes | None = None,
+            **params: Any) -> CorpusResponse:
+    """A cached call to the dataset endpoint (embedding, neighbours, top patches, thumbnails)."""
+    client = get_client()
+    digest = None if image is None else hashlib.sha256(image).hexdigest()
+    return _dataset(client, f"{id(client)}", method, model, layer, digest, image, tuple(sorted(params.items())))
+
+
+def datasets() -> list[dict[str, Any]]:
+    """The datasets on the server (never cached: they change from this very dashboard)."""
+    return list(get_client().dataset("datasets", params={"action": "list"}).items)
+
+
+def change_datasets(**params: Any) -> list[dict[str, Any]]:
+    """Create or remove a dataset; the caches of answers about datasets are dropped."""
+    items = list(get_client().dataset("datasets", params=params).items)
+    _dataset.clear()
+    return items
+
+
 def samples(collection: str = "") -> dict[str, Path]:
     """Sample images shipped with the dashboard, by display name: the built-in model's scenes, or a
     ``collection`` (``photos``, ``styles``, ``textures``: natural images from scikit-image)."""
@@ -114,5 +140,5 @@ def samples(collection: str = "") -> dict[str, Path]:
     return {p.stem.replace("_", " "): p for p in sorted(folder.glob("*.png"))}
 
 
-__all__ = ["ApiError", "api_status", "call", "corpus", "get_client", "grids", "layers", "models", "samples",
-           "selected_model", "techniques"]
+__all__ = ["ApiError", "api_status", "call", "change_datasets", "corpus", "dataset", "datasets", "get_client",
+           "grids", "layers", "models", "samples", "selected_model", "techniques"]

@@ -69,5 +69,11 @@ pages = {
         st.Page(str(PAGES_DIR / "texture.py"), title="Texture", icon=":material/texture:"),
         st.Page(str(PAGES_DIR / "style.py"), title="Style", icon=":material/palette:"),
     ],
+    "What does it make of a dataset?": [
+        st.Page(str(PAGES_DIR / "datasets.py"), title="Datasets", icon=":material/folder:"),
+        st.Page(str(PAGES_DIR / "embedding.py"), title="Embedding", icon=":material/scatter_plot:"),
+        st.Page(str(PAGES_DIR / "neighbours.py"), title="Neighbours", icon=":material/join:"),
+        st.Page(str(PAGES_DIR / "top_patches.py"), title="Top patches", icon=":material/view_module:"),
+    ],
 }
 st.navigation(pages).run()

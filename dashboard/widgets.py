@@ -103,3 +103,30 @@ def param_controls(technique: Any, key: str, skip: tuple[str, ...] = ()) -> dict
                                  ", ".join(f"{v:g}" for v in default), key=widget_key)
             values[name] = text
     return values
+
+
+def selected_indices(event: Any) -> list[int]:
+    """The ``customdata[0]`` (a dataset index) of every point a chart's click, box or lasso selected."""
+    try:
+        points = event["selection"]["points"]
+    except (KeyError, TypeError):
+        return []
+    out = []
+    for point in points or []:
+        data = point.get("customdata") if isinstance(point, dict) else None
+        if data:
+            out.append(int(data[0]))
+    return out
+
+
+def dataset_rows() -> list[dict[str, Any]] | None:
+    """The server's datasets, or None once the page has said why there are none to pick from."""
+    try:
+        rows = state.datasets()
+    except ApiError as exc:
+        api_error(exc, "list the datasets")
+        return None
+    if not rows:
+        st.info("No dataset yet: create one on the Datasets page.")
+        return None
+    return rows

@@ -370,12 +370,16 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
             raise SchemaError("weights", f"random weights are not offered for {request.model} on this server "
                                          f"(allowed: {', '.join(random_weights_models()) or 'none'}; "
                                          "the operator sets CONVLENS_RANDOM_WEIGHTS_MODELS)")
-        inputs = {}
+        inputs: dict[str, Any] = {}
         for name, data in request.images.items():
-            try:
-                inputs[name] = decode_image(data)
-            except ImageDecodeError as exc:
-                raise SchemaError(name, str(exc)) from None
+            items = data if isinstance(data, list) else [data]
+            decoded = []
+            for k, item in enumerate(items):
+                try:
+                    decoded.append(decode_image(item))
+                except ImageDecodeError as exc:
+                    raise SchemaError(f"{name}.{k}" if isinstance(data, list) else name, str(exc)) from None
+            inputs[name] = decoded if isinstance(data, list) else decoded[0]
         params = {k: v for k, v in request.params.items() if k != registry.METHOD_PARAM}
         job = Job(index, request, inputs, weights, params, technique)
         self.prepare_job(job, fields)

@@ -81,6 +81,8 @@ class SynthesisHandler(ConvLensHandler):
         if request_id is None:
             return
         line = (json.dumps(message) + "\n").encode("utf-8")
+        # a proxy in front (the gate's nginx) must pass each line on at once, not buffer the stream
+        context.set_response_header(index, "X-Accel-Buffering", "no")
         try:
             send_intermediate_predict_response({index: line}, {index: request_id}, "Intermediate response", 200,
                                                context)

@@ -18,7 +18,7 @@ Limits (environment variables, seconds unless said otherwise):
     CONVLENS_GATE_BODY_TIMEOUT    10    longest pause between two reads of the body
     CONVLENS_GATE_IDLE_TIMEOUT    30    keep-alive connection with no new request
     CONVLENS_GATE_SEND_TIMEOUT    30    longest pause of a client reading the response
-    CONVLENS_GATE_UPSTREAM_TIMEOUT 660  longest wait for TorchServe's answer (corpus endpoints: 600)
+    CONVLENS_GATE_UPSTREAM_TIMEOUT 960  longest wait for TorchServe's answer (synthesis jobs: 900)
     CONVLENS_GATE_MAX_BODY        16m   nginx size syntax; TorchServe's max_request_size is 16 MiB
     CONVLENS_GATE_MAX_CONNECTIONS 512   per worker process
 
@@ -50,7 +50,7 @@ DEFAULTS: dict[str, str] = {
     "body_timeout": "10",
     "idle_timeout": "30",
     "send_timeout": "30",
-    "upstream_timeout": "660",
+    "upstream_timeout": "960",
     "max_body": "16m",
     "max_connections": "512",
 }
@@ -69,7 +69,7 @@ class Limits:
     body_timeout: int = 10
     idle_timeout: int = 30
     send_timeout: int = 30
-    upstream_timeout: int = 660
+    upstream_timeout: int = 960
     max_body: str = "16m"
     max_connections: int = 512
 

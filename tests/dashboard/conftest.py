@@ -114,6 +114,52 @@ class FakeClient:
                                for k, (name, s) in enumerate([("(none)", 1.0), ("classifier", 0.4), ("code.1", 0.1)])],
                               1.0, "builtin", model)
 
+    datasets_on_server: list[str] = field(default_factory=lambda: ["shapes"])
+
+    def dataset(self, method: str, model: str = "builtin", layer: str | None = None,
+                params: dict[str, Any] | None = None, image: bytes | None = None) -> CorpusResponse:
+        """The dataset endpoint: 6 images of 2 labels, whose map, neighbours and patches are canned."""
+        params = dict(params or {})
+        self.calls.append({"endpoint": "dataset", "method": method, "model": model, "layer": layer,
+                           "params": params, "image": image})
+        if self.fail is not None:
+            raise self.fail
+        labels = ["circle", "circle", "circle", "square", "square", "square"]
+        items: list[dict[str, Any]] = []
+        images: dict[str, str] = {}
+        points = None
+        if method == "datasets":
+            if params.get("action") in ("builtin", "natural", "import"):
+                self.datasets_on_server.append(str(params["name"]))
+            if params.get("action") == "remove":
+                self.datasets_on_server.remove(str(params["name"]))
+            if params.get("action") == "images":
+                for i in map(int, str(params["indices"]).split(",")):
+                    images[f"i{i}"] = b64png((40 * i, 0, 0))
+                    items.append({"index": i, "label": labels[i], "file": f"{labels[i]}/{i}.png"})
+            else:
+                items = [{"name": n, "images": 6, "classes": 2, "source": "builtin", "skipped": 0, "labels": "a,b",
+                          "largest_class": 3} for n in self.datasets_on_server]
+        elif method == "embedding":
+            points = [[float(i), float(i % 3)] for i in range(6)]
+            items = [{"label": lab, "predicted": "circle", "file": f"{lab}/{i}.png"} for i, lab in enumerate(labels)]
+            if params.get("grid"):
+                images["grid"] = b64png((0, 0, 200))
+        elif method == "neighbours":
+            images = {"query": b64png((9, 9, 9)), "code": b64png((1, 1, 1)), "pixel": b64png((2, 2, 2))}
+            items = [{"space": space, "rank": r, "index": r, "distance": 0.5 * r, "label": labels[r], "file": "x.png"}
+                     for space in ("code", "pixel") for r in range(3)]
+            scalars_nb = {"code_same_label": 1.0, "pixel_same_label": 0.0} if "query" in params else {}
+            return CorpusResponse(method, images, {"images": 6.0, **scalars_nb}, {}, items, 1.0, "builtin", model,
+                                  layer or "code")
+        elif method == "top_patches":
+            images = {"grid": b64png((0, 200, 0))}
+            items = [{"rank": r, "channel": params.get("channel") or 0, "index": r, "activation": 3.0 - r,
+                      "label": labels[r], "file": "x.png"} for r in range(3)]
+        return CorpusResponse(method, images, {"images": 6.0, "dim": 128.0, "codes_cached": 1.0,
+                                               "projection_cached": 0.0, "projection_seconds": 1.5},
+                              {}, items, 1.0, "builtin", model, layer or "code", None, points)
+
     def grids(self, endpoint: str, image: bytes | None = None, model: str = "builtin", layer: str | None = None,
               params: dict[str, Any] | None = None, weights: str | None = None) -> GridsResponse:
         self.calls.append({"endpoint": endpoint, "model": model, "layer": layer, "params": dict(params or {}),

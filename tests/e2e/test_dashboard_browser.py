@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import sync_playwright
 
+from convlens.corpus import datasets as store
 from dashboard import launch
 from serve import server
 
@@ -32,7 +33,11 @@ def free_port() -> int:
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     assert Path(CHROMIUM).is_file(), f"{CHROMIUM} missing: `make test` installs Debian's chromium"
     run_dir = tmp_path_factory.mktemp("live")
-    info = server.start(run_dir, server.Ports.free())
+    data_dir = run_dir / "datasets"
+    with pytest.MonkeyPatch.context() as mp:  # a small built-in dataset for the corpus pages
+        mp.setenv(store.DATA_DIR_ENV, str(data_dir))
+        store.builtin("shapes", 300)
+    info = server.start(run_dir, server.Ports.free(), env={store.DATA_DIR_ENV: str(data_dir)})
     try:
         dash = launch.start(free_port(), info.inference_url, info.key_file, run_dir)
         try:
@@ -140,3 +145,16 @@ def test_a_short_style_transfer_shows_progress_then_the_result(live: str) -> Non
         assert page.locator('[data-testid="stAlert"]').filter(has_text="could not").count() == 0
         page.wait_for_timeout(500)
         page.screenshot(path=str(ROOT / "docs" / "dashboard-style.png"), full_page=True)
+
+
+def test_embedding_page_draws_the_scatter_in_a_browser(live: str) -> None:
+    with dashboard(live, 1200) as page:
+        page.get_by_role("link", name="Embedding").click()
+        page.get_by_text("300 images").wait_for(timeout=300_000)  # codes + UMAP (compiled at worker start)
+        page.locator('[data-testid="stPlotlyChart"] canvas').first.wait_for(timeout=60_000)  # scattergl: WebGL
+        legend = page.locator('[data-testid="stPlotlyChart"] .legendtext').evaluate_all(
+            "els => els.map(e => e.textContent)")  # SVG text: no innerText
+        assert {"circle", "ring", "dots"} <= set(legend), legend
+        assert page.locator('[data-testid="stAlert"]').filter(has_text="could not").count() == 0
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(ROOT / "docs" / "dashboard-embedding.png"), full_page=True)

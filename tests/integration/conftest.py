@@ -17,9 +17,11 @@ from serve import server
 def torchserve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[server.ServerInfo]:
     run_dir = tmp_path_factory.mktemp("torchserve")
     torch_home = tmp_path_factory.mktemp("torch-home")  # no ImageNet weights on this "server"
+    data_dir = tmp_path_factory.mktemp("datasets")  # the server's datasets and caches, fresh
     try:
         info = server.start(run_dir, server.Ports.free(),
-                            env={"TORCH_HOME": str(torch_home), "CONVLENS_WEIGHTS_DIR": ""},
+                            env={"TORCH_HOME": str(torch_home), "CONVLENS_WEIGHTS_DIR": "",
+                                 "CONVLENS_DATA_DIR": str(data_dir)},
                             # a longer batching window, so concurrent requests really share batches
                             model_config={"saliency": {"maxBatchDelay": 100}}, timeout=240)
         assert info.healthy, info.detail

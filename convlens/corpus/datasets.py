@@ -1,0 +1,436 @@
+"""Datasets: named folders of images under one data directory, ImageFolder layout.
+
+    $CONVLENS_DATA_DIR/            (default: <project>/data/datasets)
+        shapes10k/                 a dataset
+            circle/000000.png      label folder / image (every image is stored as an RGB PNG)
+            .masks/circle/000000.png   optional object masks (the built-in generator writes them)
+            .meta.json             where it came from, how many files were skipped
+        .tmp-*/                    a dataset being written (renamed into place when complete)
+        .cache/                    CNN codes, projections, top patches (see ``convlens.corpus.codes``)
+
+Every source (a local folder, a zip, the built-in generator, the natural sample images of the
+installed wheels) is written to a temporary folder first and renamed into place in one step, so a
+failed or rejected import never leaves a half-written dataset and never touches existing ones.
+Zips are checked entry by entry before anything is written (path escapes, symlinks, entry count,
+total uncompressed size, compression ratio); non-images are skipped and counted; every image mode
+(grey, CMYK, palette, 16-bit) is converted to RGB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import stat
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image
+
+from convlens.images import ALLOWED_FORMATS, ImageDecodeError, decode_image
+from convlens.schema import SchemaError
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA_DIR_ENV = "CONVLENS_DATA_DIR"
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+LABEL_PATTERN = re.compile(r"[^A-Za-z0-9_-]+")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+UNLABELLED = "unlabelled"
+MASKS = ".masks"
+META = ".meta.json"
+
+# Zip limits (an upload must stay under all of them).
+MAX_ZIP_ENTRIES = 100_000
+MAX_ZIP_TOTAL_BYTES = 2 * 1024**3  # uncompressed
+MAX_ZIP_ENTRY_BYTES = 20 * 1024**2  # one image
+MAX_ZIP_RATIO = 100.0  # uncompressed / compressed, per entry and overall
+MAX_BUILTIN = 1_000_000
+
+Progress = Callable[[int, int], None]
+
+
+class DatasetError(SchemaError):
+    """A dataset operation refused: ``field`` names what was wrong (4xx in the API)."""
+
+
+def data_dir() -> Path:
+    """``$CONVLENS_DATA_DIR`` or ``<project>/data/datasets``; created on first use."""
+    path = Path(os.environ.get(DATA_DIR_ENV) or ROOT / "data" / "datasets")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def check_name(name: object, field_name: str = "params.dataset") -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise DatasetError(field_name, f"must be 1-64 characters of a-z, 0-9, '_' or '-' (starting with a letter or "
+                                       f"digit), got {name!r}")
+    return name
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A scanned dataset. ``files[i]`` (relative POSIX path) has label ``classes[targets[i]]``.
+
+    ``fingerprint`` changes whenever a file is added, removed, renamed or rewritten (it hashes every
+    relative path with its size and modification time): cached codes are keyed by it.
+    """
+
+    name: str
+    root: Path
+    files: tuple[str, ...]
+    targets: np.ndarray  # (N,) int64
+    classes: tuple[str, ...]
+    fingerprint: str
+    meta: dict[str, object] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def path(self, i: int) -> Path:
+        return self.root / self.files[i]
+
+    def label(self, i: int) -> str:
+        return self.classes[int(self.targets[i])]
+
+    def image(self, i: int) -> Image.Image:
+        """Image ``i`` as RGB."""
+        with Image.open(self.path(i)) as img:
+            img.load()
+            return img.convert("RGB") if img.mode != "RGB" else img.copy()
+
+    def mask(self, i: int) -> np.ndarray | None:
+        """The object mask (H, W) bool of image ``i``, if the dataset has masks."""
+        path = self.root / MASKS / self.files[i]
+        if not path.is_file():
+            return None
+        with Image.open(path) as img:
+            return np.asarray(img.convert("L")) > 127
+
+    def describe(self) -> dict[str, float | int | str]:
+        counts = np.bincount(self.targets, minlength=len(self.classes)) if len(self) else np.zeros(0, int)
+        return {"name": self.name, "images": len(self), "classes": len(self.classes),
+                "labels": ",".join(self.classes[:50]), "source": str(self.meta.get("source", "")),
+                "skipped": int(self.meta.get("skipped", 0) or 0),  # type: ignore[call-overload]
+                "largest_class": int(counts.max()) if len(counts) else 0}
+
+
+def scan(root: Path, name: str | None = None) -> Dataset:
+    """Read a dataset folder: label subfolders (dot-folders ignored); images directly in the root are
+    ``unlabelled``. Symlinks are not followed."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError("params.dataset", f"no dataset {name or root.name!r} in {root.parent}")
+    files: list[str] = []
+    labels: list[str] = []
+    digest = hashlib.sha256()
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            for sub in sorted(os.scandir(entry.path), key=lambda e: e.name):
+                if sub.is_file(follow_symlinks=False) and sub.name.lower().endswith(IMAGE_SUFFIXES):
+                    rel = f"{entry.name}/{sub.name}"
+                    files.append(rel)
+                    labels.append(entry.name)
+                    st = sub.stat(follow_symlinks=False)
+                    digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        elif entry.is_file(follow_symlinks=False) and entry.name.lower().endswith(IMAGE_SUFFIXES):
+            files.append(entry.name)
+            labels.append(UNLABELLED)
+            st = entry.stat(follow_symlinks=False)
+            digest.update(f"{entry.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    classes = tuple(sorted(set(labels)))
+    index = {c: k for k, c in enumerate(classes)}
+    meta: dict[str, object] = {}
+    if (root / META).is_file():
+        try:
+            meta = dict(json.loads((root / META).read_text()))
+        except (ValueError, TypeError):
+            meta = {}
+    targets = np.fromiter((index[label] for label in labels), dtype=np.int64, count=len(labels))
+    return Dataset(name or root.name, root, tuple(files), targets, classes, digest.hexdigest(), meta)
+
+
+def list_datasets() -> list[Dataset]:
+    base = data_dir()
+    return [scan(p) for p in sorted(base.iterdir()) if p.is_dir() and NAME_PATTERN.match(p.name)]
+
+
+def open_dataset(name: str) -> Dataset:
+    """The dataset called ``name``; a name outside the allow-list or not present → DatasetError."""
+    check_name(name)
+    root = data_dir() / name
+    if not root.is_dir():
+        known = ", ".join(p.name for p in sorted(data_dir().iterdir()) if p.is_dir() and NAME_PATTERN.match(p.name))
+        raise DatasetError("params.dataset", f"no dataset {name!r}; known: {known or 'none (create one first)'}")
+    return scan(root, name)
+
+
+def remove_dataset(name: str) -> None:
+    root = data_dir() / check_name(name)
+    if not root.is_dir():
+        raise DatasetError("params.dataset", f"no dataset {name!r}")
+    trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=data_dir()))
+    os.replace(root, trash / name)  # gone from the listing at once, then deleted
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------- writing
+
+
+class _Writer:
+    """Writes a new dataset into a temporary folder; :meth:`commit` renames it into place."""
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = check_name(name, "params.name")
+        self.target = data_dir() / name
+        if self.target.exists():
+            raise DatasetError("params.name", f"a dataset called {name!r} exists; remove it first or pick another name")
+        self.tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=data_dir()))
+        self.source = source
+        self.written = 0
+        self.skipped = 0
+        self.converted = 0
+        self._names: set[str] = set()
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        if kind is not None or self.tmp.exists():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def add(self, img: Image.Image, label: str, stem: str, mask: np.ndarray | None = None) -> None:
+        label = LABEL_PATTERN.sub("_", label).strip("._-")[:64] or UNLABELLED
+        stem = LABEL_PATTERN.sub("_", stem).strip("._-")[:100] or "image"
+        rel = f"{label}/{stem}.png"
+        k = 1
+        while rel in self._names:
+            rel = f"{label}/{stem}_{k}.png"
+            k += 1
+        self._names.add(rel)
+        (self.tmp / label).mkdir(exist_ok=True)
+        if img.mode != "RGB":
+            self.converted += 1
+        img.convert("RGB").save(self.tmp / rel, format="PNG", compress_level=1)
+        if mask is not None:
+            (self.tmp / MASKS / label).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(mask.astype(np.uint8) * 255).save(self.tmp / MASKS / rel, format="PNG")
+        self.written += 1
+
+    def add_bytes(self, data: bytes, label: str, stem: str) -> bool:
+        """Decode ``data`` as an image (any mode → RGB); a non-image is skipped and counted."""
+        try:
+            with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as probe:
+                mode = probe.mode
+            img = decode_image(data, max_bytes=MAX_ZIP_ENTRY_BYTES)
+        except (ImageDecodeError, OSError, ValueError, SyntaxError):
+            self.skipped += 1
+            return False
+        if mode != "RGB":
+            self.converted += 1
+        self.add(img, label, stem)
+        return True
+
+    def commit(self, extra: dict[str, object] | None = None) -> Dataset:
+        if self.written == 0:
+            raise DatasetError("params.archive" if self.source == "zip" else "path",
+                               f"no images found ({self.skipped} files were not images)")
+        meta = {"source": self.source, "images": self.written, "skipped": self.skipped, "converted": self.converted,
+                **(extra or {})}
+        (self.tmp / META).write_text(json.dumps(meta, indent=2))
+        try:
+            os.rename(self.tmp, self.target)  # atomic; fails if the name was taken meanwhile
+        except OSError:
+            raise DatasetError("params.name", f"a dataset called {self.name!r} exists") from None
+        return scan(self.target, self.name)
+
+
+def _labels_of(paths: Sequence[PurePosixPath]) -> list[str]:
+    """ImageFolder labels: the first folder (below one common top folder, if every entry has one)."""
+    parts = [p.parts for p in paths]
+    if parts and all(len(p) >= 2 for p in parts) and len({p[0] for p in parts}) == 1 and any(len(p) > 2 for p in parts):
+        parts = [p[1:] for p in parts]
+    return [p[0] if len(p) >= 2 else UNLABELLED for p in parts]
+
+
+@dataclass(frozen=True)
+class ZipLimits:
+    entries: int = MAX_ZIP_ENTRIES
+    total_bytes: int = MAX_ZIP_TOTAL_BYTES
+    entry_bytes: int = MAX_ZIP_ENTRY_BYTES
+    ratio: float = MAX_ZIP_RATIO
+
+
+def check_zip(archive: zipfile.ZipFile, limits: ZipLimits = ZipLimits()) -> list[zipfile.ZipInfo]:
+    """Every file entry of ``archive`` after the safety checks, or DatasetError naming the reason.
+
+    Refused: absolute paths, drive letters, backslashes, ``..`` components, symlinks (Unix mode in the
+    external attributes), more than ``limits.entries`` entries, more than ``limits.total_bytes``
+    uncompressed, an entry over ``limits.entry_bytes``, or a compression ratio above ``limits.ratio``.
+    """
+    infos = archive.infolist()
+    if not infos:
+        raise DatasetError("params.archive", "the zip is empty")
+    if len(infos) > limits.entries:
+        raise DatasetError("params.archive", f"the zip has {len(infos)} entries; the limit is {limits.entries}")
+    total = compressed = 0
+    files = []
+    for info in infos:
+        name = info.filename
+        path = PurePosixPath(name)
+        if (name.startswith(("/", "\\")) or "\\" in name or re.match(r"^[A-Za-z]:", name) or ".." in path.parts
+                or "\0" in name):
+            raise DatasetError("params.archive", f"entry {name!r} escapes the dataset folder (absolute path or '..')")
+        mode = info.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            raise DatasetError("params.archive", f"entry {name!r} is a symbolic link; links are refused")
+        if info.is_dir():
+            continue
+        if info.file_size > limits.entry_bytes:
+            raise DatasetError("params.archive", f"entry {name!r} is {info.file_size} bytes uncompressed; the limit is "
+                                          f"{limits.entry_bytes}")
+        if info.file_size > limits.ratio * max(info.compress_size, 1) and info.file_size > 1024:
+            ratio = info.file_size / max(info.compress_size, 1)
+            raise DatasetError("params.archive", f"entry {name!r} expands {ratio:.0f}x; the limit is "
+                                                 f"{limits.ratio:g}x (a zip bomb?)")
+        total += info.file_size
+        compressed += info.compress_size
+        if total > limits.total_bytes:
+            raise DatasetError("params.archive", f"the zip holds more than {limits.total_bytes} bytes uncompressed")
+        files.append(info)
+    if total > limits.ratio * max(compressed, 1) and total > 1024:
+        raise DatasetError("params.archive", f"the zip expands {total / max(compressed, 1):.0f}x; the limit is "
+                                      f"{limits.ratio:g}x (a zip bomb?)")
+    return files
+
+
+def _read_bounded(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
+    """An entry's bytes, never more than its declared size (a lying header cannot inflate more)."""
+    with archive.open(info) as handle:
+        data = handle.read(min(info.file_size, limit) + 1)
+    if len(data) > info.file_size:
+        raise DatasetError("params.archive", f"entry {info.filename!r} is larger than its header says")
+    return data
+
+
+def import_zip(name: str, source: bytes | Path, limits: ZipLimits = ZipLimits(),
+               progress: Progress | None = None) -> Dataset:
+    """A zip (bytes or a path) → dataset ``name``. Checked before anything is written; atomic."""
+    check_name(name, "params.name")
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else Path(source))
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DatasetError("params.archive", f"not a readable zip file ({exc})") from None
+    with archive:
+        entries = [i for i in check_zip(archive, limits)
+                   if not any(part.startswith((".", "__MACOSX")) for part in PurePosixPath(i.filename).parts)]
+        labels = _labels_of([PurePosixPath(i.filename) for i in entries])
+        with _Writer(name, "zip") as writer:
+            for k, (info, label) in enumerate(zip(entries, labels, strict=True)):
+                data = _read_bounded(archive, info, limits.entry_bytes)
+                writer.add_bytes(data, label, PurePosixPath(info.filename).stem)
+                if progress is not None:
+                    progress(k + 1, len(entries))
+            return writer.commit({"ignored_hidden": len(archive.infolist()) - len(entries)})
+
+
+def import_folder(name: str, folder: Path, progress: Progress | None = None) -> Dataset:
+    """A local ImageFolder-style folder (subfolders = labels) → dataset ``name`` (images re-encoded as PNG)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError("path", f"{folder} is not a folder or a zip file")
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
+    rel = [PurePosixPath(p.relative_to(folder).as_posix()) for p in found]
+    labels = [r.parts[0] if len(r.parts) >= 2 else UNLABELLED for r in rel]
+    with _Writer(name, f"folder {folder}") as writer:
+        for k, (path, label) in enumerate(zip(found, labels, strict=True)):
+            if path.is_symlink() or path.stat().st_size > MAX_ZIP_ENTRY_BYTES:
+                writer.skipped += 1
+            else:
+                writer.add_bytes(path.read_bytes(), label, path.stem)
+            if progress is not None:
+                progress(k + 1, len(found))
+        return writer.commit()
+
+
+def add(name: str, source: Path, progress: Progress | None = None) -> Dataset:
+    """``convlens dataset add``: a zip file or a folder."""
+    source = Path(source)
+    if source.is_file() and zipfile.is_zipfile(source):
+        return import_zip(name, source, progress=progress)
+    return import_folder(name, source, progress=progress)
+
+
+def builtin(name: str, n: int, seed: int = 2, progress: Progress | None = None) -> Dataset:
+    """``n`` images of the built-in generator (stream ``seed``; 0 and 1 are the model's training and held-out
+    streams) with their labels and object masks."""
+    from convlens.builtin.dataset import CLASSES, render_sample
+
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BUILTIN:
+        raise DatasetError("params.n", f"must be an integer in [1, {MAX_BUILTIN}], got {n!r}")
+    with _Writer(name, "builtin") as writer:
+        for i in range(n):
+            s = render_sample(seed, i)
+            writer.add(Image.fromarray(s.image), CLASSES[s.label], f"{i:07d}", s.mask)
+            if progress is not None and (i % 100 == 99 or i == n - 1):
+                progress(i + 1, n)
+        return writer.commit({"seed": seed})
+
+
+def natural_sources() -> Iterable[tuple[str, np.ndarray]]:
+    """(name, RGB uint8 array) of the sample photographs shipped in installed wheels (scikit-learn; also
+    scikit-image when installed)."""
+    try:
+        from sklearn.datasets import load_sample_images
+
+        bunch = load_sample_images()
+        for path, image in zip(bunch.filenames, bunch.images, strict=True):
+            yield Path(path).stem, np.asarray(image)
+    except ImportError:
+        pass
+    try:
+        import skimage.data as sk
+
+        for name in ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
+                     "camera", "coins", "moon", "page", "text", "horse", "cat", "retina", "colorwheel"):
+            loader = getattr(sk, name, None)
+            if loader is None:
+                continue
+            try:
+                arr = np.asarray(loader())
+            except Exception:  # noqa: BLE001 — some need a download; skip those
+                continue
+            if arr.dtype == bool:
+                arr = arr.astype(np.uint8) * 255
+            if arr.ndim == 2:
+                arr = np.repeat(arr[..., None], 3, axis=2)
+            yield name, arr[..., :3].astype(np.uint8)
+    except ImportError:
+        pass
+
+
+def natural(name: str, crops: int = 16, size: int = 128, seed: int = 0) -> Dataset:
+    """A small natural-image set: each shipped photograph (its label) and ``crops`` random square crops of it."""
+    rng = np.random.default_rng(seed)
+    with _Writer(name, "natural") as writer:
+        for label, arr in natural_sources():
+            img = Image.fromarray(arr)
+            writer.add(img, label, "full")
+            h, w = arr.shape[:2]
+            for k in range(crops):
+                side = int(rng.integers(min(h, w) // 4, min(h, w) // 2 + 1))
+                top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+                crop = img.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BILINEAR)
+                writer.add(crop, label, f"crop{k:02d}")
+        return writer.commit({"seed": seed})

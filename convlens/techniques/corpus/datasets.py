@@ -1,0 +1,85 @@
+"""Dataset management through the API: list, create (built-in generator, natural sample images, a zip),
+remove, and fetch a few images of a dataset (for the dashboard's hover and selection views)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import Tensor
+
+from convlens import images as imaging
+from convlens.corpus import datasets as store
+from convlens.models import LoadedModel
+from convlens.registry import technique
+from convlens.results import Corpus, Progress
+from convlens.schema import SchemaError
+
+MAX_IMAGES_PER_CALL = 64
+MAX_THUMB = 256
+
+
+@dataclass(frozen=True)
+class DatasetsParams:
+    """``action``: list | builtin (``n`` generated images) | natural | import (``archive``: a base64 zip) |
+    remove | images (``indices``: comma-separated, of dataset ``name``, as ``size`` px thumbnails)."""
+
+    action: Literal["list", "builtin", "natural", "import", "remove", "images"] = "list"
+    name: str = ""
+    n: int = 1000
+    archive: str = ""
+    indices: str = ""
+    size: int = 96
+
+
+def _indices(text: str, n: int) -> list[int]:
+    try:
+        out = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise SchemaError("params.indices", f"must be comma-separated integers, got {text[:40]!r}") from None
+    if not 1 <= len(out) <= MAX_IMAGES_PER_CALL:
+        raise SchemaError("params.indices", f"must name 1 to {MAX_IMAGES_PER_CALL} images, got {len(out)}")
+    bad = [i for i in out if not 0 <= i < n]
+    if bad:
+        raise SchemaError("params.indices", f"must be in [0, {n - 1}], got {bad[0]}")
+    return out
+
+
+@technique(name="datasets", title="Datasets", family="corpus", params=DatasetsParams, inputs=(), endpoint="dataset",
+           endpoint_default=True, order=5, reference="torchvision ImageFolder layout")
+def datasets(loaded: LoadedModel, inputs: Mapping[str, Tensor], params: DatasetsParams = DatasetsParams(),
+             progress: Progress | None = None) -> Corpus:
+    """items: one row per dataset (list and every change); for ``images``: images ``i<index>`` (3, s, s) and
+    one item per image (index, label, file)."""
+    report = (lambda done, total: progress(done, total, None)) if progress is not None else None
+    if params.action == "images":
+        ds = store.open_dataset(params.name)
+        if not 16 <= params.size <= MAX_THUMB:
+            raise SchemaError("params.size", f"must be in [16, {MAX_THUMB}], got {params.size}")
+        chosen = _indices(params.indices, len(ds))
+        pictures = {}
+        for i in chosen:
+            img = ds.image(i)
+            img.thumbnail((params.size, params.size))
+            pictures[f"i{i}"] = imaging.to_tensor(img)
+        return Corpus(images=pictures, items=[{"index": i, "label": ds.label(i), "file": ds.files[i]} for i in chosen])
+    if params.action == "builtin":
+        store.builtin(store.check_name(params.name, "params.name"), params.n, progress=report)
+    elif params.action == "natural":
+        store.natural(store.check_name(params.name, "params.name"))
+    elif params.action == "import":
+        store.check_name(params.name, "params.name")
+        try:
+            data = base64.b64decode(params.archive, validate=True)
+        except (binascii.Error, ValueError):
+            raise SchemaError("params.archive", "must be a base64-encoded zip file") from None
+        if not data:
+            raise SchemaError("params.archive", "is empty")
+        store.import_zip(params.name, data, progress=report)
+    elif params.action == "remove":
+        store.remove_dataset(store.check_name(params.name, "params.name"))
+    rows = [d.describe() for d in store.list_datasets()]
+    return Corpus(items=rows, scalars={"datasets": float(len(rows))})

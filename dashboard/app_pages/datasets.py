@@ -1,0 +1,76 @@
+"""Datasets page: what the server has, and new ones from the built-in generator, the natural sample photos
+or an uploaded zip (label subfolders; checked on the server before anything is written)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from client.http import ApiError  # noqa: E402
+from dashboard import state, widgets  # noqa: E402
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+MAX_ZIP_MB = 11  # the API's request limit is 16 MB; base64 adds a third
+
+
+def page() -> None:
+    st.header("Datasets")
+    st.caption("Named folders of images on the server (subfolders are labels, as torchvision's ImageFolder). "
+               "The Embedding, Neighbours and Top patches pages work on them.")
+    try:
+        rows = state.datasets()
+    except ApiError as exc:
+        widgets.api_error(exc, "list the datasets")
+        return
+    if rows:
+        st.dataframe([{k: r[k] for k in ("name", "images", "classes", "source", "skipped")} for r in rows],
+                     hide_index=True, width="stretch", key="ds_table")
+    else:
+        st.info("No dataset yet: create one below (10,000 built-in images take about a minute).")
+    st.subheader("New dataset")
+    source = st.radio("Source", ["Built-in generator", "Natural photos", "Upload a zip"], horizontal=True,
+                      key="ds_source")
+    name = st.text_input("Name", value="shapes10k" if source == "Built-in generator" else "", key="ds_name",
+                         help="a-z, 0-9, '_' and '-'")
+    params: dict[str, object] = {"name": name}
+    if source == "Built-in generator":
+        params.update(action="builtin", n=int(st.number_input("Images", 10, 100_000, 10_000, 1000, key="ds_n")))
+    elif source == "Natural photos":
+        params.update(action="natural")
+    else:
+        upload = st.file_uploader(f"Zip of images (≤ {MAX_ZIP_MB} MB; label subfolders)", type=["zip"],
+                                  key="ds_zip")
+        if upload is not None:
+            import base64
+
+            params.update(action="import", archive=base64.b64encode(upload.getvalue()).decode("ascii"))
+    ready = bool(NAME.match(name)) and "action" in params
+    if name and not NAME.match(name):
+        st.warning("Names are 1-64 characters of a-z, 0-9, '_' and '-'.")
+    if st.button("Create", disabled=not ready, key="ds_create", type="primary"):
+        with st.spinner(f"Creating {name}…"):
+            try:
+                state.change_datasets(**params)
+            except ApiError as exc:
+                widgets.api_error(exc, f"create {name}")
+                return
+        st.success(f"Created {name}.")
+        st.rerun()
+    if rows:
+        st.subheader("Remove")
+        doomed = st.selectbox("Dataset", [r["name"] for r in rows], key="ds_remove_name")
+        if st.button("Remove", key="ds_remove"):
+            try:
+                state.change_datasets(action="remove", name=doomed)
+            except ApiError as exc:
+                widgets.api_error(exc, f"remove {doomed}")
+                return
+            st.rerun()
+
+
+page()

@@ -1,0 +1,105 @@
+"""Embedding page (CS231n lecture 12, "t-SNE of CNN codes"): every image of a dataset as one point of a
+WebGL scatter (no cap below 100k points), coloured by label or predicted class; clicking or lasso-selecting
+points shows the images; the map snapped to a grid of thumbnails can be downloaded."""
+
+from __future__ import annotations
+
+import base64
+import sys
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+import streamlit as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from client.http import ApiError  # noqa: E402
+from dashboard import state, widgets  # noqa: E402
+
+PALETTE = ("#e4572e", "#29335c", "#f3a712", "#669bbc", "#a8c686", "#8e5572", "#17bebb", "#c5283d", "#6d597a",
+           "#3a5a40", "#ff9f1c", "#5e548e", "#2ec4b6", "#8d99ae", "#ef476f", "#118ab2")
+MAX_SHOWN = 32
+METHODS = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}
+
+
+def scatter(points: list[list[float]], items: list[dict[str, Any]], colour_by: str) -> go.Figure:
+    """One ``scattergl`` trace per colour group; each point carries its dataset index as ``customdata``."""
+    groups: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(str(item[colour_by]), []).append(i)
+    fig = go.Figure()
+    for k, (name, members) in enumerate(sorted(groups.items())):
+        fig.add_trace(go.Scattergl(
+            x=[points[i][0] for i in members], y=[points[i][1] for i in members], mode="markers", name=name,
+            customdata=[[i, items[i]["label"], items[i]["predicted"], items[i]["file"]] for i in members],
+            hovertemplate="%{customdata[3]}<br>label %{customdata[1]} · predicted %{customdata[2]}<extra></extra>",
+            marker=dict(size=4 if len(points) > 5000 else 7, color=PALETTE[k % len(PALETTE)], opacity=0.8)))
+    fig.update_layout(height=620, margin=dict(l=10, r=10, t=10, b=10), dragmode="lasso",
+                      legend=dict(itemsizing="constant"), xaxis=dict(visible=False), yaxis=dict(visible=False))
+    return fig
+
+
+def show_images(dataset: str, indices: list[int], model: str) -> None:
+    chosen = indices[:MAX_SHOWN]
+    try:
+        thumbs = state.dataset("datasets", model, name=dataset, action="images",
+                               indices=",".join(str(i) for i in chosen))
+    except ApiError as exc:
+        widgets.api_error(exc, "fetch the images")
+        return
+    columns = st.columns(8)
+    for k, item in enumerate(thumbs.items):
+        with columns[k % 8]:
+            st.image(widgets.png(thumbs.images[f"i{item['index']}"]), caption=f"{item['index']}: {item['label']}")
+
+
+def page() -> None:
+    st.header("Embedding")
+    st.caption("Each image's CNN code (the layer before the classifier) mapped to 2-D: images the network "
+               "finds similar land close together. Click or lasso points to see the images.")
+    rows = widgets.dataset_rows()
+    if rows is None:
+        return
+    names = [d["name"] for d in rows]
+    model = state.selected_model()
+    left, mid, right = st.columns(3)
+    dataset = left.selectbox("Dataset", names, key="emb_dataset")
+    method = mid.radio("Method", list(METHODS), format_func=METHODS.get, horizontal=True, key="emb_method")
+    colour_by = right.radio("Colour by", ["label", "predicted"], horizontal=True, key="emb_colour")
+    seed = int(st.number_input("Seed", 0, 10_000, 0, key="emb_seed"))
+    with st.spinner(f"CNN codes and {METHODS[method]} (cached after the first time)…"):
+        try:
+            result = state.dataset("embedding", model, dataset=dataset, projection=method, seed=seed)
+        except ApiError as exc:
+            widgets.api_error(exc, f"map {dataset}")
+            return
+    points = result.points or []
+    s = result.scalars
+    codes_time = "cached" if s.get("codes_cached") else f"{s.get('codes_seconds', 0.0):.1f} s"
+    map_time = "cached" if s.get("projection_cached") else f"{s.get('projection_seconds', 0.0):.1f} s"
+    st.caption(f"{len(points):,} images · codes of {s.get('dim', 0):.0f} dimensions at layer `{result.layer}` · "
+               f"codes {codes_time} · map {map_time}")
+    event = st.plotly_chart(scatter(points, result.items, colour_by), width="stretch", key="emb_chart",
+                            on_select="rerun", selection_mode=("points", "box", "lasso"))
+    chosen = widgets.selected_indices(event)
+    if chosen:
+        st.subheader(f"Selected: {len(chosen)} image{'s' if len(chosen) > 1 else ''}"
+                     + (f" (first {MAX_SHOWN})" if len(chosen) > MAX_SHOWN else ""))
+        show_images(dataset, chosen, model)
+    with st.expander("Grid view: the map snapped to a grid of thumbnails", expanded=False):
+        side = st.slider("Grid side", 8, 64, 24, 4, key="emb_grid")
+        if st.button("Make the grid", key="emb_grid_go"):
+            with st.spinner("Snapping to the grid…"):
+                try:
+                    grid = state.dataset("embedding", model, dataset=dataset, projection=method, seed=seed, grid=side)
+                except ApiError as exc:
+                    widgets.api_error(exc, "make the grid")
+                    return
+            data = base64.b64decode(grid.images["grid"])
+            st.image(data, caption=f"{side}×{side} thumbnails", width="stretch")
+            st.download_button("Download grid.png", data, file_name=f"{dataset}-{method}-grid.png",
+                               mime="image/png", key="emb_grid_download")
+
+
+page()
