@@ -195,8 +195,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="markdown file to update (section '" + HEADING + "')")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 on a machine shared with others)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     quick = args.quick
     loaded = load_model("builtin")
     witness, _ = load_checkpoint(WITNESS)
