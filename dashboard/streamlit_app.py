@@ -76,4 +76,4 @@ pages = {
         st.Page(str(PAGES_DIR / "top_patches.py"), title="Top patches", icon=":material/view_module:"),
     ],
 }
-st.navigation(pages).run()
+st.navigation(pages, expanded=True).run()  # every page listed: there are more than ten
