@@ -70,4 +70,4 @@ pages = {
         st.Page(str(PAGES_DIR / "style.py"), title="Style", icon=":material/palette:"),
     ],
 }
-st.navigation(pages).run()
+st.navigation(pages, expanded=True).run()  # every page listed: there are more than ten
