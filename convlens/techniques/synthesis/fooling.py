@@ -1,6 +1,8 @@
 """Fooling images (Szegedy et al. 2014; Goodfellow et al. 2015; CS231n lecture 12): the smallest change found
-within an L∞ budget that makes the model say a chosen class. The change δ is optimised under
-‖δ‖∞ ≤ ε and x + δ ∈ [0, 1]; the run stops the step the model says the target."""
+within an L∞ budget that makes the model say a chosen class. The change δ follows the sign of the
+cross-entropy gradient towards the target (projected gradient descent, Madry et al. 2018) under
+‖δ‖∞ ≤ ε and x + δ ∈ [0, 1]; the run stops the step the model says the target, so δ stays as small as the
+path allows."""
 
 from __future__ import annotations
 
@@ -21,11 +23,11 @@ from convlens.techniques.synthesis.param import ImageParam
 
 @dataclass(frozen=True)
 class FoolingParams:
-    """``epsilon`` is the L∞ budget in 1/255 steps; ``lr`` the step of the change, also in 1/255 units."""
+    """``epsilon`` is the L∞ budget in 1/255 steps; ``lr`` the size of each signed step, also in 1/255 units."""
 
     epsilon: float = bounded(8.0, 0.5, 64.0)
     steps: int = bounded(100, 1, MAX_STEPS)
-    lr: float = bounded(0.5, 0.01, 16.0)
+    lr: float = bounded(1.0, 0.01, 16.0)
     seed: int = 0
 
 
@@ -59,7 +61,7 @@ def fool(loaded: LoadedModel, x: Tensor, target: int, params: FoolingParams, pro
 
     return optimize(loaded.net, param, objective, params.steps, lr=params.lr / 255,
                     to_input=loaded.preprocessing.normalize, seed=params.seed, progress=progress, stop=reached,
-                    preview_every=5)
+                    preview_every=5, optimizer="sign")
 
 
 @technique(name="fooling", title="Fooling image", family="synthesis", params=FoolingParams, inputs=("image",),

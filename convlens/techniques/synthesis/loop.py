@@ -49,6 +49,23 @@ class NormalizedGradient(torch.optim.Optimizer):
                     p.sub_(group["lr"] * p.grad / p.grad.abs().mean().clamp_min(1e-12))
 
 
+class SignedGradient(torch.optim.Optimizer):
+    """p ← p − lr · sign(g): the steepest step under an L∞ budget (projected gradient descent, Madry et al. 2018)."""
+
+    def __init__(self, params: object, lr: float) -> None:
+        super().__init__(params, {"lr": lr})  # type: ignore[arg-type]
+
+    @torch.no_grad()
+    def step(self, closure: object = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.sub_(group["lr"] * p.grad.sign())
+
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "normalized": NormalizedGradient, "sign": SignedGradient}
+
+
 class _Reached(Exception):
     """Raised by a hook once every layer the objective needs has been computed (the rest is skipped)."""
 
@@ -102,11 +119,10 @@ def optimize(
     (e.g. the class flipped); ``progress(step, steps, preview)`` runs after every step, with the first image of
     the batch every ``preview_every`` steps (else None), and may raise :class:`Cancelled` — the run then
     returns what it has.
-    ``optimizer``: ``adam``, or ``normalized`` (:class:`NormalizedGradient`).
+    ``optimizer``: ``adam``, ``normalized`` (:class:`NormalizedGradient`) or ``sign`` (:class:`SignedGradient`).
     """
     generator = torch.Generator().manual_seed(seed)
-    opt: torch.optim.Optimizer = (NormalizedGradient(param.parameters(), lr) if optimizer == "normalized"
-                                  else torch.optim.Adam(param.parameters(), lr=lr))
+    opt: torch.optim.Optimizer = OPTIMIZERS[optimizer](param.parameters(), lr=lr)
     history: dict[str, list[float]] = {}
     started = time.perf_counter()
     result = LoopResult(image=param.image().detach().clamp(0, 1))
