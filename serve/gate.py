@@ -56,6 +56,10 @@ DEFAULTS: dict[str, str] = {
 }
 
 
+# TorchServe settings of every gated deployment (the api container; the reliability tests run the same): what
+# the product does not use is off. The model API is forced off by serve/server.py; management and gRPC cannot
+# be switched off in TorchServe 0.12 and listen on 127.0.0.1 only.
+TORCHSERVE_CONFIG = {"enable_metrics_api": "false"}
 UPSTREAM_ERRORS = (507,)  # only TorchServe sends these (nginx never does)
 
 

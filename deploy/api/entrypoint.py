@@ -34,9 +34,7 @@ from serve import gate, server  # noqa: E402
 
 INTERNAL_PORTS = server.Ports(inference=8085, management=8081, metrics=8082, grpc_inference=7070,
                               grpc_management=7071)
-# What the product does not use is off: the metrics API. The model API is forced off by serve/server.py;
-# management and gRPC cannot be switched off in TorchServe 0.12 and listen on 127.0.0.1 only.
-EXTRA_CONFIG = {"enable_metrics_api": "false"}
+EXTRA_CONFIG = gate.TORCHSERVE_CONFIG  # metrics API off (serve/gate.py says why)
 
 
 def log(message: str) -> None:

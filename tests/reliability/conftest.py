@@ -103,7 +103,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     run_dir = tmp_path_factory.mktemp("reliability")
     torch_home = tmp_path_factory.mktemp("torch-home")  # no ImageNet weights on this server
     info = server.start(run_dir, server.Ports.free(), env={"TORCH_HOME": str(torch_home), "CONVLENS_WEIGHTS_DIR": ""},
-                        timeout=300)
+                        extra_config=gate.TORCHSERVE_CONFIG, timeout=300)  # as the api container runs it
     g = None
     try:
         assert info.healthy, info.detail

@@ -50,3 +50,29 @@ def test_anything_else_gets_401_json(keyed: gate.Gate, stack: Stack, token: str 
 def test_keys_nginx_could_misread_are_refused(bad: str) -> None:
     with pytest.raises(gate.GateError):
         gate.check_key(bad)
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_container_config_turns_the_metrics_api_off(stack: Stack) -> None:
+    """/metrics used to answer without a token; the deployments run without the metrics API."""
+    assert gate.TORCHSERVE_CONFIG["enable_metrics_api"] == "false"
+    assert not _listening(stack.info.ports.metrics), "the metrics port answers"
+    assert _listening(stack.info.ports.inference)
+
+
+def test_management_needs_its_own_key_and_stays_on_loopback(stack: Stack) -> None:
+    props = {k: v for k, v in (line.split("=", 1) for line in stack.info.config_file.read_text().splitlines()
+                               if "=" in line and not line.startswith("#"))}
+    assert props["management_address"].startswith("http://127.0.0.1:")
+    assert props["grpc_inference_address"] == props["grpc_management_address"] == "127.0.0.1"
+    url = f"{stack.info.management_url}/models/classify?min_worker=3"
+    inference_key = {"Authorization": f"Bearer {stack.token}"}
+    assert requests.put(url, headers=inference_key, timeout=10).status_code in (400, 401, 403)
+    assert requests.post(f"{stack.info.management_url}/workflows?url=x.war", timeout=10).status_code in (400, 401, 403)
