@@ -85,11 +85,11 @@ def test_attribution_page_shows_real_maps_in_a_browser(live: str) -> None:
 
 def rendered_images(page, at_least: int) -> int:  # type: ignore[no-untyped-def]
     """Wait (up to 60 s) until ``at_least`` visible images have loaded; the number that have."""
-    script = """n => Array.from(document.querySelectorAll('[data-testid="stImage"] img'))
-                 .filter(e => e.offsetParent !== null && e.complete && e.naturalWidth > 0).length >= n"""
-    page.wait_for_function(script, arg=at_least, timeout=60_000)
-    return int(page.locator('[data-testid="stImage"] img:visible').evaluate_all(
-        "els => els.filter(e => e.complete && e.naturalWidth > 0).length"))
+    script = """n => { const k = Array.from(document.querySelectorAll('[data-testid="stImage"] img'))
+                 .filter(e => e.offsetParent !== null && e.complete && e.naturalWidth > 0).length;
+                 return k >= n ? k : false; }"""
+    # the count that satisfied the wait (a Streamlit rerun may swap an image a moment later)
+    return int(page.wait_for_function(script, arg=at_least, timeout=60_000).json_value())
 
 
 def test_activations_and_filters_pages_in_a_browser(live: str) -> None:
