@@ -78,6 +78,7 @@ bench: $(STAMP)
 	$(PY) bench/attribution.py --out docs/benchmarks.md
 	$(PY) bench/serving.py --out docs/benchmarks.md
 	$(PY) bench/occlusion.py --out docs/benchmarks.md
+	$(PY) bench/corpus.py --out docs/benchmarks.md
 
 builtin: $(STAMP)
 	$(VENV)/bin/convlens builtin train

@@ -71,7 +71,7 @@ def test_attribution_page_shows_real_maps_in_a_browser(live: str) -> None:
         images = page.locator('[data-testid="stImage"] img:visible')  # the guided gradient hides in an expander
         images.nth(3).wait_for(timeout=60_000)
         images.nth(4).wait_for(timeout=60_000)
-        loaded = images.evaluate_all("els => els.filter(e => e.complete && e.naturalWidth > 0).length")
+        loaded = rendered_images(page, 5)  # visible is not loaded: wait until five have decoded
         assert loaded >= 5, f"{loaded} images rendered"
         assert page.get_by_text("Guided backprop").count() >= 1
         assert page.get_by_text("Grad-CAM @").count() == 1
@@ -85,11 +85,11 @@ def test_attribution_page_shows_real_maps_in_a_browser(live: str) -> None:
 
 def rendered_images(page, at_least: int) -> int:  # type: ignore[no-untyped-def]
     """Wait (up to 60 s) until ``at_least`` visible images have loaded; the number that have."""
-    script = """n => Array.from(document.querySelectorAll('[data-testid="stImage"] img'))
-                 .filter(e => e.offsetParent !== null && e.complete && e.naturalWidth > 0).length >= n"""
-    page.wait_for_function(script, arg=at_least, timeout=60_000)
-    return int(page.locator('[data-testid="stImage"] img:visible').evaluate_all(
-        "els => els.filter(e => e.complete && e.naturalWidth > 0).length"))
+    script = """n => { const k = Array.from(document.querySelectorAll('[data-testid="stImage"] img'))
+                 .filter(e => e.offsetParent !== null && e.complete && e.naturalWidth > 0).length;
+                 return k >= n ? k : false; }"""
+    # the count that satisfied the wait (a Streamlit rerun may swap an image a moment later)
+    return int(page.wait_for_function(script, arg=at_least, timeout=60_000).json_value())
 
 
 def test_activations_and_filters_pages_in_a_browser(live: str) -> None:

@@ -77,8 +77,9 @@ def embedding(loaded: LoadedModel, inputs: Mapping[str, Tensor], params: Embeddi
         pictures["grid"] = grid_image(ds, chosen.tolist(), cells.tolist(), params.grid, params.tile)
     if progress is not None:
         progress(len(ds) + 1, len(ds) + 1, None)
-    items: list[dict[str, float | int | str]] = [{"label": ds.classes[int(t)], "predicted": loaded.label(int(p)), "file": f}
-             for t, p, f in zip(ds.targets, codes.predicted, ds.files, strict=True)]
+    items: list[dict[str, float | int | str]] = [
+        {"label": ds.classes[int(t)], "predicted": loaded.label(int(p)), "file": f}
+        for t, p, f in zip(ds.targets, codes.predicted, ds.files, strict=True)]
     return Corpus(points=torch.from_numpy(proj.points), images=pictures, items=items,
                   scalars={"images": float(len(ds)), "dim": float(codes.dim), "codes_seconds": codes.seconds,
                            "projection_seconds": proj.seconds, "codes_cached": float(codes.cached),
