@@ -212,3 +212,10 @@ def test_bad_stylize_params_name_the_field(params: dict[str, object], field: str
     with pytest.raises(SchemaError) as info:
         stylize_run(**params)
     assert info.value.field == field
+
+
+def test_stylize_reports_one_progress_step_with_a_preview_image() -> None:
+    seen: list[tuple[int, int, tuple[int, ...]]] = []
+    run(tiny_loaded(), "stylize", [{"content": Image.new("RGB", (40, 30), (9, 9, 9))}], params={"size": 40},
+        progress=lambda step, total, preview: seen.append((step, total, tuple(preview.shape))))
+    assert seen == [(1, 1, (3, 30, 40))]

@@ -136,7 +136,7 @@ def stylize(loaded: LoadedModel, inputs: Sequence[Inputs], targets: Sequence[int
     contents = [fit(one["content"], params.size) for one in inputs]
     results, seconds, sizes = apply(net, contents, weights, params.strength)
     if progress is not None:
-        progress(1, 1, results[0])
+        progress(1, 1, results[0][0])  # the preview: (3, h, w)
     labels: dict[str, Any] = {"network": f"fast style network ({len(names)} styles; losses measured on "
                                          f"{perceptual or 'an unnamed network'})",
                               "styles": describe_blend(weights, names)}
