@@ -25,7 +25,8 @@ SIZES = (128, 192, 256, 384, 512)
 
 def style_names(info: TechniqueInfo) -> list[str]:
     """The network's styles: the allow-list the server declares for ``params.style``."""
-    return [str(c) for p in info.params if p["name"] == "style" for c in p.get("choices", [])]
+    declared = {p["name"]: p for p in info.params}
+    return [str(c) for c in declared.get("style", {}).get("choices", [])]
 
 
 def blend_controls(names: list[str]) -> dict[str, float] | None:
