@@ -299,5 +299,8 @@ def write_card(path: Path, state: dict[str, Any]) -> None:
              f"{info['parameters']} parameters (with the optimiser state in the checkpoint for resuming).",
              "- **Losses** (mean of the first / last 50 steps): " + ", ".join(
                  f"{k} {v['first_50']} → {v['last_50']}" for k, v in info["losses"].items()),
+             "- **Limitations**: a short training (minutes on one CPU core) against random features; at style weight "
+             "10 the content's layout survives only partly (the content loss rises while the style loss falls) — "
+             "use `strength` < 1, or retrain longer or with a lower `--style-weight`.",
              "", "Load with `torch.load(path, weights_only=True)`; retrain with `convlens style train`.", ""]
     path.with_suffix(".card.md").write_text("\n".join(lines))
