@@ -75,7 +75,8 @@ def quality_and_time(style: str, gatys_steps: int, fast_reps: int) -> dict[str, 
 def throughput(info: Any, per_client: int) -> dict[str, float]:
     import requests
 
-    body = {"content": base64.b64encode(PHOTO.read_bytes()).decode(), "params": {"style": "hubble", "size": SIZE}}
+    body: dict[str, Any] = {"content": base64.b64encode(PHOTO.read_bytes()).decode(),
+                            "params": {"style": "hubble", "size": SIZE}}
     url = f"{info.inference_url}/predictions/stylize"
     headers = {"Authorization": f"Bearer {info.token}"}
     sessions = [requests.Session() for _ in range(CLIENTS)]

@@ -83,7 +83,7 @@ def cmd_style_train(args: argparse.Namespace) -> int:
 
     import torch
 
-    from convlens.techniques.stylize.train import Trainer, TrainConfig, content_pool, load_image
+    from convlens.techniques.stylize.train import TrainConfig, Trainer, content_pool, load_image
 
     if args.threads:
         torch.set_num_threads(args.threads)

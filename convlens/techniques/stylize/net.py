@@ -8,7 +8,9 @@ normalisation layer holds one scale γ_s and shift β_s per style s, and a blend
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,9 +28,9 @@ class NetConfig:
         return {"widths": list(self.widths), "blocks": self.blocks}
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> NetConfig:
-        widths = tuple(int(w) for w in data["widths"])  # type: ignore[attr-defined]
-        return cls(widths=widths, blocks=int(data["blocks"]))  # type: ignore[arg-type]  # noqa
+    def from_dict(cls, data: Mapping[str, Any]) -> NetConfig:
+        a, b, c = (int(w) for w in data["widths"])
+        return cls(widths=(a, b, c), blocks=int(data["blocks"]))
 
 
 class ConditionalInstanceNorm(nn.Module):

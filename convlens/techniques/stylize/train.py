@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from convlens.hooks import capture
+from convlens.techniques.stylize.net import NetConfig, StyleNet
 from convlens.techniques.synthesis import objectives as obj
 from convlens.techniques.synthesis.common import fit
 from convlens.techniques.synthesis.perceptual import Perceptual, network
-from convlens.techniques.stylize.net import NetConfig, StyleNet
 
 Callback = Callable[[int, int, dict[str, float]], None]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -99,7 +99,7 @@ def content_pool(folder: str | Path | None = None, scenes: int = 64, size: int =
     photos = [name for name in SKIMAGE_PHOTOS if name not in exclude]
     for name in photos:
         pool.append(_rgb_tensor(getattr(skimage.data, name)()))
-    sources.append(f"scikit-image {skimage.__version__}: " + ", ".join(photos))
+    sources.append(f"scikit-image {getattr(skimage, '__version__', '')}: " + ", ".join(photos))
     sample = load_sample_images()
     pool.extend(_rgb_tensor(img) for img in sample.images)
     sources.append("scikit-learn sample images: " + ", ".join(Path(f).stem for f in sample.filenames))
