@@ -219,3 +219,17 @@ def test_stylize_reports_one_progress_step_with_a_preview_image() -> None:
     run(tiny_loaded(), "stylize", [{"content": Image.new("RGB", (40, 30), (9, 9, 9))}], params={"size": 40},
         progress=lambda step, total, preview: seen.append((step, total, tuple(preview.shape))))
     assert seen == [(1, 1, (3, 30, 40))]
+
+
+def test_a_network_of_ones_own_replaces_the_builtin_one(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+
+    trainer().train(steps=1, checkpoint=tmp_path / "mine.pt")
+    script = ("from convlens import registry; from convlens.registry import describe_params as d; "
+              "print([p['choices'] for p in d(registry.get('stylize').params) if p['name'] == 'style'][0])")
+    env = {**os.environ, "CONVLENS_STYLE_NET": str(tmp_path / "mine.pt"), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['stripes', 'red']"

@@ -1,5 +1,6 @@
 """Fast style transfer: one forward pass of the built-in conditional style network (``net.py``), trained by
-``train.py`` on the built-in styles (``convlens/builtin/stylize.pt``, its card beside it).
+``train.py`` on the built-in styles (``convlens/builtin/stylize.pt``, its card beside it), or the network
+``$CONVLENS_STYLE_NET`` names (``convlens style train --out my.pt``).
 
 ``style`` names one of the network's styles; ``blend`` weights several (a JSON object style → weight, summing
 to 1), which mixes their instance-norm scales and shifts (Dumoulin et al. 2017); ``strength`` interpolates the
@@ -10,6 +11,7 @@ parameters and equal image shapes run as one tensor batch.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -28,6 +30,8 @@ from convlens.techniques.stylize.net import NetConfig, StyleNet
 from convlens.techniques.synthesis.common import Inputs, fit, synthesis
 
 BUILTIN_CHECKPOINT = Path(__file__).resolve().parents[2] / "builtin" / "stylize.pt"
+# a network of your own (``convlens style train --out my.pt``) replaces the built-in one when named here
+CHECKPOINT = Path(os.environ.get("CONVLENS_STYLE_NET") or BUILTIN_CHECKPOINT)
 
 
 def card_path(checkpoint: Path) -> Path:
@@ -44,8 +48,8 @@ def checkpoint_styles(checkpoint: Path = BUILTIN_CHECKPOINT) -> tuple[str, ...]:
     return ()
 
 
-BUILTIN_STYLES = checkpoint_styles()
-StyleName = Literal[BUILTIN_STYLES] if BUILTIN_STYLES else str  # type: ignore[valid-type]
+STYLES = checkpoint_styles(CHECKPOINT)
+StyleName = Literal[STYLES] if STYLES else str  # type: ignore[valid-type]
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,7 @@ def stylize(loaded: LoadedModel, inputs: Sequence[Inputs], targets: Sequence[int
             params: StylizeParams = StylizeParams(), progress: Progress | None = None) -> list[Synthesis]:
     """One result per request: ``result`` (longer side ``size``) and ``content`` as used; scalars ``seconds``
     (this image's share of its batch's forward pass) and ``batch``."""
-    net, names, perceptual = load_stylenet(BUILTIN_CHECKPOINT, loaded.device)
+    net, names, perceptual = load_stylenet(CHECKPOINT, loaded.device)
     weights = blend_vector(params.style, params.blend, names)
     contents = [fit(one["content"], params.size) for one in inputs]
     results, seconds, sizes = apply(net, contents, weights, params.strength)
