@@ -7,6 +7,7 @@
     convlens faithfulness --method M      pointing game on the built-in dataset
     convlens explain IMAGE --method M     one image explained locally, maps written as PNG
     convlens run TECHNIQUE [IMAGE ...]    any technique in process; JSON on stdout, images as PNG
+    convlens style train --style IMG ...  train a fast (feed-forward, conditional IN) style network
     convlens demo --out DIR               every method on built-in samples, as one contact sheet
     convlens dataset|codes|project|neighbours|top-patches   datasets and what the model makes of them
                                           (``convlens/corpus/cli.py``)
@@ -76,6 +77,40 @@ def cmd_builtin_train(args: argparse.Namespace) -> int:
                                  "train_config": dataclasses.asdict(config)})
     print(f"saved {out} ({out.stat().st_size / 1e6:.2f} MB) after {minutes:.1f} min")
     print(f"accuracy={accuracy:.4f}")
+    return 0
+
+
+def cmd_style_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
+    from convlens.techniques.stylize.train import TrainConfig, Trainer, content_pool, load_image
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {k: v for k, v in {"steps": args.steps, "batch": args.batch, "size": args.size, "seed": args.seed,
+                                   "lr": args.lr, "style_weight": args.style_weight, "scenes": args.scenes,
+                                   "checkpoint_every": args.checkpoint_every}.items() if v is not None}
+    config = dataclasses.replace(TrainConfig(), **overrides)
+    paths = [Path(p) for p in args.style]
+    names = args.name or [p.stem for p in paths]
+    if len(names) != len(paths) or len(set(names)) != len(names):
+        raise ValueError("--name: one distinct name per --style image")
+    styles = [load_image(p) for p in paths]
+    pool, sources = content_pool(args.content, scenes=config.scenes, size=config.size,
+                                 exclude=args.exclude_content or ())
+    trainer = Trainer(styles, names, pool, config, content_sources=sources)
+    out = Path(args.out)
+    if args.resume and out.is_file():
+        trainer.load(out)
+        print(f"resumed {out} at step {trainer.step_count}", file=sys.stderr)
+    meta = [{"source": str(p)} for p in paths]
+    trainer.train(callback=_progress("style train step", every=args.log_every), checkpoint=out, styles_meta=meta)
+    trainer.save(out, meta)
+    print(json.dumps({"checkpoint": str(out), "mb": round(out.stat().st_size / 1e6, 2), "steps": trainer.step_count,
+                      "seconds": round(trainer.seconds, 1), "styles": names,
+                      "last_loss": trainer.history["loss"][-1] if trainer.history["loss"] else None}))
     return 0
 
 
@@ -287,6 +322,21 @@ def build_parser(extend: Callable[[Any], None] | None = None) -> argparse.Argume
     sample.add_argument("--out", required=True)
     sample.add_argument("--seed", type=int, default=HELDOUT_SEED)
     sample.set_defaults(func=cmd_builtin_sample)
+
+    style = sub.add_parser("style", help="fast style networks").add_subparsers(dest="action", required=True)
+    st = style.add_parser("train", help="train one conditional-IN network for several styles")
+    st.add_argument("--style", action="append", required=True, metavar="IMG", help="a style image (repeat)")
+    st.add_argument("--name", action="append", help="the style's name (repeat; default: the file's stem)")
+    st.add_argument("--content", help="a folder of extra content images (photos and scenes are always used)")
+    st.add_argument("--exclude-content", action="append", help="a scikit-image photo to leave out (repeat)")
+    st.add_argument("--out", required=True, help="checkpoint; model card written beside it")
+    st.add_argument("--resume", action="store_true", help="continue from --out when it exists")
+    for flag, kind in (("--steps", int), ("--batch", int), ("--size", int), ("--seed", int), ("--lr", float),
+                       ("--style-weight", float), ("--scenes", int), ("--checkpoint-every", int)):
+        st.add_argument(flag, type=kind)
+    st.add_argument("--log-every", type=int, default=10)
+    st.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    st.set_defaults(func=cmd_style_train)
 
     weights = sub.add_parser("weights", help="ImageNet weights").add_subparsers(dest="action", required=True)
     fetch = weights.add_parser("fetch", help="download into the torch hub cache (needs internet)")

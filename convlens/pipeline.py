@@ -9,6 +9,7 @@ rendering) lives in one runner per family; nothing here knows a technique by nam
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -109,6 +110,8 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             return value
         if typing.get_origin(option) is tuple:
             return _coerce_tuple(name, value, option)
+        if typing.get_origin(option) is dict:
+            return _coerce_mapping(name, value, option)
     raise SchemaError(name, f"expected {_describe(hint)}, got {value!r}")
 
 
@@ -121,6 +124,20 @@ def _coerce_tuple(name: str, value: Any, hint: Any) -> tuple[Any, ...]:
     if not isinstance(value, (list, tuple)) or not value or len(value) > 64:
         raise SchemaError(name, f"expected a list of 1 to 64 {item.__name__} values, got {value!r}")
     return tuple(_coerce(name, v, item) for v in value)
+
+
+def _coerce_mapping(name: str, value: Any, hint: Any) -> dict[str, Any]:
+    """``dict[str, float]`` from a JSON object or its text (``'{"hubble": 0.5, "coffee": 0.5}'``)."""
+    _key, item = typing.get_args(hint)
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise SchemaError(name, f"expected a JSON object, got {value!r}") from None
+    if not isinstance(value, Mapping) or not value or len(value) > 64 or \
+            not all(isinstance(k, str) for k in value):
+        raise SchemaError(name, f"expected an object of 1 to 64 named {item.__name__} values, got {value!r}")
+    return {k: _coerce(f"{name}.{k}", v, item) for k, v in value.items()}
 
 
 def _number(name: str, text: str) -> float:
@@ -329,12 +346,14 @@ class CorpusRunner(FamilyRunner):
 
 
 class SynthesisRunner(FamilyRunner):
-    """Each request on its own (these are long): its images at full size (bounded) and its target → images."""
+    """Each request on its own (these are long): its images at full size (bounded) and its target → images;
+    a ``batched`` technique gets every request of the group in one call."""
 
     def run(self, loaded: LoadedModel, spec: Spec, inputs: Sequence[Inputs], targets: Sequence[int | None],
             technique_params: Any, display: DisplayOptions, layer: str | None,
             progress: Progress | None) -> list[Output]:
         out = []
+        taken_all = []
         for one, target in zip(inputs, targets, strict=True):
             if target is not None and not 0 <= target < len(loaded.classes):
                 raise SchemaError("target", f"must be in [0, {len(loaded.classes) - 1}] for {loaded.name}, "
@@ -342,9 +361,13 @@ class SynthesisRunner(FamilyRunner):
             missing = [name for name in spec.inputs if name not in one]
             if missing:
                 raise SchemaError(missing[0], f"is required by {spec.name}")
-            taken = {name: synthesis_input(img).to(loaded.device) for name, img in one.items()
-                     if name in spec.inputs or name in spec.optional_inputs}
-            result = spec.run(loaded, taken, target, technique_params, progress=progress)
+            taken_all.append({name: synthesis_input(img).to(loaded.device) for name, img in one.items()
+                              if name in spec.inputs or name in spec.optional_inputs})
+        results = spec.run(loaded, taken_all, list(targets), technique_params, progress=progress) if spec.batched \
+            else None
+        for k, (taken, target) in enumerate(zip(taken_all, targets, strict=True)):
+            result = results[k] if results is not None else \
+                spec.run(loaded, taken, target, technique_params, progress=progress)
             drawn = render.synthesis(result)
             t = target if target is not None else int(result.scalars.get("target", -1))
             out.append(Output(technique=spec.name, family=spec.family, model=loaded.name, weights=loaded.weights,

@@ -64,6 +64,9 @@ class Spec:
     endpoint_default: bool = False  # the technique an endpoint runs when ``params.method`` is absent
     order: int = 100  # display order within a family
     reference: str = ""
+    # synthesis: ``run`` takes every request's inputs and targets at once and returns one result per request
+    # (fast feed-forward techniques that gain from TorchServe's batching); otherwise one request per call
+    batched: bool = False
 
     @property
     def route(self) -> str:
@@ -75,7 +78,7 @@ class Spec:
             "name": self.name, "title": self.title, "family": self.family, "endpoint": self.route,
             "inputs": list(self.inputs), "optional_inputs": list(self.optional_inputs), "layer": self.layer,
             "default_layer": self.default_layer,
-            "reference": self.reference, "params": describe_params(self.params),
+            "reference": self.reference, "params": describe_params(self.params), "batched": self.batched,
         }
 
 

@@ -68,6 +68,7 @@ pages = {
         st.Page(str(PAGES_DIR / "deepdream.py"), title="DeepDream", icon=":material/cloud:"),
         st.Page(str(PAGES_DIR / "texture.py"), title="Texture", icon=":material/texture:"),
         st.Page(str(PAGES_DIR / "style.py"), title="Style", icon=":material/palette:"),
+        st.Page(str(PAGES_DIR / "fast_style.py"), title="Fast style", icon=":material/bolt:"),
     ],
     "What does it make of a dataset?": [
         st.Page(str(PAGES_DIR / "datasets.py"), title="Datasets", icon=":material/folder:"),

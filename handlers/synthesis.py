@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from convlens import models as zoo
-from convlens import pipeline
+from convlens import pipeline, registry
 from convlens.results import Cancelled
 from convlens.schema import SynthesisResponse, job_id
 from handlers import jobs
@@ -44,8 +44,26 @@ class SynthesisHandler(ConvLensHandler):
         job.stream = stream in (True, "true", b"true", "1", b"1")
 
     def run_group(self, loaded: zoo.LoadedModel, group: list[Job]) -> list[dict[str, Any]]:
-        """One job at a time, each with its own progress (and stream)."""
+        """One job at a time, each with its own progress (and stream); a fast ``batched`` technique (one
+        forward pass, no progress worth streaming) answers its whole group in one call."""
+        if len(group) > 1 and registry.get(group[0].technique).batched:
+            return self.run_batch(loaded, group)
         return [self.run_job(loaded, job) for job in group]
+
+    def run_batch(self, loaded: zoo.LoadedModel, group: list[Job]) -> list[dict[str, Any]]:
+        first = group[0]
+        try:
+            outputs = pipeline.run(loaded, first.technique, [job.inputs for job in group],
+                                   [job.request.target for job in group], first.request.layer, first.params)
+        finally:
+            for job in group:
+                if job.job_id is not None:
+                    jobs.clear(job.job_id)
+        bodies = [self.encode(output) for output in outputs]
+        for job, body in zip(group, bodies, strict=True):
+            if job.stream:
+                body["event"] = "result"
+        return bodies
 
     def run_job(self, loaded: zoo.LoadedModel, job: Job) -> dict[str, Any]:
         last = [0.0]

@@ -133,7 +133,7 @@ def test_a_short_class_visualisation_shows_progress_then_the_result(live: str) -
 
 def test_a_short_style_transfer_shows_progress_then_the_result(live: str) -> None:
     with dashboard(live, 1300) as page:
-        page.get_by_role("link", name="Style").click()
+        page.get_by_role("link", name="Style", exact=True).click()
         page.get_by_text("Weights, style scale, colour, steps").click()
         set_number(page, "Steps", 40)
         set_number(page, "Size", 96)
@@ -158,3 +158,14 @@ def test_embedding_page_draws_the_scatter_in_a_browser(live: str) -> None:
         assert page.locator('[data-testid="stAlert"]').filter(has_text="could not").count() == 0
         page.wait_for_timeout(500)
         page.screenshot(path=str(ROOT / "docs" / "dashboard-embedding.png"), full_page=True)
+
+
+def test_fast_style_stylises_a_sample_at_once(live: str) -> None:
+    with dashboard(live, 1100) as page:
+        page.get_by_role("link", name="Fast style", exact=True).click()
+        page.get_by_text("ms forward").wait_for(timeout=120_000)  # no button: the result comes at once
+        assert rendered_images(page, 2) >= 2  # content, fast result
+        assert page.get_by_text("measured with:").count() >= 1
+        assert page.locator('[data-testid="stAlert"]').filter(has_text="could not").count() == 0
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(ROOT / "docs" / "dashboard-fast-style.png"), full_page=True)

@@ -122,3 +122,17 @@ def perceptual(choice: str, loaded: LoadedModel) -> Perceptual:
         if key not in _CACHE:
             _CACHE[key] = _vgg19(loaded.device) if choice == "vgg19" else _random(loaded.device)
         return _CACHE[key]
+
+
+def network(choice: str, device: torch.device | str) -> Perceptual:
+    """``vgg19`` or ``random_vgg`` on ``device`` without a model under study (training the fast style nets)."""
+    if choice == "vgg19" and find_weights("vgg19") is None:
+        raise SchemaError("network", "VGG-19 ImageNet weights are not on this machine; use random_vgg")
+    if choice not in ("vgg19", "random_vgg"):
+        raise SchemaError("network", f"must be vgg19 or random_vgg, got {choice!r}")
+    device = torch.device(device)
+    key = (choice, str(device))
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = _vgg19(device) if choice == "vgg19" else _random(device)
+        return _CACHE[key]

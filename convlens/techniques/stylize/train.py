@@ -1,0 +1,306 @@
+"""Training a conditional style network with the perceptual losses of Johnson et al. 2016, one network for
+all styles (Dumoulin et al. 2017): each image of a batch is given a random style s and the network,
+conditioned on s, minimises  α·‖φ_c(f(x, s)) − φ_c(x)‖²/‖φ_c(x)‖² + β·Σ_l ‖G_l(f(x, s)) − G_l(style_s)‖²/‖G_l(style_s)‖²
++ γ·TV(f(x, s))  — the same normalised terms as Gatys style transfer (``synthesis/objectives.py``) on the same
+perceptual network (``synthesis/perceptual.py``; offline that is ``random_vgg``: fixed random weights).
+
+Content data is offline: the photos shipped in scikit-image and scikit-learn and the built-in generator's
+scenes (plus any folder of images), seen as random crops (scale 0.5–1 of the shorter side) and flips.
+Everything random comes from one seeded ``torch.Generator`` saved in the checkpoint, so a resumed run
+continues exactly as the uninterrupted one would.
+
+Checkpoint: a plain dict (``torch.load(path, weights_only=True)``): ``state_dict``, ``styles`` (names),
+``net`` (config), ``train`` (config), ``step``, ``history``, ``optimizer``, ``generator``, ``seconds``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from convlens.hooks import capture
+from convlens.techniques.stylize.net import NetConfig, StyleNet
+from convlens.techniques.synthesis import objectives as obj
+from convlens.techniques.synthesis.common import fit
+from convlens.techniques.synthesis.perceptual import Perceptual, network
+
+Callback = Callable[[int, int, dict[str, float]], None]
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+# scikit-image photos bundled in its wheel (no download); greyscale ones are repeated over RGB
+SKIMAGE_PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "rocket", "retina", "immunohistochemistry",
+                  "hubble_deep_field", "moon", "coins", "page")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Defaults: the built-in network (128 px, batch 4, ~20 min on one loaded CPU core)."""
+
+    steps: int = 1200
+    batch: int = 4
+    size: int = 128
+    style_size: int = 128
+    lr: float = 2e-3
+    content_weight: float = 1.0
+    style_weight: float = 10.0
+    tv_weight: float = 0.05
+    network: str = "random_vgg"
+    scenes: int = 64  # built-in generator scenes added to the content pool
+    seed: int = 0
+    checkpoint_every: int = 100
+    net: NetConfig = field(default_factory=NetConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "net": self.net.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        return cls(**{**data, "net": NetConfig.from_dict(data["net"])})
+
+
+# ------------------------------------------------------------------------------------ content data
+
+
+def _rgb_tensor(array: np.ndarray) -> Tensor:
+    """(H, W[, C]) uint8/float → (3, H, W) float in [0, 1]."""
+    a = np.asarray(array)
+    if a.dtype != np.uint8:
+        a = (np.clip(a, 0, 1) * 255).astype(np.uint8) if a.max() <= 1 else a.astype(np.uint8)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    return torch.from_numpy(np.array(a[..., :3])).permute(2, 0, 1).float() / 255
+
+
+def load_image(path: str | Path) -> Tensor:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return _rgb_tensor(np.asarray(img.convert("RGB")))
+
+
+def content_pool(folder: str | Path | None = None, scenes: int = 64, size: int = 128,
+                 exclude: Sequence[str] = ()) -> tuple[list[Tensor], list[str]]:
+    """Content images (3, H, W) and a description of where they came from."""
+    import skimage.data
+    from sklearn.datasets import load_sample_images
+
+    from convlens.builtin.dataset import render_sample
+
+    pool: list[Tensor] = []
+    sources: list[str] = []
+    photos = [name for name in SKIMAGE_PHOTOS if name not in exclude]
+    for name in photos:
+        pool.append(_rgb_tensor(getattr(skimage.data, name)()))
+    sources.append(f"scikit-image {getattr(skimage, '__version__', '')}: " + ", ".join(photos))
+    sample = load_sample_images()
+    pool.extend(_rgb_tensor(img) for img in sample.images)
+    sources.append("scikit-learn sample images: " + ", ".join(Path(f).stem for f in sample.filenames))
+    for k in range(scenes):
+        pool.append(_rgb_tensor(render_sample(7, k, size=size).image))
+    if scenes:
+        sources.append(f"{scenes} built-in generator scenes (seed 7, {size} px)")
+    if folder is not None:
+        files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        pool.extend(load_image(p) for p in files)
+        sources.append(f"{len(files)} images from {folder}")
+    return pool, sources
+
+
+def sample_batch(pool: Sequence[Tensor], n: int, size: int, generator: torch.Generator) -> Tensor:
+    """(n, 3, size, size): random images of ``pool``, random square crops (0.5–1 of the shorter side),
+    resized, flipped left-right with probability ½."""
+    out = []
+    for _ in range(n):
+        img = pool[int(torch.randint(len(pool), (1,), generator=generator))]
+        h, w = img.shape[-2:]
+        short = min(h, w)
+        side = max(16, int(short * (0.5 + 0.5 * float(torch.rand(1, generator=generator)))))
+        top = int(torch.randint(h - side + 1, (1,), generator=generator))
+        left = int(torch.randint(w - side + 1, (1,), generator=generator))
+        crop = F.interpolate(img[None, :, top:top + side, left:left + side], size=(size, size), mode="bilinear",
+                             align_corners=False, antialias=True)
+        if float(torch.rand(1, generator=generator)) < 0.5:
+            crop = crop.flip(-1)
+        out.append(crop)
+    return torch.cat(out).clamp(0, 1)
+
+
+# ------------------------------------------------------------------------------------ losses
+
+
+def style_targets(net: Perceptual, styles: Sequence[Tensor], size: int) -> dict[str, Tensor]:
+    """Gram matrices (S, C, C) of each style image (longer side ``size``) at the style layers."""
+    per_style = []
+    for style in styles:
+        with torch.no_grad(), capture(net.net, net.style_layers, detach=True) as captured:
+            net.net(net.to_input(fit(style, size).to(net.device)))
+        per_style.append({layer: obj.gram(captured[layer]) for layer in net.style_layers})
+    return {layer: torch.cat([g[layer] for g in per_style]) for layer in net.style_layers}
+
+
+def perceptual_losses(net: Perceptual, output: Tensor, content: Tensor, targets: dict[str, Tensor],
+                      blend: Tensor) -> dict[str, Tensor]:
+    """Per image (N,): ``content`` and ``style`` losses (normalised as in ``objectives``) and ``tv``.
+    The Gram target of image k is Σ_s blend[k, s] · G(style_s)."""
+    with torch.no_grad(), capture(net.net, [net.content_layer], detach=True) as captured:
+        net.net(net.to_input(content))
+    content_features = captured[net.content_layer]
+    mixed = {layer: torch.einsum("ns,scd->ncd", blend, g) for layer, g in targets.items()}
+    layers = (*net.style_layers, net.content_layer)
+    with capture(net.net, layers) as acts:
+        net.net(net.to_input(output))
+    ctx = obj.Context(output, acts.activations, None)
+    content_loss, _ = obj.feature_distance(net.content_layer, content_features)(ctx)
+    style_loss, _ = obj.gram_distance(mixed)(ctx)
+    tv, _ = obj.total_variation()(ctx)
+    return {"content": content_loss, "style": style_loss, "tv": tv}
+
+
+# ------------------------------------------------------------------------------------ training
+
+
+class Trainer:
+    """Holds the network, optimiser, generator and history of one training run; ``step()`` is one update."""
+
+    def __init__(self, styles: Sequence[Tensor], names: Sequence[str], pool: Sequence[Tensor],
+                 config: TrainConfig = TrainConfig(), device: torch.device | str = "cpu",
+                 content_sources: Sequence[str] = ()) -> None:
+        if len(styles) != len(names) or not styles:
+            raise ValueError("one name per style image, at least one style")
+        self.config, self.names, self.pool = config, list(names), list(pool)
+        self.content_sources = list(content_sources)
+        self.device = torch.device(device)
+        torch.manual_seed(config.seed)
+        self.model = StyleNet(len(styles), config.net).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.perceptual = network(config.network, self.device)
+        self.targets = style_targets(self.perceptual, styles, config.style_size)
+        self.step_count = 0
+        self.seconds = 0.0
+        self.history: dict[str, list[float]] = {"loss": [], "content": [], "style": [], "tv": []}
+
+    def step(self) -> dict[str, float]:
+        c = self.config
+        x = sample_batch(self.pool, c.batch, c.size, self.generator).to(self.device)
+        which = torch.randint(len(self.names), (c.batch,), generator=self.generator)
+        blend = F.one_hot(which, len(self.names)).float().to(self.device)
+        start = time.perf_counter()
+        self.model.train()
+        out = self.model(x, blend)
+        parts = perceptual_losses(self.perceptual, out, x, self.targets, blend)
+        loss = (c.content_weight * parts["content"] + c.style_weight * parts["style"]
+                + c.tv_weight * parts["tv"]).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.seconds += time.perf_counter() - start
+        self.step_count += 1
+        row = {"loss": float(loss.detach()), **{k: float(v.detach().mean()) for k, v in parts.items()}}
+        for k, v in row.items():
+            self.history[k].append(v)
+        return row
+
+    def train(self, steps: int | None = None, callback: Callback | None = None,
+              checkpoint: str | Path | None = None, styles_meta: Sequence[dict[str, Any]] = ()) -> None:
+        """Run up to ``steps`` in total (default: the config's), saving every ``checkpoint_every`` steps."""
+        total = steps if steps is not None else self.config.steps
+        while self.step_count < total:
+            row = self.step()
+            if callback is not None:
+                callback(self.step_count, total, row)
+            if checkpoint is not None and (self.step_count % self.config.checkpoint_every == 0
+                                           or self.step_count == total):
+                self.save(checkpoint, styles_meta)
+
+    def state(self, styles_meta: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+        return {
+            "format": "convlens-stylize/1",
+            "state_dict": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "styles": list(self.names), "styles_meta": [dict(m) for m in styles_meta],
+            "net": self.config.net.to_dict(), "train": self.config.to_dict(),
+            "perceptual": self.perceptual.description, "content": list(self.content_sources),
+            "step": self.step_count, "seconds": self.seconds, "history": {k: list(v) for k, v in self.history.items()},
+            "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
+        }
+
+    def save(self, path: str | Path, styles_meta: Sequence[dict[str, Any]] = ()) -> None:
+        """The checkpoint (atomically) and its model card (``.card.json`` and ``.card.md``) beside it."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        state = self.state(styles_meta)
+        torch.save(state, tmp)
+        tmp.replace(path)
+        write_card(path, state)
+
+    def load(self, path: str | Path) -> None:
+        """Resume from a checkpoint written by :meth:`save` with the same styles."""
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        if list(state["styles"]) != self.names:
+            raise ValueError(f"checkpoint styles {state['styles']} differ from {self.names}")
+        self.model.load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.step_count, self.seconds = int(state["step"]), float(state["seconds"])
+        self.history = {k: list(v) for k, v in state["history"].items()}
+
+
+def _window_mean(values: Sequence[float], first: bool, n: int = 50) -> float | None:
+    if not values:
+        return None
+    part = values[:n] if first else values[-n:]
+    return round(float(np.mean(part)), 5)
+
+
+def card(state: dict[str, Any]) -> dict[str, Any]:
+    """The model card: styles, content data, steps, losses (first/last 50-step means), time, network."""
+    history = state["history"]
+    return {
+        "format": state["format"], "styles": state["styles"], "styles_meta": state["styles_meta"],
+        "content_data": state["content"], "steps": state["step"], "train_seconds": round(state["seconds"], 1),
+        "train_config": state["train"], "network": state["net"],
+        "parameters": int(sum(v.numel() for v in state["state_dict"].values())),
+        "perceptual_network": state["perceptual"],
+        "losses": {k: {"first_50": _window_mean(v, True), "last_50": _window_mean(v, False)}
+                   for k, v in history.items()},
+        "references": ["Johnson, Alahi & Fei-Fei 2016", "Ulyanov, Vedaldi & Lempitsky 2016",
+                       "Dumoulin, Shlens & Kudlur 2017"],
+    }
+
+
+def write_card(path: Path, state: dict[str, Any]) -> None:
+    info = card(state)
+    path.with_suffix(".card.json").write_text(json.dumps(info, indent=2) + "\n")
+    lines = [f"# Fast style network `{path.name}`", "",
+             "Feed-forward transformation network (Johnson et al. 2016) with conditional instance normalisation "
+             "(Dumoulin et al. 2017): one network, one set of IN scales/shifts per style; blends mix them.", "",
+             f"- **Styles** ({len(info['styles'])}): " + ", ".join(
+                 f"`{s}`" + (f" ({m.get('source', '')})" if m.get("source") else "")
+                 for s, m in zip(info["styles"], info["styles_meta"] or [{}] * len(info["styles"]), strict=False)),
+             f"- **Perceptual network**: {info['perceptual_network']}. No pretrained weights were used; losses are "
+             "measured on random features, so the styles are texture statistics of a random VGG, not ImageNet VGG's.",
+             "- **Content data**: " + "; ".join(info["content_data"]) + " — random crops (0.5–1 of the shorter side) "
+             "and left-right flips.",
+             f"- **Training**: {info['steps']} steps, batch {info['train_config']['batch']}, "
+             f"{info['train_config']['size']} px, Adam lr {info['train_config']['lr']}, seed "
+             f"{info['train_config']['seed']}, {info['train_seconds']} s of compute; weights content "
+             f"{info['train_config']['content_weight']}, style {info['train_config']['style_weight']}, "
+             f"TV {info['train_config']['tv_weight']}.",
+             f"- **Network**: widths {info['network']['widths']}, {info['network']['blocks']} residual blocks, "
+             f"{info['parameters']} parameters (with the optimiser state in the checkpoint for resuming).",
+             "- **Losses** (mean of the first / last 50 steps): " + ", ".join(
+                 f"{k} {v['first_50']} → {v['last_50']}" for k, v in info["losses"].items()),
+             "- **Limitations**: a short training (minutes on one CPU core) against random features; at style weight "
+             "10 the content's layout survives only partly (the content loss rises while the style loss falls) — "
+             "use `strength` < 1, or retrain longer or with a lower `--style-weight`.",
+             "", "Load with `torch.load(path, weights_only=True)`; retrain with `convlens style train`.", ""]
+    path.with_suffix(".card.md").write_text("\n".join(lines))

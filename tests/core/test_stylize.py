@@ -1,0 +1,235 @@
+"""Fast style transfer: the conditional-IN network, its training (loss falls, resume is exact), the blend
+property on the committed built-in network, and the technique's validation and batching."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from convlens import registry
+from convlens.cli import main as cli_main
+from convlens.models import LoadedModel, Preprocessing
+from convlens.pipeline import run
+from convlens.schema import SchemaError
+from convlens.techniques.stylize.net import NetConfig, StyleNet, one_hot
+from convlens.techniques.stylize.stylize import BUILTIN_CHECKPOINT, load_stylenet
+from convlens.techniques.stylize.train import TrainConfig, Trainer, perceptual_losses, sample_batch
+from tests.conftest import TinyCNN
+
+TINY_NET = NetConfig(widths=(4, 8, 8), blocks=1)
+TINY = TrainConfig(steps=4, batch=2, size=32, style_size=32, lr=1e-2, scenes=0, checkpoint_every=2, net=TINY_NET)
+
+
+def styles() -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    stripes = torch.zeros(3, 40, 40)
+    stripes[:, :, ::4] = 1.0
+    return [stripes, torch.rand(3, 40, 40, generator=g) * torch.tensor([1.0, 0.2, 0.2])[:, None, None]]
+
+
+def pool() -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(4)
+    return [torch.rand(3, 48, 56, generator=g), torch.rand(3, 40, 40, generator=g).pow(2)]
+
+
+def trainer(config: TrainConfig = TINY) -> Trainer:
+    return Trainer(styles(), ["stripes", "red"], pool(), config)
+
+
+def tiny_loaded() -> LoadedModel:
+    torch.manual_seed(0)
+    return LoadedModel("tiny", TinyCNN().eval().requires_grad_(False), tuple("abcde"),
+                       Preprocessing(16, 16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)), "random")
+
+
+def held_out_loss(t: Trainer) -> float:
+    x = sample_batch(t.pool, 4, t.config.size, torch.Generator().manual_seed(99))
+    blend = one_hot(torch.tensor([0, 1, 0, 1]), 2)
+    with torch.no_grad():
+        parts = perceptual_losses(t.perceptual, t.model(x, blend), x, t.targets, blend)
+    c = t.config
+    return float((c.content_weight * parts["content"] + c.style_weight * parts["style"]
+                  + c.tv_weight * parts["tv"]).mean())
+
+
+# ------------------------------------------------------------------------------------ the network
+
+
+def test_one_hot_blend_equals_a_single_style_network() -> None:
+    torch.manual_seed(0)
+    multi = StyleNet(3, TINY_NET)
+    with torch.no_grad():  # distinct scales and shifts per style
+        for name, p in multi.named_parameters():
+            if name.endswith(("gamma", "beta")):
+                p.copy_(torch.randn_like(p))
+    single = StyleNet(1, TINY_NET)
+    state = {k: (v[1:2] if k.endswith(("gamma", "beta")) else v) for k, v in multi.state_dict().items()}
+    single.load_state_dict(state)
+    x = torch.rand(2, 3, 20, 28)
+    with torch.no_grad():
+        ours, theirs = multi(x, one_hot(1, 3)), single(x, torch.ones(1))
+        other = multi(x, one_hot(0, 3))
+    assert ours.shape == x.shape
+    assert torch.allclose(ours, theirs, atol=1e-6)
+    assert not torch.allclose(ours, other, atol=1e-3)  # the styles really differ
+
+
+def test_a_blend_mixes_the_normalisation_parameters_linearly() -> None:
+    torch.manual_seed(1)
+    net = StyleNet(2, TINY_NET)
+    norm = net.layers[0].norm
+    with torch.no_grad():
+        norm.gamma.copy_(torch.tensor([[1.0] * 4, [3.0] * 4]))
+    blend = torch.tensor([[0.25, 0.75]])
+    assert torch.allclose(blend @ norm.gamma, torch.full((1, 4), 2.5))
+
+
+# ------------------------------------------------------------------------------------ training
+
+
+def test_a_few_training_steps_on_a_tiny_set_lower_the_loss() -> None:
+    t = trainer(TrainConfig(**{**TINY.to_dict(), "net": TINY_NET, "steps": 40}))
+    before = held_out_loss(t)
+    t.train()
+    after = held_out_loss(t)
+    assert t.step_count == 40 and len(t.history["loss"]) == 40
+    assert after < 0.8 * before, (before, after)
+
+
+def test_save_and_resume_continue_exactly_like_an_uninterrupted_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    straight = trainer()
+    straight.train(steps=4)
+    first = trainer()
+    first.train(steps=2, checkpoint=tmp_path / "a.pt")
+    state = torch.load(tmp_path / "a.pt", weights_only=True)  # a plain dict: no pickled code
+    assert state["step"] == 2 and state["styles"] == ["stripes", "red"]
+    resumed = trainer()
+    resumed.load(tmp_path / "a.pt")
+    resumed.train(steps=4)
+    assert resumed.history["loss"] == straight.history["loss"]
+    for k, v in straight.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    card = json.loads((tmp_path / "a.card.json").read_text())
+    assert card["styles"] == ["stripes", "red"] and "random" in card["perceptual_network"].lower()
+    assert "no pretrained weights" in (tmp_path / "a.card.md").read_text().lower()
+
+
+def test_style_train_command_writes_checkpoint_card_and_resumes(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    for k, img in enumerate(styles()):
+        Image.fromarray((img.permute(1, 2, 0).numpy() * 255).astype("uint8")).save(tmp_path / f"s{k}.png")
+    common = ["style", "train", "--style", str(tmp_path / "s0.png"), "--style", str(tmp_path / "s1.png"),
+              "--out", str(tmp_path / "net.pt"), "--size", "32", "--batch", "1", "--scenes", "2",
+              "--checkpoint-every", "1", "--threads", "1"]
+    assert cli_main([*common, "--steps", "1"]) == 0
+    assert cli_main([*common, "--steps", "2", "--resume"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["steps"] == 2 and out["styles"] == ["s0", "s1"]
+    card = json.loads((tmp_path / "net.card.json").read_text())
+    assert card["steps"] == 2 and any("scikit-image" in s for s in card["content_data"])
+
+
+# ------------------------------------------------------------------------------------ the built-in network
+
+
+def content_image() -> torch.Tensor:
+    import skimage.data
+
+    return torch.from_numpy(skimage.data.astronaut().copy()).permute(2, 0, 1).float()[None] / 255
+
+
+def test_builtin_checkpoint_loads_plainly_and_has_four_styles() -> None:
+    state = torch.load(BUILTIN_CHECKPOINT, weights_only=True)
+    assert len(state["styles"]) >= 4 and BUILTIN_CHECKPOINT.stat().st_size < 10e6
+    assert {"hubble", "coffee", "brick"} <= set(state["styles"])
+
+
+def test_style_loss_towards_a_falls_as_its_blend_weight_rises() -> None:
+    from convlens.techniques.stylize.train import style_targets
+    from convlens.techniques.synthesis.common import fit
+    from convlens.techniques.synthesis.perceptual import network
+
+    net, names, _ = load_stylenet(BUILTIN_CHECKPOINT)
+    a, b = names.index("hubble"), names.index("brick")
+    percept = network("random_vgg", "cpu")
+    root = BUILTIN_CHECKPOINT.parents[2] / "dashboard" / "samples" / "styles"
+    style_a = torch.from_numpy(__import__("numpy").asarray(Image.open(root / "hubble.png").convert("RGB")).copy())
+    targets = style_targets(percept, [style_a.permute(2, 0, 1).float() / 255], 128)
+    x = fit(content_image()[0], 128)
+    losses = []
+    for w in (0.0, 0.25, 0.5, 0.75, 1.0):
+        blend = torch.zeros(1, len(names))
+        blend[0, a], blend[0, b] = w, 1 - w
+        with torch.no_grad():
+            y = net(x, blend)
+            losses.append(float(perceptual_losses(percept, y, x, targets, torch.ones(1, 1))["style"]))
+    assert all(later < earlier for earlier, later in zip(losses, losses[1:], strict=False)), losses
+
+
+# ------------------------------------------------------------------------------------ the technique
+
+
+def stylize_run(**params: object) -> list:  # type: ignore[type-arg]
+    images = [{"content": Image.new("RGB", (40, 30), (200, 40 * i, 90))} for i in range(2)]
+    return run(tiny_loaded(), "stylize", images, params={"size": 64, **params})
+
+
+def test_stylize_batches_requests_and_each_result_equals_its_own_run() -> None:
+    together = stylize_run(style="coffee")
+    alone = run(tiny_loaded(), "stylize", [{"content": Image.new("RGB", (40, 30), (200, 40, 90))}],
+                params={"size": 64, "style": "coffee"})
+    assert [o.scalars["batch"] for o in together] == [2.0, 2.0]
+    assert together[0].images["result"].shape[-2:] == (48, 64)
+    assert torch.allclose(together[1].images["result"], alone[0].images["result"], atol=1e-5)
+    assert registry.get("stylize").batched and registry.get("stylize").route == "stylize"
+
+
+def test_strength_zero_gives_the_content_and_a_one_hot_blend_the_style() -> None:
+    [none, _] = stylize_run(style="hubble", strength=0.0)
+    assert torch.allclose(none.images["result"], none.images["content"], atol=1e-5)
+    [by_name, _] = stylize_run(style="hubble")
+    [by_blend, _] = stylize_run(blend='{"hubble": 1.0}')
+    assert torch.equal(by_name.images["result"], by_blend.images["result"])
+    [mixed, _] = stylize_run(blend={"hubble": 0.5, "coffee": 0.5})
+    assert not torch.allclose(mixed.images["result"], by_name.images["result"], atol=1e-3)
+    assert "hubble 0.50" in mixed.labels["styles"]
+
+
+@pytest.mark.parametrize(("params", "field"), [
+    ({"style": "picasso"}, "params.style"),
+    ({"blend": {"hubble": 0.5, "coffee": 0.4}}, "params.blend"),
+    ({"blend": {"hubble": 0.5, "monet": 0.5}}, "params.blend"),
+    ({"blend": {"hubble": 1.5, "coffee": -0.5}}, "params.blend"),
+    ({"blend": "not json"}, "params.blend"),
+    ({"blend": {"hubble": "half"}}, "params.blend.hubble"),
+    ({"style": "hubble", "blend": {"hubble": 1.0}}, "params.blend"),
+    ({"strength": 1.5}, "params.strength"),
+    ({"size": 4096}, "params.size"),
+])
+def test_bad_stylize_params_name_the_field(params: dict[str, object], field: str) -> None:
+    with pytest.raises(SchemaError) as info:
+        stylize_run(**params)
+    assert info.value.field == field
+
+
+def test_stylize_reports_one_progress_step_with_a_preview_image() -> None:
+    seen: list[tuple[int, int, tuple[int, ...]]] = []
+    run(tiny_loaded(), "stylize", [{"content": Image.new("RGB", (40, 30), (9, 9, 9))}], params={"size": 40},
+        progress=lambda step, total, preview: seen.append((step, total, tuple(preview.shape))))
+    assert seen == [(1, 1, (3, 30, 40))]
+
+
+def test_a_network_of_ones_own_replaces_the_builtin_one(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+
+    trainer().train(steps=1, checkpoint=tmp_path / "mine.pt")
+    script = ("from convlens import registry; from convlens.registry import describe_params as d; "
+              "print([p['choices'] for p in d(registry.get('stylize').params) if p['name'] == 'style'][0])")
+    env = {**os.environ, "CONVLENS_STYLE_NET": str(tmp_path / "mine.pt"), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['stripes', 'red']"
