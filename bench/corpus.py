@@ -139,8 +139,11 @@ def browser_first_render(data: Path, dataset: str, points: int, log=print) -> di
                 started = time.perf_counter()
                 page.get_by_role("option", name=dataset).click()
                 page.get_by_text(f"{points:,} images").wait_for(timeout=600_000)
-                page.locator('[data-testid="stPlotlyChart"] canvas').first.wait_for(timeout=600_000)
-                page.locator('[data-testid="stPlotlyChart"] .legendtext').first.wait_for(timeout=600_000)
+                # drawn = the chart on the page holds every point (the caption arrives before the new chart)
+                page.wait_for_function(
+                    """n => Array.from(document.querySelectorAll('.js-plotly-plot')).some(gd =>
+                         (gd.data || []).reduce((k, t) => k + (t.x ? t.x.length : 0), 0) === n
+                         && gd.querySelector('canvas'))""", arg=points, timeout=600_000)
                 first_render = time.perf_counter() - started
                 log(f"first render of {points} points: {first_render:.1f} s")
                 box = page.locator('[data-testid="stPlotlyChart"]').first.bounding_box()
