@@ -170,7 +170,7 @@ def add_api_commands(sub: Any) -> None:
             for port, env, default in PORTS:
                 p.add_argument(f"--{port}-port", type=int, help=f"default ${env} or {default}")
             p.add_argument("--rebuild", action="store_true", help="rebuild the model archives even if fresh")
-            p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the API")
+            p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the API")
 
     call = sub.add_parser("call", help="one request to the running API; prints JSON, writes PNGs")
     call.add_argument("technique", nargs="?", help="a technique (gradcam, occlusion, filters, ...) or an endpoint "
