@@ -95,9 +95,10 @@ def class_visualisation(loaded: LoadedModel, inputs: Inputs, target: int | None,
     size = params.size or loaded.preprocessing.input_size
     generator = torch.Generator().manual_seed(params.seed)
     param = make_param(params.parameterisation, 1, (size, size), generator, loaded.device, noise=0.02)
+    robustness = standard(jitter_px=params.jitter, degrees=params.rotate,
+                          scales=(1 - params.scale, 1.0, 1 + params.scale) if params.scale else ())
     run = optimize(loaded.net, param, obj.class_score(target), params.steps, lr=params.lr,
-                   to_input=loaded.preprocessing.normalize, transforms=standard(jitter_px=params.jitter, degrees=params.rotate,
-                                       scales=(1 - params.scale, 1.0, 1 + params.scale) if params.scale else ()),
+                   to_input=loaded.preprocessing.normalize, transforms=robustness,
                    seed=params.seed, progress=progress, after_step=reg if params.parameterisation == "pixels" else ())
     cls, p = predict(loaded, run.image)
     with torch.no_grad():

@@ -34,33 +34,39 @@ class LoopResult:
     final: dict[str, float] = field(default_factory=dict)
 
 
-class NormalizedGradient(torch.optim.Optimizer):
-    """p ← p − lr · g / mean|g| (DeepDream's step, Mordvintsev et al. 2015): the step size is in pixel units
-    whatever the scale of the objective."""
+class GradientStep(torch.optim.Optimizer):
+    """p ← p − lr · direction(g): plain steps along a rescaled gradient (no momentum)."""
 
     def __init__(self, params: object, lr: float) -> None:
         super().__init__(params, {"lr": lr})  # type: ignore[arg-type]
+
+    @staticmethod
+    def direction(grad: Tensor) -> Tensor:
+        raise NotImplementedError
 
     @torch.no_grad()
     def step(self, closure: object = None) -> None:  # type: ignore[override]
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
-                    p.sub_(group["lr"] * p.grad / p.grad.abs().mean().clamp_min(1e-12))
+                    p.sub_(group["lr"] * self.direction(p.grad))
 
 
-class SignedGradient(torch.optim.Optimizer):
-    """p ← p − lr · sign(g): the steepest step under an L∞ budget (projected gradient descent, Madry et al. 2018)."""
+class NormalizedGradient(GradientStep):
+    """g / mean|g| (DeepDream's step, Mordvintsev et al. 2015): the step size is in pixel units whatever the
+    scale of the objective."""
 
-    def __init__(self, params: object, lr: float) -> None:
-        super().__init__(params, {"lr": lr})  # type: ignore[arg-type]
+    @staticmethod
+    def direction(grad: Tensor) -> Tensor:
+        return grad / grad.abs().mean().clamp_min(1e-12)
 
-    @torch.no_grad()
-    def step(self, closure: object = None) -> None:  # type: ignore[override]
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    p.sub_(group["lr"] * p.grad.sign())
+
+class SignedGradient(GradientStep):
+    """sign(g): the steepest step under an L∞ budget (projected gradient descent, Madry et al. 2018)."""
+
+    @staticmethod
+    def direction(grad: Tensor) -> Tensor:
+        return grad.sign()
 
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "normalized": NormalizedGradient, "sign": SignedGradient}
