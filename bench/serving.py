@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.timing import (  # noqa: E402
+    concurrently,
     fmt_ms,
     interleaved,
     load_average,
@@ -129,10 +130,8 @@ def throughput(info: Any, body: dict[str, Any], clients: int, per_client: int) -
         call(body)
     latencies: list[float] = []
     lock = threading.Lock()
-    barrier = threading.Barrier(clients + 1)
 
     def client(call: Callable[[dict[str, Any]], Any]) -> None:
-        barrier.wait()
         mine = []
         for _ in range(per_client):
             t0 = time.perf_counter()
@@ -141,14 +140,7 @@ def throughput(info: Any, body: dict[str, Any], clients: int, per_client: int) -
         with lock:
             latencies.extend(mine)
 
-    threads = [threading.Thread(target=client, args=(c,)) for c in callers]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    wall = concurrently([lambda c=c: client(c) for c in callers])
     return {"rps": clients * per_client / wall, "p50": percentile(latencies, 0.5),
             "p95": percentile(latencies, 0.95), "n": float(len(latencies))}
 

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.timing import machine_info, markdown_table, replace_section  # noqa: E402
+from bench.timing import concurrently, machine_info, markdown_table, replace_section  # noqa: E402
 from convlens.models import load_model  # noqa: E402
 from convlens.techniques.stylize.stylize import BUILTIN_CHECKPOINT, apply, blend_vector, load_stylenet  # noqa: E402
 from convlens.techniques.stylize.train import load_image  # noqa: E402
@@ -84,24 +84,15 @@ def throughput(info: Any, per_client: int) -> dict[str, float]:
         s.post(url, json=body, headers=headers, timeout=120).raise_for_status()
     batches: list[float] = []
     lock = threading.Lock()
-    barrier = threading.Barrier(CLIENTS + 1)
 
     def client(s: Any) -> None:
-        barrier.wait()
         for _ in range(per_client):
             r = s.post(url, json=body, headers=headers, timeout=120)
             r.raise_for_status()
             with lock:
                 batches.append(r.json()["scalars"]["batch"])
 
-    threads = [threading.Thread(target=client, args=(s,)) for s in sessions]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    wall = concurrently([lambda s=s: client(s) for s in sessions])
     return {"rps": CLIENTS * per_client / wall, "mean_batch": statistics.mean(batches), "n": float(len(batches))}
 
 

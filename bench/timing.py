@@ -198,6 +198,27 @@ def interleaved(
     return {name: Stats(tuple(ts)) for name, ts in times.items()}
 
 
+def concurrently(workers: list[Callable[[], object]]) -> float:
+    """Start every worker in its own thread, release them together, and return the wall seconds until the last
+    one ends (thread start-up not counted)."""
+    import threading
+
+    barrier = threading.Barrier(len(workers) + 1)
+
+    def run(work: Callable[[], object]) -> None:
+        barrier.wait()
+        work()
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - started
+
+
 def fmt_ms(seconds: float) -> str:
     """Milliseconds with about three significant digits."""
     ms = seconds * 1e3

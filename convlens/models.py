@@ -200,10 +200,15 @@ class LoadedModel:
         raise ValueError(f"{self.name} has no 2-D convolution")
 
     @cached_property
+    def spatial_activations(self) -> list[str]:
+        """The spatial ReLU outputs, shallow to deep (every spatial layer if the net has no ReLU modules)."""
+        return [row.name for row in self.layers if row.is_spatial and "relu" in row.kind.lower()] or \
+            [row.name for row in self.layers if row.is_spatial]
+
+    @cached_property
     def middle_spatial_layer(self) -> str:
         """The spatial activation halfway through the network (DeepDream's usual depth)."""
-        spatial = [row.name for row in self.layers if row.is_spatial and "relu" in row.kind.lower()] or \
-            [row.name for row in self.layers if row.is_spatial]
+        spatial = self.spatial_activations
         return spatial[len(spatial) // 2] if spatial else self.default_cam_layer
 
     def default_layer(self, kind: str) -> str:

@@ -83,8 +83,7 @@ def feature_inversion(loaded: LoadedModel, inputs: Inputs, target: int | None,
 
 
 def ladder_layers(loaded: LoadedModel, count: int) -> list[str]:
-    spatial = [row.name for row in loaded.layers if row.is_spatial and "relu" in row.kind.lower()] or \
-        [row.name for row in loaded.layers if row.is_spatial]
+    spatial = loaded.spatial_activations
     if len(spatial) <= count:
         return spatial
     picks = sorted({round(i * (len(spatial) - 1) / (count - 1)) for i in range(count)})

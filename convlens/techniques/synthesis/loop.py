@@ -37,12 +37,9 @@ class LoopResult:
 class GradientStep(torch.optim.Optimizer):
     """p ← p − lr · direction(g): plain steps along a rescaled gradient (no momentum)."""
 
-    def __init__(self, params: object, lr: float) -> None:
+    def __init__(self, params: object, lr: float, direction: Callable[[Tensor], Tensor]) -> None:
         super().__init__(params, {"lr": lr})  # type: ignore[arg-type]
-
-    @staticmethod
-    def direction(grad: Tensor) -> Tensor:
-        raise NotImplementedError
+        self.direction = direction
 
     @torch.no_grad()
     def step(self, closure: object = None) -> None:  # type: ignore[override]
@@ -52,24 +49,22 @@ class GradientStep(torch.optim.Optimizer):
                     p.sub_(group["lr"] * self.direction(p.grad))
 
 
-class NormalizedGradient(GradientStep):
-    """g / mean|g| (DeepDream's step, Mordvintsev et al. 2015): the step size is in pixel units whatever the
-    scale of the objective."""
-
-    @staticmethod
-    def direction(grad: Tensor) -> Tensor:
-        return grad / grad.abs().mean().clamp_min(1e-12)
+def normalized(grad: Tensor) -> Tensor:
+    """g / mean|g| (DeepDream's step, Mordvintsev et al. 2015): the step is in pixel units whatever the
+    objective's scale."""
+    return grad / grad.abs().mean().clamp_min(1e-12)
 
 
-class SignedGradient(GradientStep):
+def signed(grad: Tensor) -> Tensor:
     """sign(g): the steepest step under an L∞ budget (projected gradient descent, Madry et al. 2018)."""
-
-    @staticmethod
-    def direction(grad: Tensor) -> Tensor:
-        return grad.sign()
+    return grad.sign()
 
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "normalized": NormalizedGradient, "sign": SignedGradient}
+OPTIMIZERS: dict[str, Callable[[object, float], torch.optim.Optimizer]] = {
+    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),  # type: ignore[arg-type]
+    "normalized": lambda params, lr: GradientStep(params, lr, normalized),
+    "sign": lambda params, lr: GradientStep(params, lr, signed),
+}
 
 
 class _Reached(Exception):
@@ -125,10 +120,10 @@ def optimize(
     (e.g. the class flipped); ``progress(step, steps, preview)`` runs after every step, with the first image of
     the batch every ``preview_every`` steps (else None), and may raise :class:`Cancelled` — the run then
     returns what it has.
-    ``optimizer``: ``adam``, ``normalized`` (:class:`NormalizedGradient`) or ``sign`` (:class:`SignedGradient`).
+    ``optimizer``: ``adam``, ``normalized`` (:func:`normalized` steps) or ``sign`` (:func:`signed` steps).
     """
     generator = torch.Generator().manual_seed(seed)
-    opt: torch.optim.Optimizer = OPTIMIZERS[optimizer](param.parameters(), lr=lr)
+    opt = OPTIMIZERS[optimizer](param.parameters(), lr)
     history: dict[str, list[float]] = {}
     started = time.perf_counter()
     result = LoopResult(image=param.image().detach().clamp(0, 1))

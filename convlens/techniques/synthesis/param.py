@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor, nn
@@ -19,11 +20,11 @@ _COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.0
 _COLOR = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
 
 
-class ImageParam(nn.Module):
+class ImageParam(nn.Module, ABC):
     """``image()`` → (N, 3, H, W) in [0, 1]; ``project()`` runs after each optimiser step."""
 
-    def image(self) -> Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def image(self) -> Tensor: ...
 
     def project(self) -> None:
         """Bring the parameters back into their valid set (a no-op for unconstrained ones)."""

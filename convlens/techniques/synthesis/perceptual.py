@@ -91,8 +91,7 @@ def _random(device: torch.device) -> Perceptual:
 
 def model_layers(loaded: LoadedModel, count: int = 4) -> tuple[tuple[str, ...], str]:
     """Style layers (up to ``count`` spatial activations, shallow to deep) and a content layer of a model."""
-    spatial = [row.name for row in loaded.layers if row.is_spatial and "relu" in row.kind.lower()] or \
-        [row.name for row in loaded.layers if row.is_spatial]
+    spatial = loaded.spatial_activations
     if not spatial:
         raise SchemaError("params.network", f"{loaded.name} has no spatial layer to measure style with")
     step = max(1, len(spatial) // count)
