@@ -49,7 +49,7 @@ from convlens import models as zoo
 from convlens import pipeline, registry
 from convlens.images import ImageDecodeError, decode_image, encode_png
 from convlens.schema import MODEL_NAMES, SchemaError, TechniqueRequest, TopClass, form_text, job_id, parse_request
-from handlers import jobs
+from handlers import form_fields, jobs
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +163,9 @@ def request_fields(row: Any, content_type: str = "") -> dict[str, Any]:
     """
     if not isinstance(row, Mapping):
         raise SchemaError("body", "expected a JSON object or a multipart form")
+    duplicates = form_fields.duplicated_fields(row)
+    if duplicates:
+        raise SchemaError(duplicates[0], "was sent more than once in one form; send each field once")
     if content_type == "application/x-www-form-urlencoded":
         raise SchemaError("body", "url-encoded forms are not accepted; send JSON or multipart/form-data")
     if content_type == "application/json" and isinstance(row.get("body"), (bytes, bytearray)):
@@ -248,6 +251,7 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
 
     def initialize(self, context: Any) -> None:
         self.context = context
+        form_fields.install()  # so two parts with one name are refused, not merged
         self.endpoint = getattr(context, "model_name", None) or self.endpoint
         self.device = device_from_context(context)
         config = handler_config(context)

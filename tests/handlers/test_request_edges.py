@@ -61,3 +61,27 @@ def test_random_weights_only_for_the_allowed_models(monkeypatch: pytest.MonkeyPa
     assert handler.parse(0, json_row(png_bytes(), model="builtin", weights="random")["body"]).weights == "random"
     monkeypatch.setenv("CONVLENS_RANDOM_WEIGHTS_MODELS", "all")
     assert handler.parse(0, json_row(png_bytes(), model="vgg19", weights="random")["body"]).weights == "random"
+
+
+def _ts_batch(*names: str) -> list[dict]:
+    """One request as TorchServe's worker protocol hands it over: a parameter per form part."""
+    params = [{"name": n, "contentType": "text/plain", "value": f"{n}-{i}"} for i, n in enumerate(names)]
+    return [{"requestId": b"r1", "headers": [], "parameters": params}]
+
+
+def test_parts_sent_twice_are_remembered_and_refused_naming_the_field() -> None:
+    from ts.service import Service
+
+    from handlers import form_fields
+
+    assert form_fields.install() and form_fields.install()  # idempotent: wrapped once
+    wrapped = Service.__dict__["retrieve_data_for_inference"].__func__
+    assert getattr(wrapped.wrapped, "wrapped", None) is None
+    _, rows, _ = Service.retrieve_data_for_inference(_ts_batch("model", "image", "params", "image"))
+    assert rows[0]["image"] == "image-3"  # what TorchServe alone keeps: the last part
+    assert form_fields.duplicated_fields(rows[0]) == ("image",)
+    with pytest.raises(SchemaError) as exc:
+        request_fields(rows[0], "multipart/form-data")
+    assert exc.value.field == "image" and "more than once" in exc.value.message
+    _, rows, _ = Service.retrieve_data_for_inference(_ts_batch("image", "model"))
+    assert form_fields.duplicated_fields(rows[0]) == () and request_fields(rows[0])["model"] == "model-1"

@@ -181,6 +181,13 @@ CASES: dict[str, Case] = {
     "form method unknown": ("saliency", "form", {"image": GOOD, "method": "lime"}, BAD, "params.method"),
     "form model unknown": ("saliency", "form", {"image": GOOD, "model": "lenet"}, BAD, "model"),
     "form no image": ("saliency", "form", {"model": "builtin"}, BAD, "image"),
+    # parts sent twice: TorchServe's worker folds them into one dict (the last wins) unless refused
+    "form two image parts": ("saliency", "form-parts", [("image", GOOD), ("image", JPEG)], BAD, "image"),
+    "form two image parts, same bytes": ("classify", "form-parts", [("image", GOOD), ("image", GOOD)], BAD, "image"),
+    "form two model fields": ("saliency", "form-parts", [("image", GOOD), ("model", "lenet"), ("model", "builtin")],
+                              BAD, "model"),
+    "form two params fields": ("occlusion", "form-parts", [("image", GOOD), ("params", "{}"), ("params", "{}")], BAD,
+                               "params"),
     # ---- the info API
     "info unknown": ("classify", "json", {"info": "secrets"}, BAD, "info"),
     "info int": ("classify", "json", {"info": 3}, BAD, "info"),
@@ -229,6 +236,9 @@ def send(stack: Stack, endpoint: str, kind: str, payload: Any) -> requests.Respo
         files = {k: ("upload.png", v, "image/png") for k, v in payload.items() if isinstance(v, bytes)}
         data = {k: v for k, v in payload.items() if not isinstance(v, bytes)}
         return stack.post(endpoint, files=files or {"_": ("", b"", "text/plain")}, data=data)
+    if kind == "form-parts":  # (name, value) pairs in order, names may repeat
+        parts = [(k, ("upload.png", v, "image/png") if isinstance(v, bytes) else (None, v)) for k, v in payload]
+        return stack.post(endpoint, files=parts)
     raise ValueError(kind)
 
 
