@@ -11,6 +11,9 @@ away from it), and a plain mean lets the largest style own the shared weights. E
 its style's loss (no gradient): the network then follows ∇ Σ_s log L_s, an equal *relative* improvement for
 every style — the quality goal is itself a per-style ratio (fast / Gatys).
 
+Hard styles (``hard`` > 0) are drawn more often, with probability ∝ (running mean loss)^hard: balancing
+equalises each image's weight, this gives the slowest styles more images.
+
 Scale: the Gram matrix is a spatial mean, so ``size``-px crops matched to the style image at ``style_size``
 learn the texture at the pixel scale of results stylised at ``style_size`` (the dashboard's 256 px) for a
 quarter of the cost of 256-px crops.
@@ -66,6 +69,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 100
     balance: bool = True  # divide each image's loss by its style's running mean loss (module docstring)
+    hard: float = 0.0  # draw style s with probability ∝ running_s ** hard (0: uniform; 2: harder styles more)
     net: NetConfig = field(default_factory=NetConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -197,7 +201,7 @@ class Trainer:
     def step(self) -> dict[str, float]:
         c = self.config
         x = sample_batch(self.pool, c.batch, c.size, self.generator).to(self.device)
-        which = torch.randint(len(self.names), (c.batch,), generator=self.generator)
+        which = self._styles(c.batch)
         blend = F.one_hot(which, len(self.names)).float().to(self.device)
         start = time.perf_counter()
         self.model.train()
@@ -219,6 +223,12 @@ class Trainer:
         for s in which.unique().tolist():
             self.history[f"style/{self.names[s]}"].append(float(per_image[which == s].mean()))
         return row
+
+    def _styles(self, n: int) -> Tensor:
+        """(n,) style indices: uniform, or ∝ running_s ** ``hard`` once every style has been seen."""
+        if self.config.hard == 0 or bool((self.running == 0).any()):
+            return torch.randint(len(self.names), (n,), generator=self.generator)
+        return torch.multinomial(self.running ** self.config.hard, n, replacement=True, generator=self.generator)
 
     def _balance(self, which: Tensor, per_image: Tensor, decay: float = 0.98) -> Tensor:
         """(N,) divisors: the running mean loss of each image's style, updated with this batch first."""
@@ -276,6 +286,8 @@ class Trainer:
             raise ValueError(f"checkpoint styles {state['styles']} differ from {self.names}")
         self.model.load_state_dict(state["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # this run's learning rate, not the saved one
+            group["lr"] = self.config.lr
         self.generator.set_state(state["generator"])
         self.step_count, self.seconds = int(state["step"]), float(state["seconds"])
         if "running" in state:  # older checkpoints start balancing afresh
@@ -315,7 +327,8 @@ def _stage_line(start: int, stage: Mapping[str, Any]) -> str:
     return (f"steps {start}–{stage['until_step']}: {t['size']}-px crops, style image at {t.get('style_size')} px, "
             f"batch {t['batch']}, Adam lr {t['lr']}, weights content {t['content_weight']} / style "
             f"{t['style_weight']} / TV {t['tv_weight']}, {'balanced' if t.get('balance') else 'unbalanced'} "
-            f"styles, seed {t['seed']}")
+            f"styles" + (f", styles drawn ∝ running loss^{t['hard']:g}" if t.get("hard") else "")
+            + f", seed {t['seed']}")
 
 
 def _evaluation_lines(evaluation: Mapping[str, Any]) -> list[str]:
