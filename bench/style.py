@@ -221,7 +221,12 @@ def main(argv: list[str] | None = None) -> int:
         markdown_table(["style", "style loss, fast", "style loss, Gatys", "fast / Gatys",
                         "style loss of the content itself", "content loss, fast", "content loss, Gatys"], qrows),
         "", "Style loss: Gram distance normalised by the target's norm, averaged over relu1_1…relu4_1; content "
-        "loss: relu3_2 feature distance normalised by the content's. Target: fast within 2× of Gatys.",
+        "loss: relu3_2 feature distance normalised by the content's. Target: fast within 2× of Gatys. Gatys ran "
+        f"{steps} steps (the loss curves are in `bench/style_gatys.json`); where its loss still falls, a longer run "
+        "would lower it further, so a fast/Gatys ratio here is a lower bound on the ratio to a fully converged "
+        "result. The 'content itself' column shows how far each style is from an unstyled photo: a grey, "
+        "low-contrast texture (brick) has a Gram matrix ~100× smaller than a photo's, so matching it is a pure "
+        "second-order texture match, the hardest case for a small feed-forward network.",
         "", "Verdicts: " + "; ".join(verdicts) + ".",
     ]
     if tput is not None:
