@@ -132,6 +132,20 @@ def test_balance_divides_each_image_by_its_styles_running_mean() -> None:
     assert second.tolist() == [150.0] and t.running.tolist() == [2.0, 150.0]  # style 0 untouched
 
 
+def test_resumed_runs_are_recorded_as_stages_and_equal_configs_merge(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    first = trainer()
+    first.train(steps=2, checkpoint=tmp_path / "a.pt")
+    again = trainer(TrainConfig(**{**TINY.to_dict(), "net": TINY_NET, "steps": 3}))  # only the budget differs
+    again.load(tmp_path / "a.pt")
+    again.train(checkpoint=tmp_path / "a.pt")
+    slower = trainer(TrainConfig(**{**TINY.to_dict(), "net": TINY_NET, "steps": 4, "lr": 1e-3}))
+    slower.load(tmp_path / "a.pt")
+    assert slower.optimizer.param_groups[0]["lr"] == 1e-3  # this run's rate, not the saved one
+    slower.train(checkpoint=tmp_path / "a.pt")
+    stages = json.loads((tmp_path / "a.card.json").read_text())["stages"]
+    assert [(s["until_step"], s["train"]["lr"]) for s in stages] == [(3, TINY.lr), (4, 1e-3)]
+
+
 def test_content_pool_is_the_corpus_photos_plus_scenes(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from convlens.corpus.datasets import natural_sources
     from convlens.techniques.stylize.train import content_pool

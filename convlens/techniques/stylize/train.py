@@ -263,11 +263,8 @@ class Trainer:
         }
 
     def _stages(self) -> list[dict[str, Any]]:
-        """The resumed runs and this one, each ``{"until_step", "train"}`` (consecutive equal configs merged)."""
-        stages = [dict(s) for s in self.stages]
-        if stages and stages[-1]["train"] == self.config.to_dict():
-            stages.pop()
-        return [*stages, {"until_step": self.step_count, "train": self.config.to_dict()}]
+        """The resumed runs and this one, each ``{"until_step", "train"}``."""
+        return merge_stages([*self.stages, {"until_step": self.step_count, "train": self.config.to_dict()}])
 
     def save(self, path: str | Path, styles_meta: Sequence[dict[str, Any]] = ()) -> None:
         """The checkpoint (atomically) and its model card (``.card.json`` and ``.card.md``) beside it."""
@@ -296,6 +293,19 @@ class Trainer:
         self.history = {k: [] for k in self.history} | {k: list(v) for k, v in state["history"].items()}
 
 
+def merge_stages(stages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Consecutive stages whose configs differ only in the step budget (``steps``) as one."""
+    def key(stage: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in stage["train"].items() if k != "steps"}
+
+    merged: list[dict[str, Any]] = []
+    for stage in stages:
+        if merged and key(merged[-1]) == key(stage):
+            merged.pop()
+        merged.append(dict(stage))
+    return merged
+
+
 def _window_mean(values: Sequence[float], first: bool, n: int = 50) -> float | None:
     if not values:
         return None
@@ -307,7 +317,7 @@ def card(state: dict[str, Any], evaluation: Mapping[str, Any] | None = None) -> 
     """The model card: styles, content data, steps and training stages, losses (first/last 50-step means, per
     style too), time, network, and — when given — the benchmark's ``evaluation``."""
     history = state["history"]
-    stages = state.get("stages") or [{"until_step": state["step"], "train": state["train"]}]
+    stages = merge_stages(state.get("stages") or [{"until_step": state["step"], "train": state["train"]}])
     info = {
         "format": state["format"], "styles": state["styles"], "styles_meta": state["styles_meta"],
         "content_data": state["content"], "steps": state["step"], "train_seconds": round(state["seconds"], 1),
