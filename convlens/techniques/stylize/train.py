@@ -18,14 +18,16 @@ Scale: the Gram matrix is a spatial mean, so ``size``-px crops matched to the st
 learn the texture at the pixel scale of results stylised at ``style_size`` (the dashboard's 256 px) for a
 quarter of the cost of 256-px crops.
 
-Content data is offline: the photos shipped in scikit-image and scikit-learn and the built-in generator's
+Content data is offline: the photos shipped in scikit-image and scikit-learn (``corpus.datasets``'s
+``natural_sources``) and the built-in generator's
 scenes (plus any folder of images), seen as random crops (scale 0.5–1 of the shorter side) and flips.
 Everything random comes from one seeded ``torch.Generator`` saved in the checkpoint, so a resumed run
 continues exactly as the uninterrupted one would.
 
 Checkpoint: a plain dict (``torch.load(path, weights_only=True)``): ``state_dict``, ``styles`` (names),
 ``net`` (config), ``train`` (config), ``step``, ``history``, ``optimizer``, ``generator``, ``seconds``,
-``running`` (the per-style running mean losses used for balancing).
+``running`` (the per-style running mean losses used for balancing), ``stages`` (the configs of the runs it
+resumed, with the step each ended at).
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Defaults: the built-in network's settings (128-px crops, 256-px style scale, batch 4, balanced)."""
+    """Defaults: 128-px crops, 256-px style scale, batch 4, balanced; the built-in network's stages (learning
+    rate decay, ``hard`` 2) are listed in its card."""
 
     steps: int = 1200
     batch: int = 4
