@@ -91,7 +91,10 @@ def cmd_style_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     overrides = {k: v for k, v in {"steps": args.steps, "batch": args.batch, "size": args.size, "seed": args.seed,
                                    "lr": args.lr, "style_weight": args.style_weight, "scenes": args.scenes,
-                                   "checkpoint_every": args.checkpoint_every}.items() if v is not None}
+                                   "checkpoint_every": args.checkpoint_every, "style_size": args.style_size,
+                                   "content_weight": args.content_weight, "balance": args.balance,
+                                   "hard": args.hard}.items()
+                 if v is not None}
     config = dataclasses.replace(TrainConfig(), **overrides)
     paths = [Path(p) for p in args.style]
     names = args.name or [p.stem for p in paths]
@@ -332,8 +335,11 @@ def build_parser(extend: Callable[[Any], None] | None = None) -> argparse.Argume
     st.add_argument("--out", required=True, help="checkpoint; model card written beside it")
     st.add_argument("--resume", action="store_true", help="continue from --out when it exists")
     for flag, kind in (("--steps", int), ("--batch", int), ("--size", int), ("--seed", int), ("--lr", float),
-                       ("--style-weight", float), ("--scenes", int), ("--checkpoint-every", int)):
+                       ("--style-weight", float), ("--content-weight", float), ("--scenes", int),
+                       ("--checkpoint-every", int), ("--style-size", int), ("--hard", float)):
         st.add_argument(flag, type=kind)
+    st.add_argument("--balance", action=argparse.BooleanOptionalAction, default=None,
+                    help="divide each style's loss by its running mean (default on)")
     st.add_argument("--log-every", type=int, default=10)
     st.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     st.set_defaults(func=cmd_style_train)

@@ -19,6 +19,12 @@ from convlens.techniques.stylize.stylize import BUILTIN_CHECKPOINT, load_stylene
 from convlens.techniques.stylize.train import TrainConfig, Trainer, perceptual_losses, sample_batch
 from tests.conftest import TinyCNN
 
+# fast/Gatys style-loss ratios of the built-in network (bench/style.py). Against the same 800-step Gatys results
+# the previous network (unbalanced, 128-px style scale) had hubble 0.62×, immunohistochemistry 7.5×, coffee 13×,
+# brick 76× (a spread of 120×): both bounds fail for it. They are regression bounds for the balanced network,
+# not the issue's goal (≤ 2× for every style; see the card's measured table).
+MAX_FAST_OVER_GATYS = 8.0
+MAX_RATIO_SPREAD = 20.0  # the worst style's ratio at most 20× the best's
 TINY_NET = NetConfig(widths=(4, 8, 8), blocks=1)
 TINY = TrainConfig(steps=4, batch=2, size=32, style_size=32, lr=1e-2, scenes=0, checkpoint_every=2, net=TINY_NET)
 
@@ -117,6 +123,40 @@ def test_save_and_resume_continue_exactly_like_an_uninterrupted_run(tmp_path) ->
     assert "no pretrained weights" in (tmp_path / "a.card.md").read_text().lower()
 
 
+def test_balance_divides_each_image_by_its_styles_running_mean() -> None:
+    t = trainer()
+    which = torch.tensor([0, 0, 1])
+    first = t._balance(which, torch.tensor([1.0, 3.0, 200.0]))
+    assert first.tolist() == [2.0, 2.0, 200.0]  # first sight: the batch mean of that style
+    second = t._balance(torch.tensor([1]), torch.tensor([100.0]), decay=0.5)
+    assert second.tolist() == [150.0] and t.running.tolist() == [2.0, 150.0]  # style 0 untouched
+
+
+def test_resumed_runs_are_recorded_as_stages_and_equal_configs_merge(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    first = trainer()
+    first.train(steps=2, checkpoint=tmp_path / "a.pt")
+    again = trainer(TrainConfig(**{**TINY.to_dict(), "net": TINY_NET, "steps": 3}))  # only the budget differs
+    again.load(tmp_path / "a.pt")
+    again.train(checkpoint=tmp_path / "a.pt")
+    slower = trainer(TrainConfig(**{**TINY.to_dict(), "net": TINY_NET, "steps": 4, "lr": 1e-3}))
+    slower.load(tmp_path / "a.pt")
+    assert slower.optimizer.param_groups[0]["lr"] == 1e-3  # this run's rate, not the saved one
+    slower.train(checkpoint=tmp_path / "a.pt")
+    stages = json.loads((tmp_path / "a.card.json").read_text())["stages"]
+    assert [(s["until_step"], s["train"]["lr"]) for s in stages] == [(3, TINY.lr), (4, 1e-3)]
+
+
+def test_content_pool_is_the_corpus_photos_plus_scenes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from convlens.corpus.datasets import natural_sources
+    from convlens.techniques.stylize.train import content_pool
+
+    Image.new("RGB", (20, 30), (1, 2, 3)).save(tmp_path / "x.png")
+    photos = [name for name, _ in natural_sources() if name != "astronaut"]
+    pool, sources = content_pool(tmp_path, scenes=3, size=32, exclude=("astronaut",))
+    assert len(pool) == len(photos) + 3 + 1 and pool[-1].shape == (3, 30, 20)
+    assert "astronaut" not in sources[0] and all(name in sources[0] for name in photos)
+
+
 def test_style_train_command_writes_checkpoint_card_and_resumes(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     for k, img in enumerate(styles()):
         Image.fromarray((img.permute(1, 2, 0).numpy() * 255).astype("uint8")).save(tmp_path / f"s{k}.png")
@@ -166,6 +206,34 @@ def test_style_loss_towards_a_falls_as_its_blend_weight_rises() -> None:
             y = net(x, blend)
             losses.append(float(perceptual_losses(percept, y, x, targets, torch.ones(1, 1))["style"]))
     assert all(later < earlier for earlier, later in zip(losses, losses[1:], strict=False)), losses
+
+
+def test_no_builtin_style_is_under_trained_relative_to_the_others() -> None:
+    """Each style's fast style loss over Gatys's (the Gatys side stored in the card by ``bench/style.py``, the
+    fast side recomputed here, and checked against the card): a training that lets one style own the shared
+    weights leaves the others far from what optimisation reaches and far apart from each other."""
+    from convlens.techniques.stylize.train import load_image
+    from convlens.techniques.synthesis.common import fit
+    from convlens.techniques.synthesis.perceptual import network
+    from convlens.techniques.synthesis.style import losses, style_grams
+
+    card = json.loads(BUILTIN_CHECKPOINT.with_suffix(".card.json").read_text())
+    reference = card["evaluation"]["styles"]
+    net, names, _ = load_stylenet(BUILTIN_CHECKPOINT)
+    assert set(reference) == set(names)
+    percept = network("random_vgg", "cpu")
+    root = BUILTIN_CHECKPOINT.parents[2] / "dashboard"
+    x = fit(load_image(root / "samples" / "photos" / "astronaut.png"), 256)
+    ratios = {}
+    for k, name in enumerate(names):
+        with torch.no_grad():
+            y = net(x, one_hot(k, len(names)))
+        targets = style_grams(percept, [load_image(root / "samples" / "styles" / f"{name}.png")], [1.0], 1.0, 256)
+        fast = float(losses(percept, y, x, targets)[0][0])
+        assert fast == pytest.approx(reference[name]["fast_style"], rel=1e-3, abs=1e-5)  # the card is current
+        ratios[name] = fast / reference[name]["gatys_style"]
+    assert max(ratios.values()) <= MAX_FAST_OVER_GATYS, ratios
+    assert max(ratios.values()) <= MAX_RATIO_SPREAD * min(ratios.values()), ratios
 
 
 # ------------------------------------------------------------------------------------ the technique

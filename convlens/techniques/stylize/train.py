@@ -4,20 +4,37 @@ conditioned on s, minimises  α·‖φ_c(f(x, s)) − φ_c(x)‖²/‖φ_c(x)‖
 + γ·TV(f(x, s))  — the same normalised terms as Gatys style transfer (``synthesis/objectives.py``) on the same
 perceptual network (``synthesis/perceptual.py``; offline that is ``random_vgg``: fixed random weights).
 
-Content data is offline: the photos shipped in scikit-image and scikit-learn and the built-in generator's
+Balancing (``balance``): the styles' losses differ by orders of magnitude even after normalising by the target
+Gram's norm (a low-contrast grey texture's Gram is ~100× smaller than a photo's, so every other image is ~100×
+away from it), and a plain mean lets the largest style own the shared weights. Each image's whole loss
+(content + style + TV, so the per-style content/style trade-off stays Gatys's) is divided by a running mean of
+its style's loss (no gradient): the network then follows ∇ Σ_s log L_s, an equal *relative* improvement for
+every style — the quality goal is itself a per-style ratio (fast / Gatys).
+
+Hard styles (``hard`` > 0) are drawn more often, with probability ∝ (running mean loss)^hard: balancing
+equalises each image's weight, this gives the slowest styles more images.
+
+Scale: the Gram matrix is a spatial mean, so ``size``-px crops matched to the style image at ``style_size``
+learn the texture at the pixel scale of results stylised at ``style_size`` (the dashboard's 256 px) for a
+quarter of the cost of 256-px crops.
+
+Content data is offline: the photos shipped in scikit-image and scikit-learn (``corpus.datasets``'s
+``natural_sources``) and the built-in generator's
 scenes (plus any folder of images), seen as random crops (scale 0.5–1 of the shorter side) and flips.
 Everything random comes from one seeded ``torch.Generator`` saved in the checkpoint, so a resumed run
 continues exactly as the uninterrupted one would.
 
 Checkpoint: a plain dict (``torch.load(path, weights_only=True)``): ``state_dict``, ``styles`` (names),
-``net`` (config), ``train`` (config), ``step``, ``history``, ``optimizer``, ``generator``, ``seconds``.
+``net`` (config), ``train`` (config), ``step``, ``history``, ``optimizer``, ``generator``, ``seconds``,
+``running`` (the per-style running mean losses used for balancing), ``stages`` (the configs of the runs it
+resumed, with the step each ended at).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,19 +52,17 @@ from convlens.techniques.synthesis.perceptual import Perceptual, network
 
 Callback = Callable[[int, int, dict[str, float]], None]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-# scikit-image photos bundled in its wheel (no download); greyscale ones are repeated over RGB
-SKIMAGE_PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "rocket", "retina", "immunohistochemistry",
-                  "hubble_deep_field", "moon", "coins", "page")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Defaults: the built-in network (128 px, batch 4, ~20 min on one loaded CPU core)."""
+    """Defaults: 128-px crops, 256-px style scale, batch 4, balanced; the built-in network's stages (learning
+    rate decay, ``hard`` 2) are listed in its card."""
 
     steps: int = 1200
     batch: int = 4
     size: int = 128
-    style_size: int = 128
+    style_size: int = 256
     lr: float = 2e-3
     content_weight: float = 1.0
     style_weight: float = 10.0
@@ -56,6 +71,8 @@ class TrainConfig:
     scenes: int = 64  # built-in generator scenes added to the content pool
     seed: int = 0
     checkpoint_every: int = 100
+    balance: bool = True  # divide each image's loss by its style's running mean loss (module docstring)
+    hard: float = 0.0  # draw style s with probability ∝ running_s ** hard (0: uniform; 2: harder styles more)
     net: NetConfig = field(default_factory=NetConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,23 +105,15 @@ def load_image(path: str | Path) -> Tensor:
 
 def content_pool(folder: str | Path | None = None, scenes: int = 64, size: int = 128,
                  exclude: Sequence[str] = ()) -> tuple[list[Tensor], list[str]]:
-    """Content images (3, H, W) and a description of where they came from."""
-    import skimage.data
-    from sklearn.datasets import load_sample_images
-
+    """Content images (3, H, W) and a description of where they came from: the photos shipped in installed
+    wheels (``corpus.datasets.natural_sources``) minus ``exclude``, the built-in generator's scenes, a folder."""
     from convlens.builtin.dataset import render_sample
+    from convlens.corpus.datasets import natural_sources
 
-    pool: list[Tensor] = []
-    sources: list[str] = []
-    photos = [name for name in SKIMAGE_PHOTOS if name not in exclude]
-    for name in photos:
-        pool.append(_rgb_tensor(getattr(skimage.data, name)()))
-    sources.append(f"scikit-image {getattr(skimage, '__version__', '')}: " + ", ".join(photos))
-    sample = load_sample_images()
-    pool.extend(_rgb_tensor(img) for img in sample.images)
-    sources.append("scikit-learn sample images: " + ", ".join(Path(f).stem for f in sample.filenames))
-    for k in range(scenes):
-        pool.append(_rgb_tensor(render_sample(7, k, size=size).image))
+    photos = [(name, arr) for name, arr in natural_sources() if name not in exclude]
+    pool = [_rgb_tensor(arr) for _, arr in photos]
+    sources = ["photos shipped in scikit-learn/scikit-image: " + ", ".join(name for name, _ in photos)]
+    pool.extend(_rgb_tensor(render_sample(7, k, size=size).image) for k in range(scenes))
     if scenes:
         sources.append(f"{scenes} built-in generator scenes (seed 7, {size} px)")
     if folder is not None:
@@ -186,28 +195,51 @@ class Trainer:
         self.targets = style_targets(self.perceptual, styles, config.style_size)
         self.step_count = 0
         self.seconds = 0.0
-        self.history: dict[str, list[float]] = {"loss": [], "content": [], "style": [], "tv": []}
+        self.running = torch.zeros(len(self.names))  # per-style running mean loss; 0 = not seen yet
+        self.stages: list[dict[str, Any]] = []  # earlier runs this one resumed: their config and last step
+        # the per-style ``style/<name>``: that style's loss on the images it was drawn for
+        self.history: dict[str, list[float]] = {k: [] for k in ("loss", "content", "style", "tv")} | {
+            f"style/{name}": [] for name in self.names}
 
     def step(self) -> dict[str, float]:
         c = self.config
         x = sample_batch(self.pool, c.batch, c.size, self.generator).to(self.device)
-        which = torch.randint(len(self.names), (c.batch,), generator=self.generator)
+        which = self._styles(c.batch)
         blend = F.one_hot(which, len(self.names)).float().to(self.device)
         start = time.perf_counter()
         self.model.train()
         out = self.model(x, blend)
         parts = perceptual_losses(self.perceptual, out, x, self.targets, blend)
-        loss = (c.content_weight * parts["content"] + c.style_weight * parts["style"]
-                + c.tv_weight * parts["tv"]).mean()
+        per_image = c.content_weight * parts["content"] + c.style_weight * parts["style"] + c.tv_weight * parts["tv"]
+        loss = per_image.mean()
+        objective = (per_image / self._balance(which, per_image.detach().cpu()).to(self.device)).mean() \
+            if c.balance else loss
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         self.optimizer.step()
         self.seconds += time.perf_counter() - start
         self.step_count += 1
         row = {"loss": float(loss.detach()), **{k: float(v.detach().mean()) for k, v in parts.items()}}
         for k, v in row.items():
             self.history[k].append(v)
+        per_image = parts["style"].detach().cpu()
+        for s in which.unique().tolist():
+            self.history[f"style/{self.names[s]}"].append(float(per_image[which == s].mean()))
         return row
+
+    def _styles(self, n: int) -> Tensor:
+        """(n,) style indices: uniform, or ∝ running_s ** ``hard`` once every style has been seen."""
+        if self.config.hard == 0 or bool((self.running == 0).any()):
+            return torch.randint(len(self.names), (n,), generator=self.generator)
+        return torch.multinomial(self.running ** self.config.hard, n, replacement=True, generator=self.generator)
+
+    def _balance(self, which: Tensor, per_image: Tensor, decay: float = 0.98) -> Tensor:
+        """(N,) divisors: the running mean loss of each image's style, updated with this batch first."""
+        for s in which.unique().tolist():
+            value = float(per_image[which == s].mean())
+            old = float(self.running[s])
+            self.running[s] = value if old == 0 else decay * old + (1 - decay) * value
+        return self.running[which]
 
     def train(self, steps: int | None = None, callback: Callback | None = None,
               checkpoint: str | Path | None = None, styles_meta: Sequence[dict[str, Any]] = ()) -> None:
@@ -230,7 +262,12 @@ class Trainer:
             "perceptual": self.perceptual.description, "content": list(self.content_sources),
             "step": self.step_count, "seconds": self.seconds, "history": {k: list(v) for k, v in self.history.items()},
             "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
+            "running": self.running.clone(), "stages": self._stages(),
         }
+
+    def _stages(self) -> list[dict[str, Any]]:
+        """The resumed runs and this one, each ``{"until_step", "train"}``."""
+        return merge_stages([*self.stages, {"until_step": self.step_count, "train": self.config.to_dict()}])
 
     def save(self, path: str | Path, styles_meta: Sequence[dict[str, Any]] = ()) -> None:
         """The checkpoint (atomically) and its model card (``.card.json`` and ``.card.md``) beside it."""
@@ -249,9 +286,27 @@ class Trainer:
             raise ValueError(f"checkpoint styles {state['styles']} differ from {self.names}")
         self.model.load_state_dict(state["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # this run's learning rate, not the saved one
+            group["lr"] = self.config.lr
         self.generator.set_state(state["generator"])
         self.step_count, self.seconds = int(state["step"]), float(state["seconds"])
-        self.history = {k: list(v) for k, v in state["history"].items()}
+        if "running" in state:  # older checkpoints start balancing afresh
+            self.running = state["running"].clone()
+        self.stages = [dict(s) for s in state.get("stages", [{"until_step": self.step_count, "train": state["train"]}])]
+        self.history = {k: [] for k in self.history} | {k: list(v) for k, v in state["history"].items()}
+
+
+def merge_stages(stages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Consecutive stages whose configs differ only in the step budget (``steps``) as one."""
+    def key(stage: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in stage["train"].items() if k != "steps"}
+
+    merged: list[dict[str, Any]] = []
+    for stage in stages:
+        if merged and key(merged[-1]) == key(stage):
+            merged.pop()
+        merged.append(dict(stage))
+    return merged
 
 
 def _window_mean(values: Sequence[float], first: bool, n: int = 50) -> float | None:
@@ -261,13 +316,15 @@ def _window_mean(values: Sequence[float], first: bool, n: int = 50) -> float | N
     return round(float(np.mean(part)), 5)
 
 
-def card(state: dict[str, Any]) -> dict[str, Any]:
-    """The model card: styles, content data, steps, losses (first/last 50-step means), time, network."""
+def card(state: dict[str, Any], evaluation: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The model card: styles, content data, steps and training stages, losses (first/last 50-step means, per
+    style too), time, network, and — when given — the benchmark's ``evaluation``."""
     history = state["history"]
-    return {
+    stages = merge_stages(state.get("stages") or [{"until_step": state["step"], "train": state["train"]}])
+    info = {
         "format": state["format"], "styles": state["styles"], "styles_meta": state["styles_meta"],
         "content_data": state["content"], "steps": state["step"], "train_seconds": round(state["seconds"], 1),
-        "train_config": state["train"], "network": state["net"],
+        "train_config": state["train"], "stages": stages, "network": state["net"],
         "parameters": int(sum(v.numel() for v in state["state_dict"].values())),
         "perceptual_network": state["perceptual"],
         "losses": {k: {"first_50": _window_mean(v, True), "last_50": _window_mean(v, False)}
@@ -275,11 +332,34 @@ def card(state: dict[str, Any]) -> dict[str, Any]:
         "references": ["Johnson, Alahi & Fei-Fei 2016", "Ulyanov, Vedaldi & Lempitsky 2016",
                        "Dumoulin, Shlens & Kudlur 2017"],
     }
+    return info | ({"evaluation": dict(evaluation)} if evaluation is not None else {})
 
 
-def write_card(path: Path, state: dict[str, Any]) -> None:
-    info = card(state)
+def _stage_line(start: int, stage: Mapping[str, Any]) -> str:
+    t = stage["train"]
+    return (f"steps {start}–{stage['until_step']}: {t['size']}-px crops, style image at {t.get('style_size')} px, "
+            f"batch {t['batch']}, Adam lr {t['lr']}, weights content {t['content_weight']} / style "
+            f"{t['style_weight']} / TV {t['tv_weight']}, {'balanced' if t.get('balance') else 'unbalanced'} "
+            f"styles" + (f", styles drawn ∝ running loss^{t['hard']:g}" if t.get("hard") else "")
+            + f", seed {t['seed']}")
+
+
+def _evaluation_lines(evaluation: Mapping[str, Any]) -> list[str]:
+    rows = evaluation["styles"]
+    return ["", f"## Measured ({evaluation['how']})", "",
+            "| style | style loss, fast | style loss, Gatys | fast / Gatys | content loss, fast "
+            "| content loss, Gatys |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            *(f"| {name} | {r['fast_style']:.4f} | {r['gatys_style']:.4f} | {r['fast_style'] / r['gatys_style']:.2f}× "
+              f"| {r['fast_content']:.3f} | {r['gatys_content']:.3f} |" for name, r in rows.items())]
+
+
+def write_card(path: Path, state: dict[str, Any], evaluation: Mapping[str, Any] | None = None) -> None:
+    """``<checkpoint>.card.json`` and ``.card.md``; ``evaluation``: ``{"how": str, "styles": {name: {fast_style,
+    gatys_style, fast_content, gatys_content}}}`` from ``bench/style.py`` (a retraining drops it)."""
+    info = card(state, evaluation)
     path.with_suffix(".card.json").write_text(json.dumps(info, indent=2) + "\n")
+    starts = [0, *(s["until_step"] for s in info["stages"][:-1])]
     lines = [f"# Fast style network `{path.name}`", "",
              "Feed-forward transformation network (Johnson et al. 2016) with conditional instance normalisation "
              "(Dumoulin et al. 2017): one network, one set of IN scales/shifts per style; blends mix them.", "",
@@ -290,17 +370,17 @@ def write_card(path: Path, state: dict[str, Any]) -> None:
              "measured on random features, so the styles are texture statistics of a random VGG, not ImageNet VGG's.",
              "- **Content data**: " + "; ".join(info["content_data"]) + " — random crops (0.5–1 of the shorter side) "
              "and left-right flips.",
-             f"- **Training**: {info['steps']} steps, batch {info['train_config']['batch']}, "
-             f"{info['train_config']['size']} px, Adam lr {info['train_config']['lr']}, seed "
-             f"{info['train_config']['seed']}, {info['train_seconds']} s of compute; weights content "
-             f"{info['train_config']['content_weight']}, style {info['train_config']['style_weight']}, "
-             f"TV {info['train_config']['tv_weight']}.",
+             f"- **Training**: {info['steps']} steps, {info['train_seconds']} s of compute on one CPU thread; "
+             + "; ".join(_stage_line(a, s) for a, s in zip(starts, info["stages"], strict=True)) + ". Balanced: "
+             "each image's loss divided by its style's running mean loss (`train.py`).",
              f"- **Network**: widths {info['network']['widths']}, {info['network']['blocks']} residual blocks, "
              f"{info['parameters']} parameters (with the optimiser state in the checkpoint for resuming).",
-             "- **Losses** (mean of the first / last 50 steps): " + ", ".join(
+             "- **Losses** (mean of the first / last 50 steps; `style/<name>`: that style's images): " + ", ".join(
                  f"{k} {v['first_50']} → {v['last_50']}" for k, v in info["losses"].items()),
-             "- **Limitations**: a short training (minutes on one CPU core) against random features; at style weight "
-             "10 the content's layout survives only partly (the content loss rises while the style loss falls) — "
-             "use `strength` < 1, or retrain longer or with a lower `--style-weight`.",
+             "- **Limitations**: a short training against random features; at style weight 10 the content's layout "
+             "survives only partly (see the content losses) — use `strength` < 1, or retrain with a lower "
+             "`--style-weight`. Results are meant at about 256 px (the style scale trained for); the texture's "
+             "pixel scale stays fixed at other sizes.",
+             *(_evaluation_lines(evaluation) if evaluation is not None else []),
              "", "Load with `torch.load(path, weights_only=True)`; retrain with `convlens style train`.", ""]
     path.with_suffix(".card.md").write_text("\n".join(lines))
