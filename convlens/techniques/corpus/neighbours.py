@@ -78,7 +78,7 @@ def neighbours(loaded: LoadedModel, inputs: Mapping[str, Tensor], params: Neighb
     for space in spaces:
         if space == "code":
             codes = dataset_codes(loaded, ds, layer, params.pool, progress=report)
-            query = codes_of(loaded, x, layer, params.pool, reduced_precision(loaded))[0].cpu().numpy()
+            query = codes_of(loaded, x, layer, params.pool, dtype=reduced_precision(loaded))[0].cpu().numpy()
             database = codes.vectors
         else:
             database = dataset_pixels(ds, progress=report)
