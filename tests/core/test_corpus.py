@@ -22,6 +22,7 @@ from convlens.corpus.patches import crop_field, field_box, top_units
 from convlens.corpus.projection import pca, project, snap_to_grid
 from convlens.corpus.search import knn
 from convlens.hooks import count_hooks
+from convlens.images import resize_and_crop
 from convlens.models import LoadedModel, Preprocessing, load_model
 from convlens.pipeline import run
 from convlens.receptive_field import layer_catalogue
@@ -452,3 +453,21 @@ def test_dataset_techniques_through_the_pipeline_leave_the_model_untouched(data_
         assert info.value.field == field_name
     assert all(torch.equal(state[k], v) for k, v in loaded.net.state_dict().items()) and count_hooks(loaded.net) == 0
     assert {s.name for s in registry.endpoints()["dataset"]} == {"datasets", "embedding", "neighbours", "top_patches"}
+
+
+def test_a_sprite_sheet_puts_image_start_plus_k_at_row_k_div_64_column_k_mod_64(data_dir: Path) -> None:
+    from convlens.techniques.corpus.datasets import sheet
+
+    store.builtin("set", 70)
+    ds = store.open_dataset("set")
+    out = sheet(ds, 3, 100, 8)  # count clipped to the 67 images from index 3: 2 rows of 64 columns
+    assert out.shape == (3, 16, 64 * 8) and 0.0 <= out.min() and out.max() <= 1.0
+    for k, (r, c) in ((0, (0, 0)), (63, (0, 63)), (64, (1, 0)), (66, (1, 2))):
+        expected = torch.from_numpy(np.asarray(resize_and_crop(ds.image(3 + k), 8, 8))).permute(2, 0, 1) / 255.0
+        assert torch.allclose(out[:, r * 8:(r + 1) * 8, c * 8:(c + 1) * 8], expected)
+    assert (out[:, 8:, 3 * 8:] == 1.0).all()  # past the last image: white
+    for field, call in (("params.start", lambda: sheet(ds, 70, 1, 8)), ("params.count", lambda: sheet(ds, 0, 0, 8)),
+                        ("params.size", lambda: sheet(ds, 0, 1, 65))):
+        with pytest.raises(SchemaError) as info:
+            call()
+        assert info.value.field == field
