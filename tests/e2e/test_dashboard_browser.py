@@ -165,7 +165,7 @@ def point_on_page(page, trace: int, k: int) -> tuple[float, float, int]:  # type
 
 THUMB_SHOWN = """() => { const tip = document.getElementById('tip'), im = document.getElementById('thumb');
                    return tip.style.display === 'block' && im.complete && im.naturalWidth > 0
-                          && im.getAttribute('src') !== null ? Number(tip.dataset.index) : false; }"""
+                          && im.getAttribute('src') !== null ? String(tip.dataset.index) : false; }"""  # '0' is truthy
 
 
 def hover_thumbnail(page, trace: int, k: int, timeout_s: float = 120.0) -> tuple[int, float]:  # type: ignore[no-untyped-def]
