@@ -102,7 +102,9 @@ def cached_projection(codes_key: str, vectors: np.ndarray, method: Method, seed:
                       perplexity: float = 30.0) -> Projection:
     """:func:`project`, cached by the codes' key and the projection's settings."""
     started = time.perf_counter()
-    key = hashlib.sha256(json.dumps([codes_key, method, seed, n_neighbors, perplexity]).encode()).hexdigest()[:32]
+    settings = [EXACT_KNN_MAX, "pca-init", UMAP_EPOCHS] if method == "umap" else []  # maps of older settings: stale
+    key = hashlib.sha256(json.dumps([codes_key, method, seed, n_neighbors, perplexity, *settings]).encode()
+                         ).hexdigest()[:32]
     path = cache_dir("projections") / f"{key}.npy"
     if path.is_file():
         points = np.load(path)
