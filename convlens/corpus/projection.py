@@ -42,11 +42,13 @@ def exact_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     idx, dist = [], []
     for start in range(0, len(data), rows):
         block = data[start:start + rows]
-        d2 = (sq[start:start + rows, None] + sq[None, :] - 2.0 * block @ data.T).clamp_min_(0.0)
-        d2[torch.arange(len(block)), torch.arange(start, start + len(block))] = -1.0  # itself first
-        values, order = torch.topk(d2, k, dim=1, largest=False, sorted=True)
+        # |b|² - 2a·b ranks the rows of a block as |a - b|² does (|a|² is the same along a row): one matmul
+        partial = torch.addmm(sq[None, :], block, data.T, alpha=-2.0)
+        partial[torch.arange(len(block)), torch.arange(start, start + len(block))] = -torch.inf  # itself first
+        values, order = torch.topk(partial, k, dim=1, largest=False, sorted=True)
+        values[:, 0] = -sq[start:start + rows]
         idx.append(order)
-        dist.append(values.clamp_min_(0.0).sqrt_())
+        dist.append((values + sq[start:start + rows, None]).clamp_min_(0.0).sqrt_())
     return torch.cat(idx).numpy(), torch.cat(dist).numpy()
 
 
