@@ -15,7 +15,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from client.http import ApiError  # noqa: E402
 from dashboard import state, widgets  # noqa: E402
-from dashboard.hover_scatter import hover_scatter, scatter_args, sheet_key, write_sheets  # noqa: E402
+from dashboard.hover_scatter import (  # noqa: E402
+    hover_scatter,
+    scatter_args,
+    sheet_key,
+    write_sheets_in_background,
+)
 
 PALETTE = ("#e4572e", "#29335c", "#f3a712", "#669bbc", "#a8c686", "#8e5572", "#17bebb", "#c5283d", "#6d597a",
            "#3a5a40", "#ff9f1c", "#5e548e", "#2ec4b6", "#8d99ae", "#ef476f", "#118ab2")
@@ -38,26 +43,17 @@ def show_images(dataset: str, indices: list[int], model: str) -> None:
 
 
 def hover_thumbnails(dataset: str, key: str, images: int, model: str) -> None:
-    """Write the sprite sheets the hover shows thumbnails from (once per dataset content; after the chart,
-    so the points are drawn first)."""
+    """Start writing the sprite sheets the hover shows thumbnails from (once per dataset content, on a
+    background thread: the points are drawn and the page answers at once)."""
+    client = state.get_client()
+
     def fetch(start: int, count: int, tile: int) -> str:
-        out = state.get_client().dataset("datasets", model=model, params={
+        out = client.dataset("datasets", model=model, params={
             "action": "sheet", "name": dataset, "start": start, "count": count, "size": tile})
         return str(out.images["sheet"])
 
-    bar = None
-
-    def report(done: int, total: int) -> None:
-        nonlocal bar
-        bar = bar or st.progress(0.0)
-        bar.progress(done / total, text=f"Thumbnails for the hover: sheet {done} of {total}")
-
-    try:
-        write_sheets(key, images, fetch, report)
-    except ApiError as exc:
-        widgets.api_error(exc, "fetch the hover thumbnails")
-    if bar is not None:
-        bar.empty()
+    if write_sheets_in_background(key, images, fetch) is not None:
+        st.caption("Thumbnails for the hover are being fetched: hovering shows images within seconds.")
 
 
 def page() -> None:

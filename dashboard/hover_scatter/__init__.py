@@ -13,9 +13,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,34 @@ def write_sheets(key: str, images: int, fetch: Callable[[int, int, int], str],
         if progress is not None:
             progress(done + 1, len(todo))
     return len(todo)
+
+
+logger = logging.getLogger(__name__)
+_RUNNING: dict[str, threading.Thread] = {}
+_LOCK = threading.Lock()
+
+
+def write_sheets_in_background(key: str, images: int, fetch: Callable[[int, int, int], str]
+                               ) -> threading.Thread | None:
+    """:func:`write_sheets` on a daemon thread (one per sheet folder at a time), so the page's script ends
+    with the chart and a rerun (another dataset, a selection) never waits for thumbnails; the hover shows a
+    sheet's thumbnails once it is on disk. The thread, or None when nothing is missing."""
+    with _LOCK:
+        running = _RUNNING.get(key)
+        if running is not None and running.is_alive():
+            return running
+        if not missing_sheets(key, images):
+            return None
+        def run() -> None:
+            try:
+                write_sheets(key, images, fetch)
+            except Exception:  # noqa: BLE001 — without sheets the hover shows captions only
+                logger.exception("hover thumbnails of %s", key)
+
+        thread = threading.Thread(target=run, name=f"sheets-{key}", daemon=True)
+        _RUNNING[key] = thread
+        thread.start()
+        return thread
 
 
 def scatter_args(points: list[list[float]], items: list[dict[str, Any]], colour_by: str, palette: tuple[str, ...],

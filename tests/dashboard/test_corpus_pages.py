@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,12 @@ def test_embedding_page_draws_the_hover_scatter_per_label_and_offers_the_grid(
     [sheet_call] = [c for c in client.calls if c["params"].get("action") == "sheet"]
     assert sheet_call["params"] == {"action": "sheet", "name": "shapes", "start": 0, "count": 6, "size": 32}
     served = tmp_path / "hover_scatter"
-    sheet = Image.open(served / args["sheet"]["base"] / "0.png")
+    written = served / args["sheet"]["base"] / "0.png"
+    for _ in range(100):  # written on a background thread
+        if written.is_file():
+            break
+        time.sleep(0.05)
+    sheet = Image.open(written)
     assert sheet.size == (6 * 32, 32) and sheet.getpixel((5 * 32 + 16, 16)) == (200, 200, 200)
     assert (served / "index.html").is_file() and (served / "plotly.min.js").stat().st_size > 1_000_000
     at.radio(key="emb_colour").set_value("predicted").run()
