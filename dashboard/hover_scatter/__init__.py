@@ -2,7 +2,7 @@
 events but no hover events, and Plotly's hover labels cannot hold an ``<img>``).
 
 The component is ``index.html`` here plus the ``plotly.min.js`` shipped in the plotly wheel (offline: no
-CDN), copied to a served folder at first use. Thumbnails come from sprite sheets (4,096 tiles of 32 px,
+CDN), copied to a served folder at first use. Thumbnails come from sprite sheets (1,024 tiles of 32 px,
 64 to a row, the dataset endpoint's ``sheet`` action) written into that folder as ``sheets/<key>/<k>.png``:
 the browser loads a sheet the first time a point of it is hovered and then answers every hover from memory.
 Clicking, box- or lasso-selecting points returns their dataset indices to the page.
@@ -27,7 +27,7 @@ import streamlit.components.v1 as components
 
 HERE = Path(__file__).resolve().parent
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
-PER_SHEET = 4096
+PER_SHEET = 1024  # small requests: a sheet never holds the dataset endpoint for long
 COLUMNS = 64
 TILE = 32
 DISPLAY = 96  # px the hovered thumbnail is shown at

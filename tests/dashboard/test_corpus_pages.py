@@ -55,14 +55,14 @@ def test_embedding_page_draws_the_hover_scatter_per_label_and_offers_the_grid(
     assert args["traces"][1]["index"] == [3, 4, 5] and args["traces"][1]["x"] == [3.0, 4.0, 5.0]
     assert args["files"][4] == "square/4.png" and args["labels"][4] == "square"
     # the hover's thumbnails: one sprite sheet of the 6 images, tile k at column k, written where it is served
-    [sheet_call] = [c for c in client.calls if c["params"].get("action") == "sheet"]
-    assert sheet_call["params"] == {"action": "sheet", "name": "shapes", "start": 0, "count": 6, "size": 32}
     served = tmp_path / "hover_scatter"
     written = served / args["sheet"]["base"] / "0.png"
     for _ in range(100):  # written on a background thread
         if written.is_file():
             break
         time.sleep(0.05)
+    [sheet_call] = [c for c in client.calls if c["params"].get("action") == "sheet"]
+    assert sheet_call["params"] == {"action": "sheet", "name": "shapes", "start": 0, "count": 6, "size": 32}
     sheet = Image.open(written)
     assert sheet.size == (6 * 32, 32) and sheet.getpixel((5 * 32 + 16, 16)) == (200, 200, 200)
     assert (served / "index.html").is_file() and (served / "plotly.min.js").stat().st_size > 1_000_000
