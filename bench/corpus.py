@@ -238,8 +238,14 @@ def browser(data: Path, small: str, n_small: int, large: str, n_large: int, log=
                     f"then median {out['hover_median'] * 1e3:.0f} ms")
                 page.screenshot(path=str(ROOT / "docs" / "dashboard-embedding-50k.png"))
                 pick(page, "Dataset", small)
+                out["dash_reopen_first"] = wait_drawn(page, n_small)
+                page.wait_for_timeout(20_000)  # the hover sheets of both sets finish meanwhile
+                pick(page, "Dataset", large)
+                wait_drawn(page, n_large)
+                pick(page, "Dataset", small)
                 out["dash_reopen"] = wait_drawn(page, n_small)
-                log(f"{small} again in the page (its cache): drawn in {out['dash_reopen']:.2f} s")
+                log(f"{small} again in the page (its cache): drawn in {out['dash_reopen_first']:.2f} s while "
+                    f"the hover sheets are still being fetched, {out['dash_reopen']:.2f} s once they are there")
                 chromium.close()
         finally:
             launch.stop(run_dir)
@@ -359,8 +365,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"browser load {load()}")
         rows.append([f"cached {small:,}-point map through the running server (POST → parsed JSON, median of 5)",
                      f"{seen['api_reopen']:.3f} s ({seen['api_bytes'] / 1e6:.1f} MB)", "< 1 s"])
-        rows.append(["the same map again in the Embedding page (its own cache): pick → all points drawn",
-                     f"{seen['dash_reopen']:.2f} s", "< 1 s"])
+        rows.append(["the same map again in the Embedding page (its own cache): pick → all points drawn; "
+                     "the first time, while the 50k set's hover sheets are still being fetched",
+                     f"{seen['dash_reopen']:.2f} s; {seen['dash_reopen_first']:.2f} s", "< 1 s"])
         rows.append([f"Embedding page, {small:,} points (UMAP cached on the server): open → drawn",
                      f"{seen['open_small']:.1f} s", ""])
         rows.append([f"Embedding page, {large:,} points (cached PCA map): pick → all points drawn (first render)",
