@@ -375,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([f"hover → the point's thumbnail <img> shown, {large:,} points: median of 19 / first "
                      "(its sprite sheet still being written)",
                      f"{seen['hover_median'] * 1e3:.0f} ms / {seen['hover_first']:.2f} s", ""])
+    if args.skip_hand:
+        rows.append(["hand-written loop (per-image forward + umap)", "not re-run (`--skip-hand`)", "≥ 3×"])
     table = markdown_table(["measurement", "result", "goal"], rows)
     machine = "\n".join(f"- {k}: {v}" for k, v in info.items())
     flags = " ".join(f for f, on in (("--quick", args.quick), ("--skip-hand", args.skip_hand),
