@@ -105,20 +105,6 @@ def param_controls(technique: Any, key: str, skip: tuple[str, ...] = ()) -> dict
     return values
 
 
-def selected_indices(event: Any) -> list[int]:
-    """The ``customdata[0]`` (a dataset index) of every point a chart's click, box or lasso selected."""
-    try:
-        points = event["selection"]["points"]
-    except (KeyError, TypeError):
-        return []
-    out = []
-    for point in points or []:
-        data = point.get("customdata") if isinstance(point, dict) else None
-        if data:
-            out.append(int(data[0]))
-    return out
-
-
 def dataset_rows() -> list[dict[str, Any]] | None:
     """The server's datasets, or None once the page has said why there are none to pick from."""
     try:

@@ -1,13 +1,14 @@
 """CNN codes of a dataset (CS231n: "the 4096-d vector right before the classifier"), cached on disk.
 
 ``dataset_codes(loaded, dataset, layer)`` runs the model over the dataset in batches (decoding the next
-batch on a thread while the current one runs) and writes the (N, D) float32 codes straight into a
-memory-mapped ``.npy`` file, so peak memory is bounded by the batch size, not the dataset size. The
-file is keyed by everything that decides the codes —
+batch on a thread while the current one runs; channels-last, BatchNorm folded, in bfloat16 where the
+CPU has native bfloat16 — codes stay float32 with cosine similarity ≥ 0.9999 to a float32 forward) and
+writes the (N, D) float32 codes straight into a memory-mapped ``.npy`` file, so peak memory is bounded by
+the batch size, not the dataset size. The file is keyed by everything that decides the codes —
 
     model name, weights checksum (the weights file's SHA-256; the state dict's for random weights),
-    layer, pooling, preprocessing (input size, resize, mean, std), dataset fingerprint (every file's
-    relative path, size and modification time)
+    layer, pooling, preprocessing (input size, resize, mean, std), forward precision, dataset fingerprint
+    (every file's relative path, size and modification time)
 
 — so a second open is a file read, and a changed dataset, model, weights file or layer is never
 served stale codes. A cache file is written under a temporary name and renamed when complete.
@@ -94,9 +95,9 @@ def cache_key(loaded: LoadedModel, dataset: Dataset, layer: str, *extra: object)
 
 
 def default_batch_size(loaded: LoadedModel) -> int:
-    """128 images at 64 px, scaled with the input area (8 at 224 px), a power of two in [4, 256]."""
+    """256 images at 64 px, scaled with the input area (16 at 224 px), a power of two in [4, 256]."""
     scale = (64 / loaded.preprocessing.input_size) ** 2
-    return int(min(256, max(4, 2 ** round(math.log2(128 * scale)))))
+    return int(min(256, max(4, 2 ** round(math.log2(256 * scale)))))
 
 
 def pooled(activation: Tensor, pool: Pool = "avg") -> Tensor:
@@ -106,15 +107,16 @@ def pooled(activation: Tensor, pool: Pool = "avg") -> Tensor:
     return activation.flatten(1)
 
 
-_FOLDED: dict[int, tuple[tuple[int, ...], nn.Module]] = {}
+_FOLDED: dict[tuple[int, torch.dtype], tuple[tuple[int, ...], nn.Module]] = {}
 
 
-def inference_copy(net: nn.Module) -> nn.Module:
+def inference_copy(net: nn.Module, dtype: torch.dtype = torch.float32) -> nn.Module:
     """A copy of ``net`` for inference whose ``Conv2d → BatchNorm2d`` pairs (adjacent in a Sequential) are
     folded into one convolution, the BatchNorm replaced by ``Identity`` so every layer keeps its name and
-    its output (about 1.15× faster on the built-in model). Cached while the weights are unchanged."""
+    its output (about 1.15× faster on the built-in model); channels-last, in ``dtype``. Cached while the
+    weights are unchanged."""
     versions = tuple(p._version for p in net.parameters())
-    cached = _FOLDED.get(id(net))
+    cached = _FOLDED.get((id(net), dtype))
     if cached is not None and cached[0] == versions:
         return cached[1]
     folded = copy.deepcopy(net)
@@ -125,24 +127,38 @@ def inference_copy(net: nn.Module) -> nn.Module:
                 if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and not bn.training:
                     module._modules[a] = fuse_conv_bn_eval(conv, bn)
                     module._modules[b] = nn.Identity()
-    folded.eval().requires_grad_(False)
-    _FOLDED[id(net)] = (versions, folded)
+    folded.eval().requires_grad_(False).to(dtype=dtype, memory_format=torch.channels_last)
+    _FOLDED[(id(net), dtype)] = (versions, folded)
     return folded
 
 
-def codes_of(loaded: LoadedModel, x: Tensor, layer: str, pool: Pool = "avg") -> tuple[Tensor, Tensor]:
-    """Normalised model input (N, 3, S, S) on the model's device → codes (N, D) float32 and logits (N, K)."""
-    net = inference_copy(loaded.net)
+def reduced_precision(loaded: LoadedModel) -> torch.dtype | None:
+    """bfloat16 when the model runs on a CPU with native bfloat16 (AVX-512 BF16 / AMX), else None (float32).
+    Dataset codes use it: ~1.8× faster on the built-in model, cosine similarity to float32 ≥ 0.9999."""
+    if loaded.device.type != "cpu" or os.environ.get("CONVLENS_CODES_FP32"):
+        return None
+    return torch.bfloat16 if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() \
+        else None
+
+
+def codes_of(loaded: LoadedModel, x: Tensor, layer: str, pool: Pool = "avg",
+             dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+    """Normalised model input (N, 3, S, S) on the model's device → codes (N, D) float32 and logits (N, K);
+    ``dtype`` (bfloat16) runs a copy of the model and the input in that type, the outputs cast back to float32."""
+    net = inference_copy(loaded.net, dtype or torch.float32)
     with torch.inference_mode(), hooks.capture(net, [layer], detach=True) as captured:
-        logits = net(x)
+        logits = net(x if dtype is None else x.to(dtype))
         activation = captured[layer]
-    return pooled(activation, pool).float(), logits.float()
+    return pooled(activation.float(), pool), logits.float()
 
 
 def load_batch(loaded: LoadedModel, dataset: Dataset, indices: range | list[int]) -> Tensor:
-    """Dataset images → normalised model input (B, 3, S, S) on the CPU."""
-    return torch.stack([loaded.preprocessing.normalize(loaded.preprocessing.display(dataset.image(i)))
-                        for i in indices])
+    """Dataset images → normalised model input (B, 3, S, S) float32 on the CPU, channels-last in memory
+    (one uint8 stack, converted and normalised in one step)."""
+    p = loaded.preprocessing
+    stack = np.stack([np.asarray(resize_and_crop(dataset.image(i), p.resize_size, p.input_size)) for i in indices])
+    x = torch.from_numpy(stack).permute(0, 3, 1, 2).float() / 255.0  # (B, 3, S, S), NHWC strides
+    return p.normalize(x)
 
 
 def batches(loaded: LoadedModel, dataset: Dataset, batch_size: int) -> Iterator[tuple[int, Tensor]]:
@@ -187,7 +203,8 @@ def dataset_codes(loaded: LoadedModel, dataset: Dataset, layer: str | None = Non
     layer = layer or loaded.code_layer
     if len(dataset) == 0:
         raise ValueError(f"dataset {dataset.name!r} has no images")
-    key = cache_key(loaded, dataset, layer, pool)
+    dtype = reduced_precision(loaded)
+    key = cache_key(loaded, dataset, layer, pool, str(dtype or "float32"))
     folder = cache_dir("codes")
     vec_path, pred_path = folder / f"{key}.npy", folder / f"{key}.pred.npy"
     if vec_path.is_file() and pred_path.is_file():
@@ -203,7 +220,7 @@ def dataset_codes(loaded: LoadedModel, dataset: Dataset, layer: str | None = Non
     tmp: Path | None = None
     try:
         for start, x in batches(loaded, dataset, batch_size):
-            codes, logits = codes_of(loaded, x, layer, pool)
+            codes, logits = codes_of(loaded, x, layer, pool, dtype)
             if vectors_out is None:
                 vectors_out, tmp = _atomic_npy(vec_path, (len(dataset), codes.shape[1]), np.float32)
             vectors_out[start:start + len(codes)] = codes.cpu().numpy()

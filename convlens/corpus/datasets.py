@@ -116,7 +116,8 @@ class Dataset:
     def describe(self) -> dict[str, float | int | str]:
         counts = np.bincount(self.targets, minlength=len(self.classes)) if len(self) else np.zeros(0, int)
         return {"name": self.name, "images": len(self), "classes": len(self.classes),
-                "labels": ",".join(self.classes[:50]), "source": str(self.meta.get("source", "")),
+                "fingerprint": self.fingerprint[:16], "labels": ",".join(self.classes[:50]),
+                "source": str(self.meta.get("source", "")),
                 "skipped": int(self.meta.get("skipped", 0) or 0),  # type: ignore[call-overload]
                 "largest_class": int(counts.max()) if len(counts) else 0}
 

@@ -1,43 +1,31 @@
 """Embedding page (CS231n lecture 12, "t-SNE of CNN codes"): every image of a dataset as one point of a
-WebGL scatter (no cap below 100k points), coloured by label or predicted class; clicking or lasso-selecting
-points shows the images; the map snapped to a grid of thumbnails can be downloaded."""
+WebGL scatter (no cap below 100k points), coloured by label or predicted class; hovering a point shows its
+image, clicking or lasso-selecting points shows the images; the map snapped to a grid of thumbnails can be
+downloaded."""
 
 from __future__ import annotations
 
 import base64
 import sys
 from pathlib import Path
-from typing import Any
 
-import plotly.graph_objects as go
 import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from client.http import ApiError  # noqa: E402
 from dashboard import state, widgets  # noqa: E402
+from dashboard.hover_scatter import (  # noqa: E402
+    hover_scatter,
+    scatter_args,
+    sheet_key,
+    write_sheets_in_background,
+)
 
 PALETTE = ("#e4572e", "#29335c", "#f3a712", "#669bbc", "#a8c686", "#8e5572", "#17bebb", "#c5283d", "#6d597a",
            "#3a5a40", "#ff9f1c", "#5e548e", "#2ec4b6", "#8d99ae", "#ef476f", "#118ab2")
 MAX_SHOWN = 32
 METHODS = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}
-
-
-def scatter(points: list[list[float]], items: list[dict[str, Any]], colour_by: str) -> go.Figure:
-    """One ``scattergl`` trace per colour group; each point carries its dataset index as ``customdata``."""
-    groups: dict[str, list[int]] = {}
-    for i, item in enumerate(items):
-        groups.setdefault(str(item[colour_by]), []).append(i)
-    fig = go.Figure()
-    for k, (name, members) in enumerate(sorted(groups.items())):
-        fig.add_trace(go.Scattergl(
-            x=[points[i][0] for i in members], y=[points[i][1] for i in members], mode="markers", name=name,
-            customdata=[[i, items[i]["label"], items[i]["predicted"], items[i]["file"]] for i in members],
-            hovertemplate="%{customdata[3]}<br>label %{customdata[1]} · predicted %{customdata[2]}<extra></extra>",
-            marker=dict(size=4 if len(points) > 5000 else 7, color=PALETTE[k % len(PALETTE)], opacity=0.8)))
-    fig.update_layout(height=620, margin=dict(l=10, r=10, t=10, b=10), dragmode="lasso",
-                      legend=dict(itemsizing="constant"), xaxis=dict(visible=False), yaxis=dict(visible=False))
-    return fig
 
 
 def show_images(dataset: str, indices: list[int], model: str) -> None:
@@ -54,14 +42,30 @@ def show_images(dataset: str, indices: list[int], model: str) -> None:
             st.image(widgets.png(thumbs.images[f"i{item['index']}"]), caption=f"{item['index']}: {item['label']}")
 
 
+def hover_thumbnails(dataset: str, key: str, images: int, model: str) -> None:
+    """Start writing the sprite sheets the hover shows thumbnails from (once per dataset content, on a
+    background thread: the points are drawn and the page answers at once)."""
+    client = state.get_client()
+
+    def fetch(start: int, count: int, tile: int) -> str:
+        out = client.dataset("datasets", model=model, params={
+            "action": "sheet", "name": dataset, "start": start, "count": count, "size": tile})
+        return str(out.images["sheet"])
+
+    if write_sheets_in_background(key, images, fetch) is not None:
+        st.caption("Thumbnails for the hover are being fetched: hovering shows images within seconds.")
+
+
 def page() -> None:
     st.header("Embedding")
     st.caption("Each image's CNN code (the layer before the classifier) mapped to 2-D: images the network "
-               "finds similar land close together. Click or lasso points to see the images.")
+               "finds similar land close together. Hover a point to see its image; click or lasso points to see "
+               "them all.")
     rows = widgets.dataset_rows()
     if rows is None:
         return
     names = [d["name"] for d in rows]
+    by_name = {d["name"]: d for d in rows}
     model = state.selected_model()
     left, mid, right = st.columns(3)
     dataset = left.selectbox("Dataset", names, key="emb_dataset")
@@ -80,9 +84,9 @@ def page() -> None:
     map_time = "cached" if s.get("projection_cached") else f"{s.get('projection_seconds', 0.0):.1f} s"
     st.caption(f"{len(points):,} images · codes of {s.get('dim', 0):.0f} dimensions at layer `{result.layer}` · "
                f"codes {codes_time} · map {map_time}")
-    event = st.plotly_chart(scatter(points, result.items, colour_by), width="stretch", key="emb_chart",
-                            on_select="rerun", selection_mode=("points", "box", "lasso"))
-    chosen = widgets.selected_indices(event)
+    key = sheet_key(dataset, str(by_name[dataset].get("fingerprint", "")), len(points))
+    chosen = hover_scatter(scatter_args(points, result.items, colour_by, PALETTE, key), key="emb_chart")
+    hover_thumbnails(dataset, key, len(points), model)
     if chosen:
         st.subheader(f"Selected: {len(chosen)} image{'s' if len(chosen) > 1 else ''}"
                      + (f" (first {MAX_SHOWN})" if len(chosen) > MAX_SHOWN else ""))

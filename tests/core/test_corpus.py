@@ -22,6 +22,7 @@ from convlens.corpus.patches import crop_field, field_box, top_units
 from convlens.corpus.projection import pca, project, snap_to_grid
 from convlens.corpus.search import knn
 from convlens.hooks import count_hooks
+from convlens.images import resize_and_crop
 from convlens.models import LoadedModel, Preprocessing, load_model
 from convlens.pipeline import run
 from convlens.receptive_field import layer_catalogue
@@ -186,7 +187,9 @@ def test_codes_are_cached_and_invalidated_by_dataset_weights_and_layer(data_dir:
     ds = store.open_dataset("set")
     first = C.dataset_codes(loaded, ds, batch_size=5)
     assert first.vectors.shape == (12, 6) and not first.cached
-    by_hand = C.codes_of(loaded, C.load_batch(loaded, ds, range(12)), "pool")[0].numpy()
+    x = torch.stack([loaded.preprocessing.normalize(loaded.preprocessing.display(ds.image(i))) for i in range(12)])
+    assert torch.equal(C.load_batch(loaded, ds, range(12)), x)  # the uint8 fast path: the same model input
+    by_hand = C.codes_of(loaded, x, "pool", dtype=C.reduced_precision(loaded))[0].numpy()
     assert np.allclose(first.vectors, by_hand, atol=1e-5)
     again = C.dataset_codes(loaded, store.open_dataset("set"))
     assert again.cached and again.key == first.key and np.array_equal(again.vectors, first.vectors)
@@ -234,6 +237,19 @@ def test_folded_copy_gives_the_same_codes_for_every_layer() -> None:
     assert count_hooks(builtin.net) == 0 and count_hooks(folded) == 0
 
 
+def test_bfloat16_codes_are_float32_and_within_cosine_0_999_of_the_float32_forward(data_dir: Path) -> None:
+    builtin = load_model("builtin")
+    store.builtin("set", 64)
+    x = C.load_batch(builtin, store.open_dataset("set"), range(64))
+    exact, logits = C.codes_of(builtin, x, "code")
+    fast, fast_logits = C.codes_of(builtin, x, "code", dtype=torch.bfloat16)
+    assert fast.dtype == fast_logits.dtype == torch.float32 and not torch.equal(fast, exact)  # bf16 really ran
+    assert torch.nn.functional.cosine_similarity(fast, exact, dim=1).min() >= 0.999
+    assert (fast_logits.argmax(1) == logits.argmax(1)).float().mean() >= 0.95
+    key = C.cache_key(builtin, store.open_dataset("set"), "code", "avg", "float32")
+    assert key != C.cache_key(builtin, store.open_dataset("set"), "code", "avg", "torch.bfloat16")
+
+
 def test_codes_technique_gives_one_vector_per_image_independent_of_the_batch() -> None:
     loaded = load_model("builtin")
     images = [Image.new("RGB", (64, 64), (40 * i, 100, 200 - 30 * i)) for i in range(4)]
@@ -263,6 +279,17 @@ def test_tsne_is_seeded_and_separates_clusters() -> None:
     assert a.shape == (60, 2) and np.array_equal(a, b)
     centre = a[:30].mean(0), a[30:].mean(0)
     assert all(np.linalg.norm(p - centre[k // 30]) < np.linalg.norm(p - centre[1 - k // 30]) for k, p in enumerate(a))
+
+
+def test_exact_knn_matches_brute_force_with_itself_first() -> None:
+    from convlens.corpus.projection import exact_knn
+
+    x = np.random.default_rng(0).normal(size=(300, 5)).astype(np.float32)
+    idx, dist = exact_knn(x, 4)
+    brute = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    assert (idx[:, 0] == np.arange(300)).all() and np.allclose(dist[:, 0], 0.0)
+    assert np.array_equal(np.sort(idx, 1), np.sort(np.argsort(brute, 1)[:, :4], 1))
+    assert np.allclose(dist, np.sort(brute, 1)[:, :4], atol=1e-4) and (np.diff(dist, axis=1) >= 0).all()
 
 
 def test_umap_is_seeded() -> None:
@@ -426,3 +453,21 @@ def test_dataset_techniques_through_the_pipeline_leave_the_model_untouched(data_
         assert info.value.field == field_name
     assert all(torch.equal(state[k], v) for k, v in loaded.net.state_dict().items()) and count_hooks(loaded.net) == 0
     assert {s.name for s in registry.endpoints()["dataset"]} == {"datasets", "embedding", "neighbours", "top_patches"}
+
+
+def test_a_sprite_sheet_puts_image_start_plus_k_at_row_k_div_64_column_k_mod_64(data_dir: Path) -> None:
+    from convlens.techniques.corpus.datasets import sheet
+
+    store.builtin("set", 70)
+    ds = store.open_dataset("set")
+    out = sheet(ds, 3, 100, 8)  # count clipped to the 67 images from index 3: 2 rows of 64 columns
+    assert out.shape == (3, 16, 64 * 8) and 0.0 <= out.min() and out.max() <= 1.0
+    for k, (r, c) in ((0, (0, 0)), (63, (0, 63)), (64, (1, 0)), (66, (1, 2))):
+        expected = torch.from_numpy(np.asarray(resize_and_crop(ds.image(3 + k), 8, 8))).permute(2, 0, 1) / 255.0
+        assert torch.allclose(out[:, r * 8:(r + 1) * 8, c * 8:(c + 1) * 8], expected)
+    assert (out[:, 8:, 3 * 8:] == 1.0).all()  # past the last image: white
+    for field, call in (("params.start", lambda: sheet(ds, 70, 1, 8)), ("params.count", lambda: sheet(ds, 0, 0, 8)),
+                        ("params.size", lambda: sheet(ds, 0, 1, 65))):
+        with pytest.raises(SchemaError) as info:
+            call()
+        assert info.value.field == field

@@ -133,13 +133,23 @@ class FakeClient:
                 self.datasets_on_server.append(str(params["name"]))
             if params.get("action") == "remove":
                 self.datasets_on_server.remove(str(params["name"]))
+            if params.get("action") == "sheet":  # tile k: grey level 40·k, as the hover test checks
+                tile, count = int(params["size"]), int(params["count"])
+                cols = min(count, 64)
+                sheet = Image.new("RGB", (cols * tile, -(-count // cols) * tile), (255, 255, 255))
+                for k in range(count):
+                    sheet.paste((40 * k,) * 3, ((k % cols) * tile, (k // cols) * tile, (k % cols + 1) * tile,
+                                                (k // cols + 1) * tile))
+                buffer = io.BytesIO()
+                sheet.save(buffer, format="PNG")
+                images["sheet"] = base64.b64encode(buffer.getvalue()).decode()
             if params.get("action") == "images":
                 for i in map(int, str(params["indices"]).split(",")):
                     images[f"i{i}"] = b64png((40 * i, 0, 0))
                     items.append({"index": i, "label": labels[i], "file": f"{labels[i]}/{i}.png"})
             else:
                 items = [{"name": n, "images": 6, "classes": 2, "source": "builtin", "skipped": 0, "labels": "a,b",
-                          "largest_class": 3} for n in self.datasets_on_server]
+                          "largest_class": 3, "fingerprint": f"fp-{n}"} for n in self.datasets_on_server]
         elif method == "embedding":
             points = [[float(i), float(i % 3)] for i in range(6)]
             items = [{"label": lab, "predicted": "circle", "file": f"{lab}/{i}.png"} for i, lab in enumerate(labels)]

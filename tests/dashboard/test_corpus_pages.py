@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+
+import pytest
+from PIL import Image
 
 from client.http import ApiError
 from tests.dashboard.conftest import FakeClient, run_page
@@ -36,19 +40,35 @@ def test_datasets_page_reports_a_refused_zip() -> None:
     assert not at.exception and "field `params.archive`" in at.error[0].value
 
 
-def test_embedding_page_draws_a_webgl_scatter_per_label_and_offers_the_grid() -> None:
+def test_embedding_page_draws_the_hover_scatter_per_label_and_offers_the_grid(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVLENS_DASHBOARD_CACHE", str(tmp_path))
     client = FakeClient()
     at = run_page(str(PAGES / "embedding.py"), client)
     assert not at.exception and not at.error
     [call] = [c for c in client.calls if c["method"] == "embedding"]
     assert call["params"] == {"dataset": "shapes", "projection": "umap", "seed": 0}
-    [chart] = at.get("plotly_chart")
-    spec = json.loads(chart.proto.spec)
-    assert [t["type"] for t in spec["data"]] == ["scattergl", "scattergl"]
-    assert sorted(t["name"] for t in spec["data"]) == ["circle", "square"]
-    assert sum(len(t["x"]) for t in spec["data"]) == 6 and spec["data"][0]["customdata"][0][0] == 0
+    [chart] = at.get("component_instance")
+    assert chart.proto.component_name == "dashboard.hover_scatter.hover_scatter"
+    args = json.loads(chart.proto.json_args)
+    assert [t["name"] for t in args["traces"]] == ["circle", "square"]
+    assert args["traces"][1]["index"] == [3, 4, 5] and args["traces"][1]["x"] == [3.0, 4.0, 5.0]
+    assert args["files"][4] == "square/4.png" and args["labels"][4] == "square"
+    # the hover's thumbnails: one sprite sheet of the 6 images, tile k at column k, written where it is served
+    served = tmp_path / "hover_scatter"
+    written = served / args["sheet"]["base"] / "0.png"
+    for _ in range(100):  # written on a background thread
+        if written.is_file():
+            break
+        time.sleep(0.05)
+    [sheet_call] = [c for c in client.calls if c["params"].get("action") == "sheet"]
+    assert sheet_call["params"] == {"action": "sheet", "name": "shapes", "start": 0, "count": 6, "size": 32}
+    sheet = Image.open(written)
+    assert sheet.size == (6 * 32, 32) and sheet.getpixel((5 * 32 + 16, 16)) == (200, 200, 200)
+    assert (served / "index.html").is_file() and (served / "plotly.min.js").stat().st_size > 1_000_000
     at.radio(key="emb_colour").set_value("predicted").run()
-    assert [t["name"] for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]] == ["circle"]
+    assert [t["name"] for t in json.loads(at.get("component_instance")[0].proto.json_args)["traces"]] == ["circle"]
+    assert len([c for c in client.calls if c["params"].get("action") == "sheet"]) == 1  # sheets stay on disk
     at.radio(key="emb_method").set_value("tsne").run()
     assert client.calls[-1]["params"]["projection"] == "tsne"
     at.slider(key="emb_grid").set_value(16).run()
@@ -56,12 +76,15 @@ def test_embedding_page_draws_a_webgl_scatter_per_label_and_offers_the_grid() ->
     assert client.calls[-1]["params"]["grid"] == 16 and len(at.get("download_button")) == 1
 
 
-def test_a_lasso_selection_becomes_dataset_indices() -> None:
-    from dashboard.widgets import selected_indices
-
-    event = {"selection": {"points": [{"customdata": [4, "square", "circle", "square/4.png"]},
-                                      {"customdata": [1, "circle", "circle", "circle/1.png"]}]}}
-    assert selected_indices(event) == [4, 1] and selected_indices(None) == [] and selected_indices({}) == []
+def test_a_click_or_lasso_in_the_scatter_shows_those_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVLENS_DASHBOARD_CACHE", str(tmp_path))
+    client = FakeClient()
+    at = run_page(str(PAGES / "embedding.py"), client)
+    at.session_state["emb_chart"] = {"selected": [4, 1], "n": 1}  # what the component sends back
+    at.run()
+    assert not at.exception and at.subheader[0].value == "Selected: 2 images"
+    assert client.calls[-1]["params"] == {"name": "shapes", "action": "images", "indices": "4,1"}
+    assert len(at.get("image")) == 2
 
 
 def test_embedding_page_without_datasets_points_to_the_datasets_page() -> None:

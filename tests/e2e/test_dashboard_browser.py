@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
 from convlens.corpus import datasets as store
@@ -147,17 +149,70 @@ def test_a_short_style_transfer_shows_progress_then_the_result(live: str) -> Non
         page.screenshot(path=str(ROOT / "docs" / "dashboard-style.png"), full_page=True)
 
 
-def test_embedding_page_draws_the_scatter_in_a_browser(live: str) -> None:
+SCATTER_FRAME = 'iframe[src*="hover_scatter"]'
+
+
+def point_on_page(page, trace: int, k: int) -> tuple[float, float, int]:  # type: ignore[no-untyped-def]
+    """Where point ``k`` of ``trace`` of the Embedding scatter is drawn, in page pixels, and its dataset index."""
+    box = page.locator(SCATTER_FRAME).bounding_box()
+    frame = page.frame_locator(SCATTER_FRAME)
+    x, y, index = frame.locator("#plot").evaluate(
+        """(gd, [t, k]) => { const fl = gd._fullLayout, tr = gd.data[t];
+             return [fl._size.l + fl.xaxis.l2p(tr.x[k]), fl._size.t + fl.yaxis.l2p(tr.y[k]), tr.customdata[k]]; }""",
+        [trace, k])
+    return box["x"] + x, box["y"] + y, int(index)
+
+
+THUMB_SHOWN = """() => { const tip = document.getElementById('tip'), im = document.getElementById('thumb');
+                   return tip.style.display === 'block' && im.complete && im.naturalWidth > 0
+                          && im.getAttribute('src') !== null ? String(tip.dataset.index) : false; }"""  # '0' is truthy
+
+
+def hover_thumbnail(page, trace: int, k: int, timeout_s: float = 120.0) -> tuple[int, float]:  # type: ignore[no-untyped-def]
+    """Hover point ``k`` of ``trace`` until its thumbnail <img> is shown (the sprite sheets are written just
+    after the chart, so the first hovers may come before them): (the hovered dataset index, seconds the
+    last move took to show it)."""
+    frame = next(f for f in page.frames if "hover_scatter" in f.url)
+    x, y, _ = point_on_page(page, trace, k)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        page.mouse.move(x - 60, y - 60)
+        started = time.perf_counter()
+        page.mouse.move(x, y)
+        try:
+            shown = frame.wait_for_function(THUMB_SHOWN, timeout=2_000).json_value()
+            return int(shown), time.perf_counter() - started
+        except PlaywrightTimeout:
+            if time.monotonic() > deadline:
+                raise
+
+
+def test_embedding_page_draws_the_scatter_and_shows_an_image_on_hover(live: str) -> None:
     with dashboard(live, 1200) as page:
         page.get_by_role("link", name="Embedding").click()
         page.get_by_text("300 images").wait_for(timeout=300_000)  # codes + UMAP (compiled at worker start)
-        page.locator('[data-testid="stPlotlyChart"] canvas').first.wait_for(timeout=60_000)  # scattergl: WebGL
-        legend = page.locator('[data-testid="stPlotlyChart"] .legendtext').evaluate_all(
-            "els => els.map(e => e.textContent)")  # SVG text: no innerText
+        frame = page.frame_locator(SCATTER_FRAME)
+        frame.locator("#plot canvas").first.wait_for(timeout=60_000)  # scattergl: WebGL
+        legend = frame.locator(".legendtext").evaluate_all("els => els.map(e => e.textContent)")  # SVG text
         assert {"circle", "ring", "dots"} <= set(legend), legend
+        index, _ = hover_thumbnail(page, 0, 0)
+        thumb = frame.locator("#thumb")
+        assert thumb.evaluate("im => im.naturalWidth") == 64 * 32  # one sheet of 300 tiles, 64 to a row
+        assert frame.locator("#cap").text_content().startswith(str(store_files(page, index)))
         assert page.locator('[data-testid="stAlert"]').filter(has_text="could not").count() == 0
-        page.wait_for_timeout(500)
+        page.wait_for_timeout(300)
         page.screenshot(path=str(ROOT / "docs" / "dashboard-embedding.png"), full_page=True)
+        # a click on a point still selects it: the page shows its image below the chart
+        x, y, _ = point_on_page(page, 0, 0)
+        page.mouse.click(x, y)
+        page.get_by_text("Selected: 1 image").wait_for(timeout=60_000)
+        assert rendered_images(page, 1) >= 1
+
+
+def store_files(page, index: int) -> str:  # type: ignore[no-untyped-def]
+    """The file name the hovered point's caption must start with (from the chart's own data)."""
+    frame = next(f for f in page.frames if "hover_scatter" in f.url)
+    return str(frame.evaluate("i => window.__convlensArgs.files[i]", index))
 
 
 def test_fast_style_stylises_a_sample_at_once(live: str) -> None:

@@ -79,6 +79,12 @@ def test_dataset_endpoint_creates_maps_searches_and_ranks(dataset_handler, data_
                                                                "channel": 1, "k": 4})])
     assert status == 200 and len(body["items"]) == 4 and body["layer"] == "features"
     assert base64.b64decode(body["images"]["grid"])[:4] == b"\x89PNG"
+    [(status, body)] = call(dataset_handler, [json_row(params={"action": "sheet", "name": "set", "start": 4,
+                                                               "count": 100, "size": 16})])
+    from PIL import Image
+
+    sheet = Image.open(io.BytesIO(base64.b64decode(body["images"]["sheet"])))
+    assert status == 200 and sheet.size == (16 * 16, 16) and body["scalars"]["count"] == 16  # images 4..19
 
 
 def zip_b64(entries: dict[str, bytes]) -> str:
@@ -109,6 +115,8 @@ def test_dataset_endpoint_imports_a_zip_and_refuses_an_escape(dataset_handler, d
     ({"method": "top_patches", "dataset": "set", "channel": 999}, "params.channel"),
     ({"method": "explode"}, "params.method"),
     ({"action": "remove", "name": "missing"}, "params.dataset"),
+    ({"action": "sheet", "name": "set", "start": 4}, "params.start"),
+    ({"action": "sheet", "name": "set", "count": 5000}, "params.count"),
 ])
 def test_dataset_endpoint_names_the_bad_field(dataset_handler, params, field_name: str) -> None:  # type: ignore[no-untyped-def]
     store.builtin("set", 4)

@@ -1,5 +1,6 @@
 """Dataset management through the API: list, create (built-in generator, natural sample images, a zip),
-remove, and fetch a few images of a dataset (for the dashboard's hover and selection views)."""
+remove, and fetch a few images of a dataset (the dashboard's selection view) or a sprite sheet of many as
+small tiles (its hover thumbnails)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+import torch
 from torch import Tensor
 
 from convlens import images as imaging
@@ -20,19 +23,45 @@ from convlens.schema import SchemaError
 
 MAX_IMAGES_PER_CALL = 64
 MAX_THUMB = 256
+SHEET_COLUMNS = 64
+MAX_SHEET = 4096  # tiles per sheet: 64 × 64
+MAX_SHEET_TILE = 64
 
 
 @dataclass(frozen=True)
 class DatasetsParams:
     """``action``: list | builtin (``n`` generated images) | natural | import (``archive``: a base64 zip) |
-    remove | images (``indices``: comma-separated, of dataset ``name``, as ``size`` px thumbnails)."""
+    remove | images (``indices``: comma-separated, of dataset ``name``, as ``size`` px thumbnails) | sheet
+    (images ``start`` … ``start + count - 1`` as ``size`` px square tiles, 64 to a row)."""
 
-    action: Literal["list", "builtin", "natural", "import", "remove", "images"] = "list"
+    action: Literal["list", "builtin", "natural", "import", "remove", "images", "sheet"] = "list"
     name: str = ""
     n: int = 1000
     archive: str = ""
     indices: str = ""
     size: int = 96
+    start: int = 0
+    count: int = MAX_SHEET
+
+
+def sheet(ds: store.Dataset, start: int, count: int, tile: int) -> Tensor:
+    """Images ``start`` … of ``ds`` as ``tile``-px squares (centre crop), row-major, :data:`SHEET_COLUMNS` to a
+    row: (3, rows·tile, min(count, 64)·tile) in [0, 1]; image ``start + k`` is at row k // 64, column k % 64."""
+    if not 0 <= start < len(ds):
+        raise SchemaError("params.start", f"must be in [0, {len(ds) - 1}], got {start}")
+    if not 1 <= count <= MAX_SHEET:
+        raise SchemaError("params.count", f"must be in [1, {MAX_SHEET}], got {count}")
+    if not 8 <= tile <= MAX_SHEET_TILE:
+        raise SchemaError("params.size", f"must be in [8, {MAX_SHEET_TILE}] for a sheet, got {tile}")
+    count = min(count, len(ds) - start)
+    cols = min(count, SHEET_COLUMNS)
+    rows = -(-count // cols)
+    mosaic = np.full((rows * tile, cols * tile, 3), 255, dtype=np.uint8)
+    for k in range(count):
+        r, c = divmod(k, cols)
+        mosaic[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] = np.asarray(
+            imaging.resize_and_crop(ds.image(start + k), tile, tile))
+    return torch.from_numpy(mosaic).permute(2, 0, 1).float() / 255.0
 
 
 def _indices(text: str, n: int) -> list[int]:
@@ -55,6 +84,11 @@ def datasets(loaded: LoadedModel, inputs: Mapping[str, Tensor], params: Datasets
     """items: one row per dataset (list and every change); for ``images``: images ``i<index>`` (3, s, s) and
     one item per image (index, label, file)."""
     report = (lambda done, total: progress(done, total, None)) if progress is not None else None
+    if params.action == "sheet":
+        ds = store.open_dataset(params.name)
+        return Corpus(images={"sheet": sheet(ds, params.start, params.count, params.size)},
+                      scalars={"start": float(params.start), "count": float(min(params.count, len(ds) - params.start)),
+                               "columns": float(min(params.count, len(ds) - params.start, SHEET_COLUMNS))})
     if params.action == "images":
         ds = store.open_dataset(params.name)
         if not 16 <= params.size <= MAX_THUMB:

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from convlens import images as imaging
 from convlens.corpus import datasets as store
-from convlens.corpus.codes import PIXEL_SIZE, codes_of, dataset_codes, dataset_pixels, pixel_row
+from convlens.corpus.codes import PIXEL_SIZE, codes_of, dataset_codes, dataset_pixels, pixel_row, reduced_precision
 from convlens.corpus.search import knn
 from convlens.models import LoadedModel
 from convlens.registry import technique
@@ -78,7 +78,7 @@ def neighbours(loaded: LoadedModel, inputs: Mapping[str, Tensor], params: Neighb
     for space in spaces:
         if space == "code":
             codes = dataset_codes(loaded, ds, layer, params.pool, progress=report)
-            query = codes_of(loaded, x, layer, params.pool)[0].cpu().numpy()
+            query = codes_of(loaded, x, layer, params.pool, dtype=reduced_precision(loaded))[0].cpu().numpy()
             database = codes.vectors
         else:
             database = dataset_pixels(ds, progress=report)
