@@ -99,6 +99,25 @@ def test_a_torchvision_resnet_gives_the_full_batch_map() -> None:
     assert_same_map(net, x, window=9, stride=11, fill="mean", batch_size=4)
 
 
+class RowBias(nn.Module):
+    """Adds a 1-D tensor, which broadcasts along the width: not the same at every position."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.register_buffer("ramp", torch.linspace(-2, 2, 16))
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.conv(x) + self.ramp) * torch.tensor(2.0)
+        return self.head(y.amax((2, 3)))
+
+
+def test_a_tensor_broadcast_along_the_width_is_not_taken_for_a_constant() -> None:
+    torch.manual_seed(0)
+    assert_same_map(RowBias().eval(), torch.randn(1, 3, 16, 16), window=4, stride=3)
+
+
 def test_conv_box_by_hand() -> None:
     # 3×3, stride 1, padding 1 on a side of 10: a change in rows 4–5 reaches outputs 3–6, which read padded
     # rows 3–8 (input rows 2–7); at the border the box keeps its size and moves inside.

@@ -132,9 +132,13 @@ def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
 
 
 def _is_spatially_constant(v: Any) -> bool:
-    """A scalar, or a tensor that broadcasts over the spatial dimensions without indexing them."""
-    return not isinstance(v, Tensor) or v.dim() < 2 or (v.shape[-1] == 1 and v.shape[-2] == 1 and v.dim() <= 4
-                                                        and (v.dim() < 4 or v.shape[0] == 1))
+    """A number, or a tensor that broadcasts over a (B, C, H, W) map with the same value at every position
+    and for every batch element (a 1-D tensor would broadcast along W)."""
+    if not isinstance(v, Tensor):
+        return isinstance(v, (int, float, bool))
+    if v.dim() <= 1:
+        return v.numel() == 1
+    return v.dim() <= 4 and v.shape[-1] == 1 and v.shape[-2] == 1 and (v.dim() < 4 or v.shape[0] == 1)
 
 
 class _Incremental(fx.Interpreter):
@@ -191,6 +195,8 @@ class _Incremental(fx.Interpreter):
             return _map(box, m)
         if isinstance(m, nn.BatchNorm2d) and not m.training:
             return _map(box, m)
+        if not isinstance(self.clean_out, Tensor) or self.clean_out.dim() != 4:
+            return None
         out_hw = tuple(self.clean_out.shape[2:])
         if isinstance(m, nn.Conv2d) and m.padding_mode == "zeros" and not isinstance(m.padding, str):
             kernel = tuple(d * (k - 1) + 1 for d, k in zip(m.dilation, m.kernel_size, strict=True))
