@@ -31,8 +31,8 @@ ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Har
 ELEMENTWISE_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.silu, F.gelu, F.hardswish, F.hardsigmoid, torch.sigmoid,
                          torch.tanh, F.leaky_relu, F.dropout}
 BINARY_FUNCTIONS = {operator.add, operator.mul, operator.sub, torch.add, torch.mul, torch.sub}
-BINARY_METHODS = {"add": torch.add, "mul": torch.mul, "sub": torch.sub}
-UNARY_METHODS = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
+BINARY_METHODS: dict[str, Callable[..., Tensor]] = {"add": torch.add, "mul": torch.mul, "sub": torch.sub}
+UNARY_METHODS: dict[str, Callable[..., Tensor]] = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
 
 
 @dataclass
@@ -181,9 +181,9 @@ class _Incremental(fx.Interpreter):
         if n.op == "call_function" and n.target in BINARY_FUNCTIONS and len(args) == 2 and not kwargs:
             return self._binary(n.target, args[0], args[1])  # type: ignore[arg-type]
         if n.op == "call_method" and n.target in UNARY_METHODS and len(args) == 1 and not kwargs:
-            return _map(args[0], UNARY_METHODS[n.target])  # type: ignore[index]
+            return _map(args[0], UNARY_METHODS[str(n.target)])
         if n.op == "call_method" and n.target in BINARY_METHODS and len(args) == 2 and not kwargs:
-            return self._binary(BINARY_METHODS[n.target], args[0], args[1])  # type: ignore[index]
+            return self._binary(BINARY_METHODS[str(n.target)], args[0], args[1])
         return None
 
     def _module(self, m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Box | None:
@@ -197,10 +197,10 @@ class _Incremental(fx.Interpreter):
             return _map(box, m)
         if not isinstance(self.clean_out, Tensor) or self.clean_out.dim() != 4:
             return None
-        out_hw = tuple(self.clean_out.shape[2:])
+        out_hw = (self.clean_out.shape[2], self.clean_out.shape[3])
         if isinstance(m, nn.Conv2d) and m.padding_mode == "zeros" and not isinstance(m.padding, str):
-            kernel = tuple(d * (k - 1) + 1 for d, k in zip(m.dilation, m.kernel_size, strict=True))
-            return _sliding(box, out_hw, kernel, m.stride, m.padding, 0.0,  # type: ignore[arg-type]
+            kernel = (m.dilation[0] * (m.kernel_size[0] - 1) + 1, m.dilation[1] * (m.kernel_size[1] - 1) + 1)
+            return _sliding(box, out_hw, kernel, _pair(m.stride), _pair(m.padding), 0.0,
                             lambda t: F.conv2d(t, m.weight, m.bias, m.stride, 0, m.dilation, m.groups), self.tau)
         if isinstance(m, nn.MaxPool2d) and not m.ceil_mode and not m.return_indices:
             k, s, p, d = _pair(m.kernel_size), _pair(m.stride), _pair(m.padding), _pair(m.dilation)
@@ -283,7 +283,9 @@ def _fold_batchnorm(graph: fx.GraphModule) -> fx.GraphModule:
     """Conv2d → BatchNorm2d (eval) pairs become one convolution (fresh modules; the model's are untouched)."""
     from torch.fx.experimental.optimization import fuse
 
-    return fuse(graph, inplace=True, no_trace=True)
+    fused = fuse(graph, inplace=True, no_trace=True)
+    assert isinstance(fused, fx.GraphModule)
+    return fused
 
 
 def _without_inplace(graph: fx.GraphModule) -> fx.GraphModule:
