@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,13 +20,14 @@ from torch import Tensor, nn
 
 from convlens import images
 from convlens.hooks import footprint
-from convlens.registry import technique
+from convlens.registry import bounded, technique
 from convlens.results import Attribution, Progress
 from convlens.schema import SchemaError
+from convlens.techniques.attribution import incremental
 from convlens.techniques.attribution.common import Target, check_input, model_device, resolve_target, unit_scale
 
 Fill = Literal["zero", "mean", "blur"]
-DEFAULT_MEMORY_BUDGET_MB = 64  # per batch of copies; larger batches are no faster on CPU (ResNet-50: b8 best)
+DEFAULT_MEMORY_BUDGET_MB = 64  # per batch (ResNet-50: 8 whole copies, best for them on CPU; ~23 incremental ones)
 MAX_BATCH = 256
 
 
@@ -37,7 +39,12 @@ class OcclusionParams:
     (None: as many as ``memory_budget_mb`` holds). ``precision``: ``reduced`` runs the copies in
     bfloat16 on a CPU that supports it or float16 on a GPU (float32 otherwise), and keeps the result
     only where 16 windows re-run in float32 correlate ≥ 0.99 with it (else the image is redone in float32;
-    ``scalars["reduced_precision"]`` says which)."""
+    ``scalars["reduced_precision"]`` says which). ``incremental`` (default): each filled window's batch
+    recomputes the early layers only on the box the window changes (exact; see :mod:`.incremental`),
+    falling back to whole copies for a model that does not trace. ``approximation``: Krypton's
+    projective-field threshold τ — boxes are capped at τ × the map's side and changes beyond are dropped;
+    kept only where 16 windows re-run exactly correlate ≥ 0.99 with it (else the image is redone exactly;
+    ``scalars["approximate"]`` says which)."""
 
     window: int = 8
     stride: int = 4
@@ -45,6 +52,8 @@ class OcclusionParams:
     batch_size: int | None = None
     memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB
     precision: Literal["float32", "reduced"] = "float32"
+    incremental: bool = True
+    approximation: float | None = bounded(None, 0.05, 1.0)
 
 
 def positions(size: int, window: int, stride: int) -> list[int]:
@@ -78,6 +87,8 @@ def _check(params: OcclusionParams, height: int, width: int) -> None:
         raise SchemaError("params.batch_size", f"must be in [1, 4096] or null, got {params.batch_size}")
     if not 1 <= params.memory_budget_mb <= 65536:
         raise SchemaError("params.memory_budget_mb", f"must be in [1, 65536], got {params.memory_budget_mb}")
+    if params.approximation is not None and not 0.05 <= params.approximation <= 1.0:
+        raise SchemaError("params.approximation", f"τ must be in [0.05, 1] or null, got {params.approximation}")
     if not isinstance(params.fill, str) and not 0.0 <= params.fill <= 1.0:
         raise SchemaError("params.fill", f"a grey level must be in [0, 1], got {params.fill}")
 
@@ -123,31 +134,52 @@ def occlusion(
     has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
     runner = channels_last_copy(model) if has_conv and device.type == "cpu" else model
 
-    def window_logits(i: int, chosen: list[tuple[int, int]], run_dtype: torch.dtype, done: int | None) -> Tensor:
+    graph = incremental.traced(runner) if params.incremental else None
+    batches = [batch]  # batch sizes used, the last one current
+
+    def window_logits(i: int, chosen: list[tuple[int, int]], run_dtype: torch.dtype, tau: float | None,
+                      done: int | None) -> Tensor:
         """Logits (len(chosen), K) of image ``i`` with each chosen window filled, in batches; progress is
         reported from ``done`` (None: not at all)."""
         out = []
         w = params.window
+        image = x[i:i + 1]
         with torch.inference_mode(), torch.autocast(device.type, dtype=run_dtype,
                                                     enabled=run_dtype != torch.float32):
-            for start in range(0, len(chosen), batch):
-                chunk = chosen[start:start + batch]
-                copies = x[i:i + 1].repeat(len(chunk), 1, 1, 1)
-                for j, (top, left) in enumerate(chunk):
-                    copies[j, :, top:top + w, left:left + w] = fill[i, :, top:top + w, left:left + w]
-                if runner is not model:
-                    copies = copies.contiguous(memory_format=torch.channels_last)
-                out.append(runner(copies).float())
+            session = incremental.Session(graph, image, tau) if graph is not None else None
+            start, step = 0, batches[-1]
+            while start < len(chosen):
+                chunk = chosen[start:start + step]
+                if session is not None:
+                    tops, lefts = [c[0] for c in chunk], [c[1] for c in chunk]
+                    filled = torch.stack([fill[i, :, top:top + w, left:left + w] for top, left in chunk])
+                    out.append(session.logits(filled, tops, lefts, image).float())
+                    if params.batch_size is None:  # boxes need less memory than whole copies: re-size the batch
+                        step = _budget_batch(session.largest_per_sample, x.shape[1:].numel(),
+                                             params.memory_budget_mb, run_dtype)
+                        batches.append(step)
+                else:
+                    copies = image.repeat(len(chunk), 1, 1, 1)
+                    for j, (top, left) in enumerate(chunk):
+                        copies[j, :, top:top + w, left:left + w] = fill[i, :, top:top + w, left:left + w]
+                    if runner is not model:
+                        copies = copies.contiguous(memory_format=torch.channels_last)
+                    out.append(runner(copies).float())
+                start += len(chunk)
                 if progress is not None and done is not None:
-                    progress(done + start + len(chunk), total, None)
+                    progress(done + start, total, None)
         return torch.cat(out)
 
-    drops_p, drops_l, used_reduced = [], [], dtype != torch.float32
+    drops_p, drops_l = [], []
+    tau = params.approximation if graph is not None else None
+    used_reduced, used_approx = dtype != torch.float32, tau is not None
     for i in range(n):
-        logits = window_logits(i, windows, dtype, i * len(windows))
-        if dtype != torch.float32 and not _agrees(logits, i, t, windows, window_logits):
-            logits = window_logits(i, windows, torch.float32, i * len(windows))  # reduced precision lost the signal
-            used_reduced = False
+        logits = window_logits(i, windows, dtype, tau, i * len(windows))
+        if (dtype != torch.float32 or tau is not None) and not _agrees(
+                logits, i, t, windows, lambda j, chosen: window_logits(j, chosen, torch.float32, None, None)):
+            # reduced precision or the capped boxes lost the signal: redo the image exactly
+            logits = window_logits(i, windows, torch.float32, None, i * len(windows))
+            used_reduced = used_approx = False
         drops_p.append(base_prob[i] - torch.softmax(logits, 1)[:, t[i]])
         drops_l.append(base_logit[i] - logits[:, t[i]])
     prob_drop = torch.zeros(n, height, width, device=device)
@@ -163,8 +195,9 @@ def occlusion(
     return Attribution(
         unit_scale(raw.clamp_min(0)), t, base_prob, base_logits, raw=raw, objective="class probability",
         signed={"logit_drop": signed},
-        scalars={"windows": float(len(windows)), "batch_size": float(batch),
-                 "reduced_precision": float(used_reduced),
+        scalars={"windows": float(len(windows)), "batch_size": float(max(batches)),
+                 "reduced_precision": float(used_reduced), "approximate": float(used_approx),
+                 "incremental": float(graph is not None),
                  "max_probability_drop": raw.flatten(1).amax(1), "max_logit_drop": signed.flatten(1).amax(1)},
     )
 
@@ -173,16 +206,18 @@ CHECK_WINDOWS = 16
 MIN_CORRELATION = 0.99
 
 
-def _agrees(logits: Tensor, i: int, t: Tensor, windows: list[tuple[int, int]], rerun) -> bool:  # type: ignore[no-untyped-def]
-    """Do reduced-precision window scores track float32 ones? Re-run the 8 strongest and 8 evenly spread
-    windows in float32; the reduced map is kept only if their target probabilities correlate ≥ 0.99."""
+def _agrees(logits: Tensor, i: int, t: Tensor, windows: list[tuple[int, int]],
+            rerun: Callable[[int, list[tuple[int, int]]], Tensor]) -> bool:
+    """Do reduced-precision or approximate window scores track exact float32 ones? Re-run the 8 strongest
+    and 8 evenly spread windows exactly in float32; the cheaper map is kept only if their target
+    probabilities correlate ≥ 0.99."""
     p = torch.softmax(logits, 1)[:, t[i]]
     strongest = p.argsort()[: CHECK_WINDOWS // 2].tolist()
     spread = torch.linspace(0, len(windows) - 1, CHECK_WINDOWS // 2).round().long().tolist()
     chosen = sorted(set(strongest + spread))
     if len(chosen) < 3:
         return True
-    exact = torch.softmax(rerun(i, [windows[k] for k in chosen], torch.float32, None), 1)[:, t[i]]
+    exact = torch.softmax(rerun(i, [windows[k] for k in chosen]), 1)[:, t[i]]
     pair = torch.stack([p[chosen], exact])
     if float(pair[1].std()) < 1e-12:  # nothing moves the target: nothing to lose
         return bool(torch.allclose(pair[0], pair[1], atol=1e-3))
