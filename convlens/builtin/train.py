@@ -41,17 +41,28 @@ class TrainConfig:
     activation_penalty: float = 0.2  # L1 on the last conv stage's activations: units fire where there is evidence
     input_noise: float = 0.25  # std of Gaussian noise added to training inputs, in [0, 1] pixel units
     drawn_fraction: float = 0.25  # extra flat "drawn" scenes rendered large and resized (see render_drawn_batch)
+    noise_fraction: float = 1.0  # share of each batch that gets the input noise (the rest stays clean)
+    focus_penalty: float = 0.0  # weight of the input gradient's energy share outside the object (Ross et al. 2017)
+    focus_samples: int = 16  # labelled samples per batch the focus penalty is computed on (a double backward)
     size: int = IMAGE_SIZE
     threads: int = 2
 
 
-def _augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random horizontal/vertical flips per sample; (N,3,H,W) → (N,3,H,W). Label-preserving for all classes."""
+def _augment(images: torch.Tensor, gen: torch.Generator, masks: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Random horizontal/vertical flips per sample of (N,3,H,W) images and, flipped alike, (N,H,W) masks.
+
+    Label-preserving for all classes."""
     n = images.shape[0]
     flip_x = torch.rand(n, generator=gen) < 0.5
     flip_y = torch.rand(n, generator=gen) < 0.5
-    images = torch.where(flip_x.view(n, 1, 1, 1), images.flip(3), images)
-    return torch.where(flip_y.view(n, 1, 1, 1), images.flip(2), images)
+
+    def flip(t: torch.Tensor) -> torch.Tensor:
+        shape = (n,) + (1,) * (t.dim() - 1)
+        t = torch.where(flip_x.view(shape), t.flip(-1), t)
+        return torch.where(flip_y.view(shape), t.flip(-2), t)
+
+    return flip(images), None if masks is None else flip(masks)
 
 
 def _to_input(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -59,8 +70,9 @@ def _to_input(images_uint8: torch.Tensor) -> torch.Tensor:
     return normalize(images_uint8.float().div_(255.0))
 
 
-def _add_noise(x: torch.Tensor, std: float, gen: torch.Generator) -> torch.Tensor:
-    """Normalised (N,3,H,W) input plus Gaussian noise of ``std`` in [0, 1] pixel units.
+def _add_noise(x: torch.Tensor, std: float, gen: torch.Generator, fraction: float = 1.0) -> torch.Tensor:
+    """Normalised (N,3,H,W) input plus Gaussian noise of ``std`` in [0, 1] pixel units on the first
+    ``round(fraction · N)`` samples (the batch order is random; the rest stays clean).
 
     Training with input noise is, to first order, a penalty on the squared input gradient
     (Bishop 1995): the model keeps its sensitivity where the evidence is, which makes vanilla
@@ -69,7 +81,27 @@ def _add_noise(x: torch.Tensor, std: float, gen: torch.Generator) -> torch.Tenso
     if std <= 0:
         return x
     scale = std / _INPUT_STD.to(x.dtype)
-    return x + torch.randn(x.shape, generator=gen, dtype=x.dtype) * scale
+    if fraction >= 1.0:
+        return x + torch.randn(x.shape, generator=gen, dtype=x.dtype) * scale
+    k = round(fraction * x.shape[0])
+    noise = torch.randn((k, *x.shape[1:]), generator=gen, dtype=x.dtype) * scale
+    return torch.cat([x[:k] + noise, x[k:]])
+
+
+def focus_penalty(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Mean share of the input gradient's energy outside the object, differentiable in the weights.
+
+    ``x`` (N,3,H,W) normalised inputs, ``labels`` (N,), ``masks`` (N,H,W) bool object masks → scalar in [0, 1]:
+    Σ_outside ‖∂S_y/∂x‖² / Σ ‖∂S_y/∂x‖² with S_y the true class's logit, the quantity vanilla saliency
+    (Simonyan et al. 2014) draws. A "right for the right reasons" penalty (Ross, Hughes & Doshi-Velez 2017) on
+    the gradient's *shape*, not its size, so it does not buy robustness the way input noise does.
+    """
+    x = x.detach().requires_grad_(True)
+    scores = model(x).gather(1, labels[:, None]).sum()
+    (grad,) = torch.autograd.grad(scores, x, create_graph=True)
+    energy = grad.pow(2).sum(1)  # (N,H,W)
+    outside = (energy * (~masks)).flatten(1).sum(1)
+    return (outside / energy.flatten(1).sum(1).clamp_min(1e-12)).mean()
 
 
 @torch.no_grad()
@@ -98,8 +130,9 @@ def recalibrate_batchnorm(model: nn.Module, images_uint8: torch.Tensor, batch_si
         model.eval()
 
 
-def _training_set(config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N,3,H,W) uint8 and soft targets (N,K): the labelled scenes, then object-free ones.
+def _training_set(config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images (N,3,H,W) uint8, soft targets (N,K): the labelled scenes, the drawn ones, then object-free
+    ones; and the object masks (n_train,H,W) bool of the labelled scenes (the first ``n_train`` images).
 
     Targets are label-smoothed one-hots; object-free scenes (rendered from indices the
     labelled ones never use) get the uniform distribution, so the model can't learn a class
@@ -107,7 +140,7 @@ def _training_set(config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     have to point at the object (see MODEL_CARD.md for the effect on the pointing game).
     """
     k = len(CLASSES)
-    images_np, _, labels_np = render_batch(config.seed, config.n_train, config.size)
+    images_np, masks_np, labels_np = render_batch(config.seed, config.n_train, config.size)
     n_background = round(config.background_fraction * config.n_train)
     empty_np, _, _ = render_batch(config.seed, n_background, config.size, start=config.n_train, with_object=False)
     n_drawn = round(config.drawn_fraction * config.n_train)
@@ -116,7 +149,8 @@ def _training_set(config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     images = torch.from_numpy(np.concatenate([images_np, drawn_np, empty_np])).permute(0, 3, 1, 2).contiguous()
     eps = config.label_smoothing
     labelled = F.one_hot(torch.from_numpy(np.concatenate([labels_np, drawn_labels])), k).float() * (1.0 - eps) + eps / k
-    return images, torch.cat([labelled, torch.full((n_background, k), 1.0 / k)])
+    targets = torch.cat([labelled, torch.full((n_background, k), 1.0 / k)])
+    return images, targets, torch.from_numpy(masks_np)
 
 
 def train(
@@ -130,7 +164,7 @@ def train(
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
 
-    images, targets = _training_set(config)
+    images, targets, masks = _training_set(config)
     n_total = len(images)
 
     model = BuiltinNet(num_classes=len(CLASSES))
@@ -147,9 +181,12 @@ def train(
         order = torch.randperm(n_total, generator=gen)
         for b in range(steps_per_epoch):
             idx = order[b * config.batch_size : (b + 1) * config.batch_size]
-            x = _add_noise(_to_input(_augment(images[idx], gen)), config.input_noise, gen)
+            clean, _ = _augment(images[idx], gen)
+            x = _add_noise(_to_input(clean), config.input_noise, gen, config.noise_fraction)
             logits, features = model.forward_with_features(x)
             loss = loss_fn(logits, targets[idx]) + config.activation_penalty * features.mean()
+            if config.focus_penalty > 0:
+                loss = loss + config.focus_penalty * _focus_on_batch(model, images, targets, masks, idx, gen, config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -162,6 +199,17 @@ def train(
     if config.input_noise > 0:
         recalibrate_batchnorm(model, images, config.batch_size)
     return model.eval(), history
+
+
+def _focus_on_batch(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor,
+                    idx: torch.Tensor, gen: torch.Generator, config: TrainConfig) -> torch.Tensor:
+    """:func:`focus_penalty` on the batch's first ``focus_samples`` labelled scenes (clean, flipped)."""
+    chosen = idx[idx < len(masks)][: config.focus_samples]
+    if len(chosen) == 0:
+        return torch.zeros(())
+    clean, flipped = _augment(images[chosen], gen, masks[chosen])
+    assert flipped is not None
+    return focus_penalty(model, _to_input(clean), targets[chosen].argmax(1), flipped)
 
 
 @torch.no_grad()

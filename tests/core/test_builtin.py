@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,9 @@ from convlens.builtin.train import (
     CHECKPOINT_PATH,
     TrainConfig,
     _add_noise,
+    _augment,
     _training_set,
+    focus_penalty,
     load_checkpoint,
     predict,
     recalibrate_batchnorm,
@@ -87,12 +91,13 @@ def test_object_free_scenes_differ_from_their_sample_only_where_the_object_was()
 
 def test_training_set_adds_object_free_scenes_with_uniform_targets() -> None:
     config = TrainConfig(n_train=40, background_fraction=0.25, label_smoothing=0.1, drawn_fraction=0.0)
-    images, targets = _training_set(config)
+    images, targets, masks = _training_set(config)
     k = len(CLASSES)
     assert images.shape == (50, 3, 64, 64) and images.dtype == torch.uint8 and targets.shape == (50, k)
     assert torch.allclose(targets.sum(1), torch.ones(50))
-    _, _, labels = render_batch(config.seed, 40)
+    _, scene_masks, labels = render_batch(config.seed, 40)
     assert torch.equal(targets[:40].argmax(1), torch.from_numpy(labels))
+    assert torch.equal(masks, torch.from_numpy(scene_masks))  # the labelled scenes' object masks, in order
     assert torch.allclose(targets[:40].amax(1), torch.full((40,), 0.9 + 0.1 / k))
     assert torch.allclose(targets[40:], torch.full((10, k), 1.0 / k))
     empty, _, _ = render_batch(config.seed, 10, start=40, with_object=False)
@@ -115,6 +120,66 @@ def test_input_noise_has_the_requested_std_in_pixel_units() -> None:
     noisy = _add_noise(x, 0.2, gen)
     assert abs(float(noisy.std()) - 0.2 / 0.25) < 0.01  # inputs are normalised with std 0.25
     assert abs(float(noisy.mean())) < 0.01
+
+
+def test_input_noise_on_part_of_the_batch_leaves_the_rest_clean() -> None:
+    x = torch.zeros(8, 3, 16, 16)
+    noisy = _add_noise(x, 0.25, torch.Generator().manual_seed(0), fraction=0.25)
+    assert noisy.shape == x.shape
+    assert (noisy[:2].std(dim=(1, 2, 3)) > 0.9).all() and torch.equal(noisy[2:], x[2:])  # round(0.25 · 8) = 2
+
+
+def test_flips_move_masks_with_their_images() -> None:
+    images = torch.zeros(16, 3, 8, 8, dtype=torch.uint8)
+    images[:, :, 0, 1] = 255  # one bright pixel near the top-left corner ...
+    masks = images[:, 0] > 0  # ... and a mask holding exactly that pixel
+    flipped, flipped_masks = _augment(images, torch.Generator().manual_seed(3), masks)
+    assert flipped_masks is not None and torch.equal(flipped_masks, flipped[:, 0] > 0)
+    corners = {(int(i), int(j)) for i, j in zip(*torch.nonzero(flipped_masks)[:, 1:].T, strict=True)}
+    assert corners == {(0, 1), (0, 6), (7, 1), (7, 6)}  # 16 samples: every flip combination occurs
+
+
+def test_focus_penalty_is_the_gradient_energy_share_outside_the_mask() -> None:
+    # A linear "model" whose class-0 logit is Σ w·x: the input gradient is w everywhere, so the share is
+    # Σ_outside w² / Σ w², worked out by hand for a 2×2 image with weights 1, 2, 3, 4 (one channel).
+    linear = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2, bias=False))
+    with torch.no_grad():
+        linear[1].weight.copy_(torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0]]))
+    x = torch.zeros(1, 1, 2, 2)
+    mask = torch.tensor([[[True, False], [False, True]]])  # inside: weights 1 and 4
+    share = focus_penalty(linear, x, torch.tensor([0]), mask)
+    assert share.item() == pytest.approx((4 + 9) / 30)
+    share.backward()  # differentiable in the weights: moving weight into the mask lowers it
+    grad = linear[1].weight.grad[0]
+    assert grad[0] < 0 and grad[3] < 0 and grad[1] > 0 and grad[2] > 0
+
+
+def test_descending_the_focus_penalty_moves_the_gradient_into_the_object() -> None:
+    torch.manual_seed(0)
+    nn = torch.nn
+    net = nn.Sequential(nn.Conv2d(3, 8, 5, padding=2), nn.ReLU(), nn.Conv2d(8, 8, 5, padding=2), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    images, masks, labels = render_batch(HELDOUT_SEED, 8, size=32)
+    x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25
+    args = (x, torch.from_numpy(labels), torch.from_numpy(masks))
+    before = float(focus_penalty(net, *args))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(30):
+        opt.zero_grad()
+        focus_penalty(net, *args).backward()
+        opt.step()
+    assert float(focus_penalty(net, *args)) < before - 0.2, before
+
+
+def test_training_with_the_focus_penalty_uses_it() -> None:
+    base = TrainConfig(n_train=64, epochs=1, batch_size=32, background_fraction=0.1, input_noise=0.0,
+                       drawn_fraction=0.0)
+    weights = []
+    for penalty in (0.0, 1.0):
+        model, history = train(dataclasses.replace(base, focus_penalty=penalty, focus_samples=4))
+        assert len(history) == 3 and all(np.isfinite(h["loss"]) for h in history)
+        weights.append(model.features[0].weight)
+    assert not torch.allclose(weights[0], weights[1])
 
 
 def test_recalibrate_batchnorm_averages_clean_batch_statistics() -> None:
@@ -143,7 +208,7 @@ def test_noisy_training_ends_with_batchnorm_statistics_of_clean_images() -> None
                          drawn_fraction=0.0)
     model, _ = train(config)
     stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
-    images, _ = _training_set(config)
+    images, _, _ = _training_set(config)
     recalibrate_batchnorm(model, images, config.batch_size)  # again, on the same clean images
     assert all(torch.allclose(stats[k], v, atol=1e-5) for k, v in model.state_dict().items() if "running" in k)
 
@@ -176,7 +241,7 @@ def test_training_set_adds_drawn_scenes_with_their_labels() -> None:
     from convlens.builtin.dataset import render_drawn_batch
 
     config = TrainConfig(n_train=40, background_fraction=0.25, drawn_fraction=0.5, label_smoothing=0.0)
-    images, targets = _training_set(config)
+    images, targets, _ = _training_set(config)
     assert images.shape == (70, 3, 64, 64)  # 40 scenes, 20 drawn, 10 object-free
     drawn, labels = render_drawn_batch(config.seed, 20, start=50)
     assert torch.equal(images[40:60], torch.from_numpy(drawn).permute(0, 3, 1, 2))
