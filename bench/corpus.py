@@ -93,7 +93,7 @@ PIECES = r'''
 import json, sys, time, warnings
 import numpy as np, torch
 warnings.simplefilter("ignore")
-from convlens.corpus import codes as C, datasets as store, projection as P
+from convlens.corpus import codes as C, datasets as store, projection as P, search as S
 from convlens.models import load_model
 T = {}
 def clock(name, fn):
@@ -114,7 +114,7 @@ fast = clock("forward_after", lambda: forward(new_x, C.default_batch_size(loaded
 T["codes_cosine_min"] = float(torch.nn.functional.cosine_similarity(fast, exact, dim=1).min())
 codes = fast.numpy()
 reduced = clock("pca_50", lambda: P.pca(codes, P.PCA_DIMS))
-knn = clock("knn_exact_torch", lambda: P.exact_knn(reduced, 15))
+knn = clock("knn_exact_torch", lambda: S.all_pairs_knn(reduced, 15))
 clock("umap_after", lambda: P.project(codes, "umap"))
 import umap
 from umap.umap_ import nearest_neighbors

@@ -24,32 +24,13 @@ import numpy as np
 import torch
 
 from convlens.corpus.codes import cache_dir
+from convlens.corpus.search import all_pairs_knn
 
 Method = Literal["umap", "tsne", "pca"]
 METHODS: tuple[str, ...] = ("umap", "tsne", "pca")
 PCA_DIMS = 50  # t-SNE and UMAP run on this many principal components (the usual preprocessing)
 EXACT_KNN_MAX = 200_000  # above this UMAP finds neighbours itself (NN-descent)
 UMAP_EPOCHS = 200
-KNN_CHUNK_BYTES = 64 << 20
-
-
-def exact_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(N, D) → the ``k`` nearest rows of every row by Euclidean distance, itself first: indices (N, k) int64
-    and distances (N, k) float32, ascending. Row blocks of at most 64 MB of distances."""
-    data = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    sq = (data * data).sum(dim=1)
-    rows = max(1, KNN_CHUNK_BYTES // (4 * len(data)))
-    idx, dist = [], []
-    for start in range(0, len(data), rows):
-        block = data[start:start + rows]
-        # |b|² - 2a·b ranks the rows of a block as |a - b|² does (|a|² is the same along a row): one matmul
-        partial = torch.addmm(sq[None, :], block, data.T, alpha=-2.0)
-        partial[torch.arange(len(block)), torch.arange(start, start + len(block))] = -torch.inf  # itself first
-        values, order = torch.topk(partial, k, dim=1, largest=False, sorted=True)
-        values[:, 0] = -sq[start:start + rows]
-        idx.append(order)
-        dist.append((values + sq[start:start + rows, None]).clamp_min_(0.0).sqrt_())
-    return torch.cat(idx).numpy(), torch.cat(dist).numpy()
 
 
 def pca(vectors: np.ndarray, dims: int = 2) -> np.ndarray:
@@ -85,7 +66,7 @@ def project(vectors: np.ndarray, method: Method = "umap", seed: int = 0, n_neigh
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "n_jobs overridden to 1 by setting random_state": seeded is serial
             k = min(n_neighbors, n - 1)
-            knn = exact_knn(reduced, k) if n <= EXACT_KNN_MAX else None
+            knn = all_pairs_knn(reduced, k) if n <= EXACT_KNN_MAX else None
             reducer = umap.UMAP(n_components=2, n_neighbors=k, random_state=seed, low_memory=True,
                                 n_epochs=UMAP_EPOCHS, init="pca", precomputed_knn=(None, None, None) if knn is None else
                                 (knn[0], knn[1], None))

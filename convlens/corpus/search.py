@@ -1,10 +1,11 @@
 """Exact k-nearest-neighbour search in chunks (bounded memory for up to millions of vectors).
 
-The database (N, D) — typically a memory-mapped ``.npy`` of CNN codes or raw pixels — is read
-``chunk`` rows at a time (by default as many as fit in :data:`CHUNK_BYTES` as float64); each chunk's
-distances to the queries are computed as ``|q|² - 2 q·x + |x|²`` in float64 (in float32 the
-cancellation costs pixel distances ~30 units) and merged into a running top-k, so memory is
-O(chunk·D + Q·chunk + Q·k), never O(N).
+:func:`knn` answers queries against a database; :func:`all_pairs_knn` gives every row's neighbours among
+the rows themselves (UMAP's graph). For :func:`knn` the database (N, D) — typically a memory-mapped
+``.npy`` of CNN codes or raw pixels — is read ``chunk`` rows at a time (by default as many as fit in
+:data:`CHUNK_BYTES` as float64); each chunk's distances to the queries are computed as
+``|q|² - 2 q·x + |x|²`` in float64 (in float32 the cancellation costs pixel distances ~30 units) and merged
+into a running top-k, so memory is O(chunk·D + Q·chunk + Q·k), never O(N).
 """
 
 from __future__ import annotations
@@ -53,3 +54,24 @@ def knn(queries: np.ndarray, database: np.ndarray, k: int, metric: Metric = "l2"
         best_d, best_i = all_d.gather(1, top), all_i.gather(1, top)
     dist = best_d.sqrt() if metric == "l2" else best_d / 2.0  # |a-b|² = 2 - 2cos for unit vectors
     return best_i.numpy(), dist.numpy().astype(np.float32)
+
+
+def all_pairs_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) in memory → the ``k`` nearest rows of every row by Euclidean distance, itself first: indices
+    (N, k) int64 and distances (N, k) float32, ascending (UMAP's neighbour graph). Unlike :func:`knn` (any
+    queries against a memory-mapped database, float64, running merge, stable ties) every row is both query
+    and database, so one float32 matmul and one top-k per block of rows suffice, with no merge."""
+    data = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    sq = (data * data).sum(dim=1)
+    rows = max(1, CHUNK_BYTES // (4 * len(data)))
+    idx, dist = [], []
+    for start in range(0, len(data), rows):
+        block = data[start:start + rows]
+        # |b|² - 2a·b ranks the rows of a block as |a - b|² does (|a|² is the same along a row): one matmul
+        partial = torch.addmm(sq[None, :], block, data.T, alpha=-2.0)
+        partial[torch.arange(len(block)), torch.arange(start, start + len(block))] = -torch.inf  # itself first
+        values, order = torch.topk(partial, k, dim=1, largest=False, sorted=True)
+        values[:, 0] = -sq[start:start + rows]
+        idx.append(order)
+        dist.append((values + sq[start:start + rows, None]).clamp_min_(0.0).sqrt_())
+    return torch.cat(idx).numpy(), torch.cat(dist).numpy()

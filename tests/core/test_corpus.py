@@ -282,10 +282,10 @@ def test_tsne_is_seeded_and_separates_clusters() -> None:
 
 
 def test_exact_knn_matches_brute_force_with_itself_first() -> None:
-    from convlens.corpus.projection import exact_knn
+    from convlens.corpus.search import all_pairs_knn
 
     x = np.random.default_rng(0).normal(size=(300, 5)).astype(np.float32)
-    idx, dist = exact_knn(x, 4)
+    idx, dist = all_pairs_knn(x, 4)
     brute = np.linalg.norm(x[:, None] - x[None], axis=-1)
     assert (idx[:, 0] == np.arange(300)).all() and np.allclose(dist[:, 0], 0.0)
     assert np.array_equal(np.sort(idx, 1), np.sort(np.argsort(brute, 1)[:, :4], 1))
