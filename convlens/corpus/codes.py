@@ -127,7 +127,7 @@ def inference_copy(net: nn.Module, dtype: torch.dtype = torch.float32) -> nn.Mod
                 if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and not bn.training:
                     module._modules[a] = fuse_conv_bn_eval(conv, bn)
                     module._modules[b] = nn.Identity()
-    folded.eval().requires_grad_(False).to(dtype=dtype, memory_format=torch.channels_last)
+    folded.eval().requires_grad_(False).to(dtype=dtype, memory_format=torch.channels_last)  # type: ignore[call-overload]  # memory_format is accepted at run time
     _FOLDED[(id(net), dtype)] = (versions, folded)
     return folded
 
