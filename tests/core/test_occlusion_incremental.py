@@ -192,3 +192,50 @@ def test_bad_approximation_names_its_field(tau: float) -> None:
     with pytest.raises(SchemaError) as info:
         parse_params(OcclusionParams, {"approximation": tau})
     assert info.value.field == "params.approximation"
+
+
+class ConfidentHead(nn.Module):
+    """A conv body and a linear head whose logits are ~300: in bfloat16 they round to steps of 2, far more
+    than the ~0.05 a window moves them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, 2)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.tensor([[1.0, 0.5, -0.5, 0.25], [0.0, 0.0, 0.0, 0.0]]))
+            self.head.bias.copy_(torch.tensor([300.0, 0.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(F.adaptive_avg_pool2d(self.body(x), 1).flatten(1))
+
+
+def test_under_autocast_the_head_runs_in_float32() -> None:
+    net = ConfidentHead().eval()
+    x = torch.rand(1, 3, 16, 16)
+    tops, lefts = [0, 4, 8, 12], [8, 4, 0, 12]
+    filled = torch.zeros(4, 3, 4, 4)
+    copies = x.repeat(4, 1, 1, 1)
+    for b, (t, left) in enumerate(zip(tops, lefts, strict=True)):
+        copies[b, :, t:t + 4, left:left + 4] = 0
+    graph = incremental.traced(net)
+    assert graph is not None
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = incremental.Session(graph, x, None).logits(filled, tops, lefts, x)
+        body = net.body(copies)  # the body as autocast runs it (bfloat16), the head by hand in float32
+    expected = net.head(F.adaptive_avg_pool2d(body.float(), 1).flatten(1))
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-4)
+
+
+def test_whole_copies_in_reduced_precision_keep_a_float32_head(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(occlusion_module, "reduced_dtype", lambda device: torch.bfloat16)
+    monkeypatch.setattr(occlusion_module, "_agrees", lambda *args: True)  # keep the reduced result
+    net, x = ConfidentHead().eval(), torch.rand(1, 3, 16, 16)
+    exact = occlusion(net, x, 0, OcclusionParams(window=4, stride=4, fill="zero", incremental=False))
+    reduced = occlusion(net, x, 0, OcclusionParams(window=4, stride=4, fill="zero", incremental=False,
+                                                   precision="reduced"))
+    assert reduced.scalars["reduced_precision"] == 1.0
+    both = torch.stack([exact.signed["logit_drop"].flatten(), reduced.signed["logit_drop"].flatten()])
+    assert float(torch.corrcoef(both)[0, 1]) > 0.99  # a bfloat16 head: logits near 300 in steps of 2

@@ -37,7 +37,8 @@ class OcclusionParams:
     normalisation mean colour), ``mean`` (the image's own mean colour), ``blur`` (the image blurred with
     σ = window / 4) or a grey level in [0, 1]. ``batch_size``: perturbed copies per forward pass
     (None: as many as ``memory_budget_mb`` holds). ``precision``: ``reduced`` runs the copies in
-    bfloat16 on a CPU that supports it or float16 on a GPU (float32 otherwise), and keeps the result
+    bfloat16 on a CPU that supports it or float16 on a GPU (float32 otherwise) — the head after global
+    pooling stays float32, see :mod:`.incremental` — and keeps the result
     only where 16 windows re-run in float32 correlate ≥ 0.99 with it (else the image is redone in float32;
     ``scalars["reduced_precision"]`` says which). ``incremental`` (default): each filled window's batch
     recomputes the early layers only on the box the window changes (exact; see :mod:`.incremental`),
@@ -134,7 +135,8 @@ def occlusion(
     has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
     runner = channels_last_copy(model) if has_conv and device.type == "cpu" else model
 
-    graph = incremental.traced(runner) if params.incremental else None
+    traced = incremental.traced(runner) if params.incremental or dtype != torch.float32 else None
+    graph = traced if params.incremental else None
     batches = [batch]  # batch sizes used, the last one current
 
     def window_logits(i: int, chosen: list[tuple[int, int]], run_dtype: torch.dtype, tau: float | None,
@@ -164,7 +166,10 @@ def occlusion(
                         copies[j, :, top:top + w, left:left + w] = fill[i, :, top:top + w, left:left + w]
                     if runner is not model:
                         copies = copies.contiguous(memory_format=torch.channels_last)
-                    out.append(runner(copies).float())
+                    if traced is not None and run_dtype != torch.float32:  # the head in float32
+                        out.append(incremental.forward(traced, copies).float())
+                    else:
+                        out.append(runner(copies).float())
                 start += len(chunk)
                 if progress is not None and done is not None:
                     progress(done + start, total, None)
