@@ -198,8 +198,8 @@ class Trainer:
         self.running = torch.zeros(len(self.names))  # per-style running mean loss; 0 = not seen yet
         self.stages: list[dict[str, Any]] = []  # earlier runs this one resumed: their config and last step
         # the per-style ``style/<name>``: that style's loss on the images it was drawn for
-        self.history: dict[str, list[float]] = {k: [] for k in ("loss", "content", "style", "tv")} | {
-            f"style/{name}": [] for name in self.names}
+        keys = ("loss", "content", "style", "tv", *(f"style/{name}" for name in self.names))
+        self.history: dict[str, list[float]] = {k: [] for k in keys}
 
     def step(self) -> dict[str, float]:
         c = self.config
