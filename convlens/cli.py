@@ -8,6 +8,7 @@
     convlens explain IMAGE --method M     one image explained locally, maps written as PNG
     convlens run TECHNIQUE [IMAGE ...]    any technique in process; JSON on stdout, images as PNG
     convlens style train --style IMG ...  train a fast (feed-forward, conditional IN) style network
+    convlens style export CKPT OUT        the network without its optimiser state, to ship
     convlens demo --out DIR               every method on built-in samples, as one contact sheet
     convlens dataset|codes|project|neighbours|top-patches   datasets and what the model makes of them
                                           (``convlens/corpus/cli.py``)
@@ -85,6 +86,7 @@ def cmd_style_train(args: argparse.Namespace) -> int:
 
     import torch
 
+    from convlens.techniques.stylize.net import NetConfig
     from convlens.techniques.stylize.train import TrainConfig, Trainer, content_pool, load_image
 
     if args.threads:
@@ -95,6 +97,10 @@ def cmd_style_train(args: argparse.Namespace) -> int:
                                    "content_weight": args.content_weight, "balance": args.balance,
                                    "hard": args.hard}.items()
                  if v is not None}
+    if args.widths is not None or args.blocks is not None:
+        default = NetConfig()
+        widths = tuple(args.widths) if args.widths is not None else default.widths
+        overrides["net"] = NetConfig(widths=widths, blocks=args.blocks if args.blocks is not None else default.blocks)
     config = dataclasses.replace(TrainConfig(), **overrides)
     paths = [Path(p) for p in args.style]
     names = args.name or [p.stem for p in paths]
@@ -114,6 +120,16 @@ def cmd_style_train(args: argparse.Namespace) -> int:
     print(json.dumps({"checkpoint": str(out), "mb": round(out.stat().st_size / 1e6, 2), "steps": trainer.step_count,
                       "seconds": round(trainer.seconds, 1), "styles": names,
                       "last_loss": trainer.history["loss"][-1] if trainer.history["loss"] else None}))
+    return 0
+
+
+def cmd_style_export(args: argparse.Namespace) -> int:
+    from convlens.techniques.stylize.train import export
+
+    state = export(args.checkpoint, args.out)
+    out = Path(args.out)
+    print(json.dumps({"checkpoint": str(out), "mb": round(out.stat().st_size / 1e6, 2), "steps": state["step"],
+                      "styles": state["styles"]}))
     return 0
 
 
@@ -338,11 +354,17 @@ def build_parser(extend: Callable[[Any], None] | None = None) -> argparse.Argume
                        ("--style-weight", float), ("--content-weight", float), ("--scenes", int),
                        ("--checkpoint-every", int), ("--style-size", int), ("--hard", float)):
         st.add_argument(flag, type=kind)
+    st.add_argument("--widths", type=int, nargs=3, metavar="C", help="the three stage widths (default 16 32 48)")
+    st.add_argument("--blocks", type=int, help="the network's residual blocks (default 3)")
     st.add_argument("--balance", action=argparse.BooleanOptionalAction, default=None,
                     help="divide each style's loss by its running mean (default on)")
     st.add_argument("--log-every", type=int, default=10)
     st.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     st.set_defaults(func=cmd_style_train)
+    ex = style.add_parser("export", help="copy a trained network without its optimiser state (to ship it)")
+    ex.add_argument("checkpoint")
+    ex.add_argument("out", help="the exported checkpoint; model card written beside it")
+    ex.set_defaults(func=cmd_style_export)
 
     weights = sub.add_parser("weights", help="ImageNet weights").add_subparsers(dest="action", required=True)
     fetch = weights.add_parser("fetch", help="download into the torch hub cache (needs internet)")

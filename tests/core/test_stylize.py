@@ -162,13 +162,42 @@ def test_style_train_command_writes_checkpoint_card_and_resumes(tmp_path, capsys
         Image.fromarray((img.permute(1, 2, 0).numpy() * 255).astype("uint8")).save(tmp_path / f"s{k}.png")
     common = ["style", "train", "--style", str(tmp_path / "s0.png"), "--style", str(tmp_path / "s1.png"),
               "--out", str(tmp_path / "net.pt"), "--size", "32", "--batch", "1", "--scenes", "2",
-              "--checkpoint-every", "1", "--threads", "1"]
+              "--checkpoint-every", "1", "--threads", "1", "--widths", "4", "8", "12", "--blocks", "2"]
     assert cli_main([*common, "--steps", "1"]) == 0
     assert cli_main([*common, "--steps", "2", "--resume"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["steps"] == 2 and out["styles"] == ["s0", "s1"]
     card = json.loads((tmp_path / "net.card.json").read_text())
     assert card["steps"] == 2 and any("scikit-image" in s for s in card["content_data"])
+    assert card["network"] == {"widths": [4, 8, 12], "blocks": 2}
+    # the loader builds the network from the checkpoint's config: 2 residual blocks between 3 + 2 stages
+    net, names, _ = load_stylenet(tmp_path / "net.pt")
+    assert len(net.layers) == 3 + 2 + 2 and net.layers[2].conv.out_channels == 12 and names == ("s0", "s1")
+    assert cli_main([*common[:-6], "--steps", "3", "--resume"]) == 1  # resuming with another shape says so
+    assert "checkpoint network" in capsys.readouterr().err
+
+
+def test_export_drops_the_optimiser_state_and_stylises_identically(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    t = trainer()
+    t.train(steps=2, checkpoint=tmp_path / "a.pt")
+    assert cli_main(["style", "export", str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 2
+    full, shipped = (torch.load(tmp_path / p, weights_only=True) for p in ("a.pt", "b.pt"))
+    assert "optimizer" in full and "optimizer" not in shipped
+    assert set(full) - set(shipped) == {"optimizer"}
+    # Adam keeps two moments per parameter: the export is about a third of the file
+    assert (tmp_path / "b.pt").stat().st_size < 0.5 * (tmp_path / "a.pt").stat().st_size
+    x = torch.rand(1, 3, 24, 32)
+    (a, _, _), (b, _, _) = load_stylenet(tmp_path / "a.pt"), load_stylenet(tmp_path / "b.pt")
+    assert torch.equal(a(x, one_hot(1, 2)), b(x, one_hot(1, 2)))
+    card = json.loads((tmp_path / "b.card.json").read_text())
+    assert card["steps"] == 2 and card["optimizer_state"] is False
+    assert "without the optimiser state" in (tmp_path / "b.card.md").read_text()
+    resumed = trainer()  # resuming restarts Adam but keeps the weights, step count and history
+    resumed.load(tmp_path / "b.pt")
+    assert resumed.step_count == 2 and not resumed.optimizer.state
+    resumed.train(steps=3)
+    assert len(resumed.history["loss"]) == 3
 
 
 # ------------------------------------------------------------------------------------ the built-in network

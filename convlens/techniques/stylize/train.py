@@ -198,8 +198,8 @@ class Trainer:
         self.running = torch.zeros(len(self.names))  # per-style running mean loss; 0 = not seen yet
         self.stages: list[dict[str, Any]] = []  # earlier runs this one resumed: their config and last step
         # the per-style ``style/<name>``: that style's loss on the images it was drawn for
-        self.history: dict[str, list[float]] = {k: [] for k in ("loss", "content", "style", "tv")} | {
-            f"style/{name}": [] for name in self.names}
+        keys = ("loss", "content", "style", "tv", *(f"style/{name}" for name in self.names))
+        self.history: dict[str, list[float]] = {k: [] for k in keys}
 
     def step(self) -> dict[str, float]:
         c = self.config
@@ -271,21 +271,18 @@ class Trainer:
 
     def save(self, path: str | Path, styles_meta: Sequence[dict[str, Any]] = ()) -> None:
         """The checkpoint (atomically) and its model card (``.card.json`` and ``.card.md``) beside it."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        state = self.state(styles_meta)
-        torch.save(state, tmp)
-        tmp.replace(path)
-        write_card(path, state)
+        save_state(Path(path), self.state(styles_meta))
 
     def load(self, path: str | Path) -> None:
         """Resume from a checkpoint written by :meth:`save` with the same styles."""
         state = torch.load(Path(path), map_location="cpu", weights_only=True)
         if list(state["styles"]) != self.names:
             raise ValueError(f"checkpoint styles {state['styles']} differ from {self.names}")
+        if NetConfig.from_dict(state["net"]) != self.config.net:
+            raise ValueError(f"checkpoint network {state['net']} differs from {self.config.net.to_dict()}")
         self.model.load_state_dict(state["state_dict"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if "optimizer" in state:  # an exported network (``export``) restarts Adam's moments
+            self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:  # this run's learning rate, not the saved one
             group["lr"] = self.config.lr
         self.generator.set_state(state["generator"])
@@ -294,6 +291,24 @@ class Trainer:
             self.running = state["running"].clone()
         self.stages = [dict(s) for s in state.get("stages", [{"until_step": self.step_count, "train": state["train"]}])]
         self.history = {k: [] for k in self.history} | {k: list(v) for k, v in state["history"].items()}
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """``state`` to ``path`` (atomically) and its model card beside it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+    write_card(path, state)
+
+
+def export(source: str | Path, out: str | Path) -> dict[str, Any]:
+    """A copy of checkpoint ``source`` without the optimiser state (Adam's two moments: two thirds of the file),
+    for shipping: it loads and stylises identically; resuming from it restarts the moments. Card rewritten."""
+    state = torch.load(Path(source), map_location="cpu", weights_only=True)
+    state.pop("optimizer", None)
+    save_state(Path(out), state)
+    return state
 
 
 def merge_stages(stages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -326,6 +341,7 @@ def card(state: dict[str, Any], evaluation: Mapping[str, Any] | None = None) -> 
         "content_data": state["content"], "steps": state["step"], "train_seconds": round(state["seconds"], 1),
         "train_config": state["train"], "stages": stages, "network": state["net"],
         "parameters": int(sum(v.numel() for v in state["state_dict"].values())),
+        "optimizer_state": "optimizer" in state,
         "perceptual_network": state["perceptual"],
         "losses": {k: {"first_50": _window_mean(v, True), "last_50": _window_mean(v, False)}
                    for k, v in history.items()},
@@ -374,7 +390,9 @@ def write_card(path: Path, state: dict[str, Any], evaluation: Mapping[str, Any] 
              + "; ".join(_stage_line(a, s) for a, s in zip(starts, info["stages"], strict=True)) + ". Balanced: "
              "each image's loss divided by its style's running mean loss (`train.py`).",
              f"- **Network**: widths {info['network']['widths']}, {info['network']['blocks']} residual blocks, "
-             f"{info['parameters']} parameters (with the optimiser state in the checkpoint for resuming).",
+             f"{info['parameters']} parameters ("
+             + ("with the optimiser state in the checkpoint for resuming)." if info["optimizer_state"] else
+                "exported without the optimiser state; resuming restarts Adam's moments)."),
              "- **Losses** (mean of the first / last 50 steps; `style/<name>`: that style's images): " + ", ".join(
                  f"{k} {v['first_50']} → {v['last_50']}" for k, v in info["losses"].items()),
              "- **Limitations**: a short training against random features; at style weight 10 the content's layout "
