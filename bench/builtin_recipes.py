@@ -7,8 +7,9 @@
 A row: held-out accuracy (seed 1, 2000), strict pointing game of Grad-CAM and vanilla saliency (200 held-out
 images), top-1 and Grad-CAM pointing on the drawn sets of ``tests/core/drawn.py`` (seeds 123 × 20 and 999 × 10
 per class), and targeted fooling on 100 held-out images (a seeded random other class, the targets of
-``bench/synthesis.py``): the product's attack (signed steps of 1/255 on the cross-entropy, L∞ ≤ 8/255, stop at
-the target, ≤ 100 forward passes), batched. ``--attacks`` compares attacks on 30 images (Carlini & Wagner
+``bench/synthesis.py``; L∞ ≤ 8/255, stop at the target, ≤ 100 forward passes, batched): the product's attack
+(``PRODUCT``: margin loss, momentum 0.9, steps from 4/255 on a cosine schedule, as ``FoolingParams()``) and the
+previous one (signed steps of 1/255 on the cross-entropy). ``--attacks`` compares attacks on 30 images (Carlini & Wagner
 2017 margin loss, random start, momentum of Dong et al. 2018, a cosine step schedule) at 100 and 1000 steps.
 """
 
@@ -48,6 +49,9 @@ class Attack:
     random_start: bool = False
     momentum: float = 0.0  # MI-FGSM decay (0: none)
     cosine: bool = False  # step size falls from ``step`` to step/20 along a half cosine
+
+
+PRODUCT = Attack(loss="cw", step=4.0, momentum=0.9, cosine=True)  # FoolingParams() defaults
 
 
 def held_out(n: int) -> tuple[Tensor, Tensor]:
@@ -117,13 +121,14 @@ def score(path: Path, n_fool: int = 100) -> str:
     gradcam, vanilla = (pointing_game(loaded, m, n=200).score for m in ("gradcam", "vanilla"))
     top1, pointing = drawn_scores(loaded)
     x, target = held_out(n_fool)
-    fooled, used, linf = fool(net, x, target)
+    fooled, used, linf = fool(net, x, target, PRODUCT)
+    fooled_ce = int(fool(net, x, target)[0].sum())
     config = meta["train_config"]
     recipe = ", ".join(f"{k} {v}" for k, v in config.items()
                        if k != "threads" and v != getattr(TrainConfig(), k))
     return (f"| {recipe or 'defaults'} | {evaluate(net):.4f} | {gradcam:.3f} | {vanilla:.3f} | {top1:.2f} | "
             f"{pointing:.2f} | {int(fooled.sum())}/{n_fool} | {used[fooled].float().median():.0f} | "
-            f"{linf[fooled].median():.2f} |")
+            f"{linf[fooled].median():.2f} | {fooled_ce}/{n_fool} |")
 
 
 def train_recipe(out: Path, overrides: list[str]) -> None:
@@ -146,7 +151,7 @@ def compare_attacks(path: Path, n: int = 30) -> None:
     variants = [Attack(), Attack(loss="cw"), Attack(step=2, cosine=True), Attack(loss="cw", step=2, cosine=True),
                 Attack(momentum=1.0), Attack(loss="cw", momentum=1.0), Attack(loss="cw", step=2, cosine=True,
                                                                           random_start=True),
-                Attack(loss="cw", step=2, cosine=True, random_start=True, momentum=0.9)]
+                Attack(loss="cw", step=2, cosine=True, random_start=True, momentum=0.9), PRODUCT]
     for steps in (100, 1000):
         for attack in variants if steps == 100 else (variants[0], variants[-1]):
             fooled, used, _ = fool(net, x, target, attack, steps=steps)
@@ -166,7 +171,7 @@ def main() -> int:
         compare_attacks(args.paths[0])
     else:
         print("| recipe (changes from TrainConfig()) | accuracy | Grad-CAM | vanilla | drawn top-1 | drawn pointing | "
-              "fooled (8/255, 100 steps) | median steps | median L∞ (/255) |")
+              "fooled (8/255, 100 steps) | median steps | median L∞ (/255) | fooled, previous attack |")
         for path in args.paths:
             print(score(path), flush=True)
     return 0

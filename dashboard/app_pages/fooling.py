@@ -1,4 +1,4 @@
-"""Fooling page: the smallest change that makes the model say another class (Szegedy et al. 2014)."""
+"""Fooling page: a small change within an L∞ budget that makes the model say another class (Szegedy et al. 2014)."""
 
 from __future__ import annotations
 

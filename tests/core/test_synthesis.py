@@ -14,7 +14,7 @@ from convlens.pipeline import run
 from convlens.results import Cancelled
 from convlens.schema import SchemaError, parse_request
 from convlens.techniques.synthesis import objectives as obj
-from convlens.techniques.synthesis.loop import forward, optimize
+from convlens.techniques.synthesis.loop import SignedMomentum, forward, optimize
 from convlens.techniques.synthesis.param import FourierImage, PixelImage
 from convlens.techniques.synthesis.perceptual import perceptual
 from convlens.techniques.synthesis.style import preserve_color
@@ -54,6 +54,28 @@ def test_objectives_compose_with_weights_and_report_each_term_as_read() -> None:
     total, values = (obj.class_score(1) + 2.0 * obj.l2_decay())(ctx)
     assert values == {"class_score": pytest.approx(5.0), "l2_decay": pytest.approx(0.0625)}
     assert total.item() == pytest.approx(-5.0 + 2 * 0.0625)
+
+
+def test_the_margin_is_the_largest_other_logit_minus_the_target_logit() -> None:
+    ctx = obj.Context(torch.zeros(2, 3, 2, 2), {}, torch.tensor([[1.0, 3.0, 2.0], [1.0, 3.0, 2.0]]))
+    loss, values = obj.class_margin(torch.tensor([0, 1]))(ctx)
+    assert loss.tolist() == pytest.approx([3.0 - 1.0, 2.0 - 3.0])  # negative once the model says the target
+    assert values == {"margin": pytest.approx(0.5)}
+
+
+def test_signed_momentum_keeps_the_direction_and_follows_the_cosine_schedule() -> None:
+    def two_steps(momentum: float, cosine: bool) -> list[float]:
+        p = nn.Parameter(torch.zeros(2))
+        opt = SignedMomentum([p], lr=1.0, momentum=momentum, steps=2, cosine=cosine)
+        for grad in ([1.0, 1.0], [-0.1, 1.9]):  # second gradient: mean |g| = 1, so v = 0.9·[1, 1] + [-0.1, 1.9]
+            p.grad = torch.tensor(grad)
+            opt.step()
+        return p.detach().tolist()
+
+    # step sizes lr·(½(1 + cos(πk/2)) + 0.05) = 1.05, 0.55; momentum keeps the first coordinate going down
+    assert two_steps(0.9, True) == pytest.approx([-1.6, -1.6])
+    assert two_steps(0.0, True) == pytest.approx([-1.05 + 0.55, -1.6])  # plain signed steps turn back
+    assert two_steps(0.0, False) == pytest.approx([0.0, -2.0])
 
 
 # ------------------------------------------------------------------------------------ the loop
@@ -169,13 +191,14 @@ def test_neuron_and_gallery_raise_their_channels() -> None:
     assert info.value.field == "params.channel"
 
 
-def test_fooling_flips_the_class_within_the_budget() -> None:
+@pytest.mark.parametrize("attack", [{}, {"loss": "cross_entropy", "momentum": 0.0, "schedule": "constant"}])
+def test_fooling_flips_the_class_within_the_budget(attack: dict[str, object]) -> None:
     loaded = tiny()
     image = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         before = int(loaded.net(loaded.preprocessing.normalize(image[None])).argmax())
     target = (before + 1) % 5
-    result = spec_run("fooling", loaded, {"image": image}, target, epsilon=32.0, steps=200, lr=2.0)
+    result = spec_run("fooling", loaded, {"image": image}, target, epsilon=32.0, steps=200, lr=2.0, **attack)
     assert result.scalars["fooled"] == 1.0 and result.scalars["result_class"] == target
     assert result.scalars["original_class"] == before
     change = result.images["result"] - result.images["original"]
@@ -290,6 +313,10 @@ def test_limits_are_refused_naming_the_field() -> None:
     with pytest.raises(SchemaError) as info:
         run(loaded, "classviz", [{}], [None], params={"steps": 2})
     assert info.value.field == "target"
+    for params, field in (({"loss": "hinge"}, "params.loss"), ({"momentum": 1.5}, "params.momentum")):
+        with pytest.raises(SchemaError) as info:
+            run(loaded, "fooling", [{"image": torch.rand(3, 16, 16)}], [1], params=params)
+        assert info.value.field == field
 
 
 def test_stripe_classes_are_drawn_on_their_own_frequency_axis() -> None:

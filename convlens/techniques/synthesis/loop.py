@@ -8,6 +8,7 @@ removes every hook it registered, also when the progress callback cancels the ru
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,7 +61,39 @@ def signed(grad: Tensor) -> Tensor:
     return grad.sign()
 
 
-OPTIMIZERS: dict[str, Callable[[object, float], torch.optim.Optimizer]] = {
+class SignedMomentum(torch.optim.Optimizer):
+    """Momentum iterative sign steps (MI-FGSM, Dong et al. 2018) on a half-cosine step schedule.
+
+    v ← μ·v + g / mean|g| (per tensor); p ← p − lr_k · sign(v), with lr_k = lr · (½(1 + cos(π k / steps)) + 0.05)
+    for the k-th step (k = 0, 1, …): from 1.05·lr down to 0.05·lr over ``steps``, so the first steps cross
+    flat regions and the last ones settle inside the L∞ ball. ``cosine=False`` keeps lr_k = lr.
+    """
+
+    def __init__(self, params: object, lr: float, momentum: float, steps: int, cosine: bool = True) -> None:
+        super().__init__(params, {"lr": lr})  # type: ignore[arg-type]
+        self.momentum, self.steps, self.cosine, self.taken = momentum, max(steps, 1), cosine, 0
+
+    def step_size(self, lr: float) -> float:
+        """lr_k of the next step."""
+        if not self.cosine:
+            return lr
+        return lr * (0.5 * (1 + math.cos(math.pi * self.taken / self.steps)) + 0.05)
+
+    @torch.no_grad()
+    def step(self, closure: object = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            size = self.step_size(group["lr"])
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                velocity = self.state[p].setdefault("velocity", torch.zeros_like(p))
+                velocity.mul_(self.momentum).add_(normalized(p.grad))
+                p.sub_(size * velocity.sign())
+        self.taken += 1
+
+
+OptimizerFactory = Callable[[object, float], torch.optim.Optimizer]  # (parameters, lr) → optimiser
+OPTIMIZERS: dict[str, OptimizerFactory] = {
     "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),  # type: ignore[arg-type]
     "normalized": lambda params, lr: GradientStep(params, lr, normalized),
     "sign": lambda params, lr: GradientStep(params, lr, signed),
@@ -112,7 +145,7 @@ def optimize(
     preview_every: int = 10,
     after_step: Sequence[StepHook] = (),
     stop: Callable[[Context], bool] | None = None,
-    optimizer: str = "adam",
+    optimizer: str | OptimizerFactory = "adam",
 ) -> LoopResult:
     """Minimise ``objective`` over ``param`` with Adam for ``steps`` steps.
 
@@ -120,10 +153,11 @@ def optimize(
     (e.g. the class flipped); ``progress(step, steps, preview)`` runs after every step, with the first image of
     the batch every ``preview_every`` steps (else None), and may raise :class:`Cancelled` — the run then
     returns what it has.
-    ``optimizer``: ``adam``, ``normalized`` (:func:`normalized` steps) or ``sign`` (:func:`signed` steps).
+    ``optimizer``: ``adam``, ``normalized`` (:func:`normalized` steps), ``sign`` (:func:`signed` steps) or a
+    factory ``(parameters, lr) → Optimizer`` (e.g. :class:`SignedMomentum`).
     """
     generator = torch.Generator().manual_seed(seed)
-    opt = OPTIMIZERS[optimizer](param.parameters(), lr)
+    opt = (OPTIMIZERS[optimizer] if isinstance(optimizer, str) else optimizer)(param.parameters(), lr)
     history: dict[str, list[float]] = {}
     started = time.perf_counter()
     result = LoopResult(image=param.image().detach().clamp(0, 1))

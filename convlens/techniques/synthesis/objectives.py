@@ -114,6 +114,19 @@ def class_probability(target: int | Tensor) -> Objective:
     return Objective((Term("cross_entropy", fn, needs_logits=True),))
 
 
+def class_margin(target: int | Tensor) -> Objective:
+    """Lower the largest other logit minus the target's logit (Carlini & Wagner 2017): negative once the model
+    says ``target``; unlike the cross-entropy it does not fade when the target already has most of the mass."""
+
+    def fn(ctx: Context) -> Tensor:
+        assert ctx.logits is not None
+        idx = _index(target, ctx.logits.shape[0], ctx.logits.device)
+        own = torch.nn.functional.one_hot(idx, ctx.logits.shape[1]).bool()
+        return ctx.logits.masked_fill(own, float("-inf")).amax(1) - ctx.logits.gather(1, idx[:, None])[:, 0]
+
+    return Objective((Term("margin", fn, needs_logits=True),))
+
+
 def channel(layer: str, index: int | Tensor) -> Objective:
     """Raise the mean activation of one channel of ``layer`` (Erhan et al. 2009; Chollet §9.4)."""
 
