@@ -95,7 +95,7 @@ def cmd_style_train(args: argparse.Namespace) -> int:
                                    "lr": args.lr, "style_weight": args.style_weight, "scenes": args.scenes,
                                    "checkpoint_every": args.checkpoint_every, "style_size": args.style_size,
                                    "content_weight": args.content_weight, "balance": args.balance,
-                                   "hard": args.hard}.items()
+                                   "hard": args.hard, "hard_by": args.hard_by}.items()
                  if v is not None}
     if args.widths is not None or args.blocks is not None:
         default = NetConfig()
@@ -354,6 +354,8 @@ def build_parser(extend: Callable[[Any], None] | None = None) -> argparse.Argume
                        ("--style-weight", float), ("--content-weight", float), ("--scenes", int),
                        ("--checkpoint-every", int), ("--style-size", int), ("--hard", float)):
         st.add_argument(flag, type=kind)
+    st.add_argument("--hard-by", choices=("loss", "style"),
+                    help="what --hard ranks styles by: their whole loss (default) or their style term")
     st.add_argument("--widths", type=int, nargs=3, metavar="C", help="the three stage widths (default 16 32 48)")
     st.add_argument("--blocks", type=int, help="the network's residual blocks (default 3)")
     st.add_argument("--balance", action=argparse.BooleanOptionalAction, default=None,

@@ -330,3 +330,20 @@ def test_a_network_of_ones_own_replaces_the_builtin_one(tmp_path) -> None:  # ty
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['stripes', 'red']"
+
+
+def test_hard_by_style_draws_the_style_whose_style_term_lags() -> None:
+    t = trainer(TrainConfig(**{**TINY.to_dict(), "net": TINY_NET, "hard": 1.0, "hard_by": "style"}))
+    # whole losses equal (the content term dominates), style terms 1 : 9 → style 1 drawn ~90 % of the time
+    t.running, t.running_style = torch.tensor([5.0, 5.0]), torch.tensor([0.1, 0.9])
+    drawn = t._styles(2000)
+    assert 0.86 < float((drawn == 1).float().mean()) < 0.94
+    t.config = TrainConfig(**{**TINY.to_dict(), "net": TINY_NET, "hard": 1.0})  # by whole loss: even
+    assert 0.45 < float((t._styles(2000) == 1).float().mean()) < 0.55
+
+
+def test_a_step_updates_the_style_terms_running_mean() -> None:
+    t = trainer()
+    t.train(steps=1)
+    seen = t.running_style > 0
+    assert seen.any() and bool((t.running_style[seen] < t.running[seen]).all())  # style term < whole loss

@@ -12,7 +12,9 @@ its style's loss (no gradient): the network then follows ∇ Σ_s log L_s, an eq
 every style — the quality goal is itself a per-style ratio (fast / Gatys).
 
 Hard styles (``hard`` > 0) are drawn more often, with probability ∝ (running mean loss)^hard: balancing
-equalises each image's weight, this gives the slowest styles more images.
+equalises each image's weight, this gives the slowest styles more images. ``hard_by="loss"`` ranks styles by
+their whole loss, which the content term dominates once the style terms have fallen (the ranks flatten);
+``hard_by="style"`` ranks them by the style term alone, the part the quality goal measures.
 
 Scale: the Gram matrix is a spatial mean, so ``size``-px crops matched to the style image at ``style_size``
 learn the texture at the pixel scale of results stylised at ``style_size`` (the dashboard's 256 px) for a
@@ -37,7 +39,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -73,6 +75,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     balance: bool = True  # divide each image's loss by its style's running mean loss (module docstring)
     hard: float = 0.0  # draw style s with probability ∝ running_s ** hard (0: uniform; 2: harder styles more)
+    hard_by: Literal["loss", "style"] = "loss"  # what ``running_s`` ranks for ``hard``: whole loss or style term
     net: NetConfig = field(default_factory=NetConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -196,6 +199,7 @@ class Trainer:
         self.step_count = 0
         self.seconds = 0.0
         self.running = torch.zeros(len(self.names))  # per-style running mean loss; 0 = not seen yet
+        self.running_style = torch.zeros(len(self.names))  # the same for the style term alone
         self.stages: list[dict[str, Any]] = []  # earlier runs this one resumed: their config and last step
         # the per-style ``style/<name>``: that style's loss on the images it was drawn for
         keys = ("loss", "content", "style", "tv", *(f"style/{name}" for name in self.names))
@@ -225,20 +229,19 @@ class Trainer:
         per_image = parts["style"].detach().cpu()
         for s in which.unique().tolist():
             self.history[f"style/{self.names[s]}"].append(float(per_image[which == s].mean()))
+        _update_running(self.running_style, which, per_image)
         return row
 
     def _styles(self, n: int) -> Tensor:
         """(n,) style indices: uniform, or ∝ running_s ** ``hard`` once every style has been seen."""
-        if self.config.hard == 0 or bool((self.running == 0).any()):
+        running = self.running_style if self.config.hard_by == "style" else self.running
+        if self.config.hard == 0 or bool((running == 0).any()):
             return torch.randint(len(self.names), (n,), generator=self.generator)
-        return torch.multinomial(self.running ** self.config.hard, n, replacement=True, generator=self.generator)
+        return torch.multinomial(running ** self.config.hard, n, replacement=True, generator=self.generator)
 
     def _balance(self, which: Tensor, per_image: Tensor, decay: float = 0.98) -> Tensor:
         """(N,) divisors: the running mean loss of each image's style, updated with this batch first."""
-        for s in which.unique().tolist():
-            value = float(per_image[which == s].mean())
-            old = float(self.running[s])
-            self.running[s] = value if old == 0 else decay * old + (1 - decay) * value
+        _update_running(self.running, which, per_image, decay)
         return self.running[which]
 
     def train(self, steps: int | None = None, callback: Callback | None = None,
@@ -262,7 +265,7 @@ class Trainer:
             "perceptual": self.perceptual.description, "content": list(self.content_sources),
             "step": self.step_count, "seconds": self.seconds, "history": {k: list(v) for k, v in self.history.items()},
             "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
-            "running": self.running.clone(), "stages": self._stages(),
+            "running": self.running.clone(), "running_style": self.running_style.clone(), "stages": self._stages(),
         }
 
     def _stages(self) -> list[dict[str, Any]]:
@@ -289,8 +292,19 @@ class Trainer:
         self.step_count, self.seconds = int(state["step"]), float(state["seconds"])
         if "running" in state:  # older checkpoints start balancing afresh
             self.running = state["running"].clone()
+        if "running_style" in state:
+            self.running_style = state["running_style"].clone()
         self.stages = [dict(s) for s in state.get("stages", [{"until_step": self.step_count, "train": state["train"]}])]
         self.history = {k: [] for k in self.history} | {k: list(v) for k, v in state["history"].items()}
+
+
+def _update_running(running: Tensor, which: Tensor, per_image: Tensor, decay: float = 0.98) -> None:
+    """Per style s in ``which``: ``running[s]`` ← the exponential running mean of its images' ``per_image``
+    values (their batch mean on first sight)."""
+    for s in which.unique().tolist():
+        value = float(per_image[which == s].mean())
+        old = float(running[s])
+        running[s] = value if old == 0 else decay * old + (1 - decay) * value
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
@@ -356,7 +370,8 @@ def _stage_line(start: int, stage: Mapping[str, Any]) -> str:
     return (f"steps {start}–{stage['until_step']}: {t['size']}-px crops, style image at {t.get('style_size')} px, "
             f"batch {t['batch']}, Adam lr {t['lr']}, weights content {t['content_weight']} / style "
             f"{t['style_weight']} / TV {t['tv_weight']}, {'balanced' if t.get('balance') else 'unbalanced'} "
-            f"styles" + (f", styles drawn ∝ running loss^{t['hard']:g}" if t.get("hard") else "")
+            f"styles" + (f", styles drawn ∝ running {'style ' if t.get('hard_by') == 'style' else ''}loss^{t['hard']:g}"
+                         if t.get("hard") else "")
             + f", seed {t['seed']}")
 
 
