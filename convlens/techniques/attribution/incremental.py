@@ -152,21 +152,6 @@ def _is_head(clean: Any) -> bool:
         clean.dim() == 4 and clean.shape[2] * clean.shape[3] > 1)
 
 
-def _autocast_on(value: Any) -> bool:
-    return isinstance(value, Tensor) and torch.is_autocast_enabled(value.device.type)
-
-
-def _run_head_in_float32(interpreter: fx.Interpreter, n: fx.Node, args: Any, kwargs: Any, device: str) -> Any:
-    """Run node ``n`` with autocast off and every floating tensor argument (boxes materialised) in float32."""
-    def as_float32(v: Any) -> Any:
-        v = v.materialise() if isinstance(v, Box) else v
-        return v.float() if isinstance(v, Tensor) and v.is_floating_point() else v
-
-    args, kwargs = fx.node.map_aggregate((args, kwargs), as_float32)
-    with torch.autocast(device, enabled=False):
-        return getattr(interpreter, n.op)(n.target, args, kwargs)
-
-
 class _Incremental(fx.Interpreter):
     """Runs the traced model on :class:`Box` values where it has a rule and on full tensors elsewhere."""
 
@@ -177,8 +162,8 @@ class _Incremental(fx.Interpreter):
 
     def run_node(self, n: fx.Node) -> Any:
         args, kwargs = self.fetch_args_kwargs_from_env(n)
-        if _autocast_on(self.clean_out) and _is_head(self.clean_out):
-            return _run_head_in_float32(self, n, args, kwargs, self.clean_out.device.type)
+        if _is_head(self.clean_out) and torch.is_autocast_enabled(self.clean_out.device.type):
+            return self._in_float32(n, args, kwargs, self.clean_out.device.type)
         if not self._has_box(args, kwargs):
             return getattr(self, n.op)(n.target, args, kwargs)
         out = self._rule(n, args, kwargs)
@@ -191,6 +176,16 @@ class _Incremental(fx.Interpreter):
             if out.size == tuple(out.clean.shape[2:]):
                 return out.data  # the box covers the map: the full batch from here on
         return out
+
+    def _in_float32(self, n: fx.Node, args: Any, kwargs: Any, device: str) -> Any:
+        """Run node ``n`` with autocast off on float32 copies of its floating arguments (boxes materialised)."""
+        def as_float32(v: Any) -> Any:
+            v = v.materialise() if isinstance(v, Box) else v
+            return v.float() if isinstance(v, Tensor) and v.is_floating_point() else v
+
+        args, kwargs = fx.node.map_aggregate((args, kwargs), as_float32)
+        with torch.autocast(device, enabled=False):
+            return getattr(self, n.op)(n.target, args, kwargs)
 
     @staticmethod
     def _has_box(args: Any, kwargs: Any) -> bool:
@@ -259,27 +254,15 @@ def _map(box: Box, f: Callable[[Tensor], Tensor]) -> Box:
 
 
 class _Recorder(fx.Interpreter):
-    """The clean forward, keeping every node's value (``keep``)."""
+    """The clean forward, keeping every node's value."""
 
-    def __init__(self, graph: fx.GraphModule, keep: bool = True) -> None:
-        super().__init__(graph, garbage_collect_values=not keep)
+    def __init__(self, graph: fx.GraphModule) -> None:
+        super().__init__(graph, garbage_collect_values=False)
         self.values: dict[fx.Node, Any] = {}
-        self.keep = keep
 
     def run_node(self, n: fx.Node) -> Any:
-        out = super().run_node(n)
-        if _autocast_on(out) and _is_head(out):  # the head in float32, as in :class:`_Incremental`
-            with self._set_current_node(n):
-                args, kwargs = self.fetch_args_kwargs_from_env(n)
-                out = _run_head_in_float32(self, n, args, kwargs, out.device.type)
-        if self.keep:
-            self.values[n] = out
+        self.values[n] = out = super().run_node(n)
         return out
-
-
-def forward(graph: fx.GraphModule, x: Tensor) -> Any:
-    """An ordinary forward of the traced model, with the head in float32 under autocast."""
-    return _Recorder(graph, keep=False).run(x)
 
 
 class _Root(nn.Module):
@@ -358,20 +341,28 @@ class Session:
     def logits(self, filled: Tensor, tops: list[int], lefts: list[int], x: Tensor) -> Tensor:
         """Logits (B, K) of ``x`` (1, C, H, W) with window ``b`` replaced by ``filled[b]`` (B, C, w, w) at
         (``tops[b]``, ``lefts[b]``)."""
+        return self._run(Box(filled, tops, lefts, x), len(tops))
+
+    def forward(self, batch: Tensor) -> Tensor:
+        """An ordinary forward of whole (B, C, H, W) inputs (e.g. copies of the image, each with a window
+        filled), with the head in float32 under autocast like :meth:`logits`."""
+        return self._run(batch, len(batch))
+
+    def _run(self, first: Box | Tensor, batch: int) -> Tensor:
         runner = _Incremental(self.graph, self.clean, self.tau)
         env = runner.env = {}
-        out = None
+        out: Any = None
         for n in self.graph.graph.nodes:
             if n.op == "placeholder":
-                env[n] = Box(filled, tops, lefts, x)
+                env[n] = first
                 continue
             runner.clean_out = self.clean[n]
             env[n] = out = runner.run_node(n)
             value = out.data if isinstance(out, Box) else out
-            if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == len(tops):
+            if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == batch:
                 self.largest_per_sample = max(self.largest_per_sample, value[0].numel())
             for used in runner.user_to_last_uses.get(n, []):
                 del env[used]
         if isinstance(out, Box):
             out = out.materialise()
-        return out  # type: ignore[return-value]
+        return out  # type: ignore[no-any-return]

@@ -148,11 +148,13 @@ def occlusion(
         image = x[i:i + 1]
         with torch.inference_mode(), torch.autocast(device.type, dtype=run_dtype,
                                                     enabled=run_dtype != torch.float32):
-            session = incremental.Session(graph, image, tau) if graph is not None else None
+            # the clean forward: boxes for incremental windows, layer shapes for a float32 head in reduced precision
+            session = incremental.Session(traced, image, tau) if traced is not None and (
+                graph is not None or run_dtype != torch.float32) else None
             start, step = 0, batches[-1]
             while start < len(chosen):
                 chunk = chosen[start:start + step]
-                if session is not None:
+                if graph is not None and session is not None:
                     tops, lefts = [c[0] for c in chunk], [c[1] for c in chunk]
                     filled = torch.stack([fill[i, :, top:top + w, left:left + w] for top, left in chunk])
                     out.append(session.logits(filled, tops, lefts, image).float())
@@ -166,10 +168,7 @@ def occlusion(
                         copies[j, :, top:top + w, left:left + w] = fill[i, :, top:top + w, left:left + w]
                     if runner is not model:
                         copies = copies.contiguous(memory_format=torch.channels_last)
-                    if traced is not None and run_dtype != torch.float32:  # the head in float32
-                        out.append(incremental.forward(traced, copies).float())
-                    else:
-                        out.append(runner(copies).float())
+                    out.append((session.forward(copies) if session is not None else runner(copies)).float())
                 start += len(chunk)
                 if progress is not None and done is not None:
                     progress(done + start, total, None)
