@@ -226,10 +226,10 @@ class Trainer:
         row = {"loss": float(loss.detach()), **{k: float(v.detach().mean()) for k, v in parts.items()}}
         for k, v in row.items():
             self.history[k].append(v)
-        per_image = parts["style"].detach().cpu()
-        for s in which.unique().tolist():
-            self.history[f"style/{self.names[s]}"].append(float(per_image[which == s].mean()))
-        _update_running(self.running_style, which, per_image)
+        style_means = _per_style_means(which, parts["style"].detach().cpu())
+        for s, value in style_means.items():
+            self.history[f"style/{self.names[s]}"].append(value)
+        _update_running(self.running_style, style_means)
         return row
 
     def _styles(self, n: int) -> Tensor:
@@ -241,7 +241,7 @@ class Trainer:
 
     def _balance(self, which: Tensor, per_image: Tensor, decay: float = 0.98) -> Tensor:
         """(N,) divisors: the running mean loss of each image's style, updated with this batch first."""
-        _update_running(self.running, which, per_image, decay)
+        _update_running(self.running, _per_style_means(which, per_image), decay)
         return self.running[which]
 
     def train(self, steps: int | None = None, callback: Callback | None = None,
@@ -298,11 +298,14 @@ class Trainer:
         self.history = {k: [] for k in self.history} | {k: list(v) for k, v in state["history"].items()}
 
 
-def _update_running(running: Tensor, which: Tensor, per_image: Tensor, decay: float = 0.98) -> None:
-    """Per style s in ``which``: ``running[s]`` ← the exponential running mean of its images' ``per_image``
-    values (their batch mean on first sight)."""
-    for s in which.unique().tolist():
-        value = float(per_image[which == s].mean())
+def _per_style_means(which: Tensor, per_image: Tensor) -> dict[int, float]:
+    """{style s: mean of ``per_image`` (N,) over the images drawn for s}, for the styles in ``which`` (N,)."""
+    return {s: float(per_image[which == s].mean()) for s in which.unique().tolist()}
+
+
+def _update_running(running: Tensor, means: Mapping[int, float], decay: float = 0.98) -> None:
+    """``running[s]`` ← the exponential running mean of style s's batch means (the batch mean on first sight)."""
+    for s, value in means.items():
         old = float(running[s])
         running[s] = value if old == 0 else decay * old + (1 - decay) * value
 

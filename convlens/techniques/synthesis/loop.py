@@ -56,17 +56,13 @@ def normalized(grad: Tensor) -> Tensor:
     return grad / grad.abs().mean().clamp_min(1e-12)
 
 
-def signed(grad: Tensor) -> Tensor:
-    """sign(g): the steepest step under an L∞ budget (projected gradient descent, Madry et al. 2018)."""
-    return grad.sign()
-
-
 class SignedMomentum(torch.optim.Optimizer):
     """Momentum iterative sign steps (MI-FGSM, Dong et al. 2018) on a half-cosine step schedule.
 
     v ← μ·v + g / mean|g| (per tensor); p ← p − lr_k · sign(v), with lr_k = lr · (½(1 + cos(π k / steps)) + 0.05)
     for the k-th step (k = 0, 1, …): from 1.05·lr down to 0.05·lr over ``steps``, so the first steps cross
-    flat regions and the last ones settle inside the L∞ ball. ``cosine=False`` keeps lr_k = lr.
+    flat regions and the last ones settle inside the L∞ ball. ``cosine=False`` keeps lr_k = lr; with μ = 0 as
+    well these are plain sign steps, the steepest under an L∞ budget (projected gradient descent, Madry et al. 2018).
     """
 
     def __init__(self, params: object, lr: float, momentum: float, steps: int, cosine: bool = True) -> None:
@@ -96,7 +92,7 @@ OptimizerFactory = Callable[[object, float], torch.optim.Optimizer]  # (paramete
 OPTIMIZERS: dict[str, OptimizerFactory] = {
     "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),  # type: ignore[arg-type]
     "normalized": lambda params, lr: GradientStep(params, lr, normalized),
-    "sign": lambda params, lr: GradientStep(params, lr, signed),
+    "sign": lambda params, lr: SignedMomentum(params, lr, momentum=0.0, steps=1, cosine=False),
 }
 
 
@@ -153,7 +149,7 @@ def optimize(
     (e.g. the class flipped); ``progress(step, steps, preview)`` runs after every step, with the first image of
     the batch every ``preview_every`` steps (else None), and may raise :class:`Cancelled` — the run then
     returns what it has.
-    ``optimizer``: ``adam``, ``normalized`` (:func:`normalized` steps), ``sign`` (:func:`signed` steps) or a
+    ``optimizer``: ``adam``, ``normalized`` (:func:`normalized` steps), ``sign`` (plain sign steps) or a
     factory ``(parameters, lr) → Optimizer`` (e.g. :class:`SignedMomentum`).
     """
     generator = torch.Generator().manual_seed(seed)
