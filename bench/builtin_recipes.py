@@ -7,9 +7,9 @@
 A row: held-out accuracy (seed 1, 2000), strict pointing game of Grad-CAM and vanilla saliency (200 held-out
 images), top-1 and Grad-CAM pointing on the drawn sets of ``tests/core/drawn.py`` (seeds 123 × 20 and 999 × 10
 per class), and targeted fooling on 100 held-out images (a seeded random other class, the targets of
-``bench/synthesis.py``; L∞ ≤ 8/255, stop at the target, ≤ 100 forward passes, batched): the product's attack
-(``PRODUCT``: margin loss, momentum 0.9, steps from 4/255 on a cosine schedule, as ``FoolingParams()``) and the
-previous one (signed steps of 1/255 on the cross-entropy). ``--attacks`` compares attacks on 30 images (Carlini & Wagner
+``bench/synthesis.py``; L∞ ≤ 8/255, stop at the target, ≤ 100 steps): the product's ``fooling`` technique with
+its default params, one image at a time, and, batched by :func:`fool`, the previous attack (signed steps of 1/255
+on the cross-entropy). ``--attacks`` compares attacks on 30 images (Carlini & Wagner
 2017 margin loss, random start, momentum of Dong et al. 2018, a cosine step schedule) at 100 and 1000 steps.
 """
 
@@ -33,11 +33,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from convlens import images  # noqa: E402
 from convlens.builtin.dataset import HELDOUT_SEED, render_batch  # noqa: E402
 from convlens.builtin.net import normalize  # noqa: E402
 from convlens.builtin.train import TrainConfig, evaluate, load_checkpoint, save_checkpoint, train  # noqa: E402
 from convlens.faithfulness import pointing_game, pointing_hits  # noqa: E402
 from convlens.models import LoadedModel, load_model  # noqa: E402
+from convlens.pipeline import run  # noqa: E402
 from convlens.techniques.attribution.gradcam import grad_cam  # noqa: E402
 from tests.core.drawn import drawn_set  # noqa: E402
 
@@ -51,7 +53,7 @@ class Attack:
     cosine: bool = False  # step size falls from ``step`` to step/20 along a half cosine
 
 
-PRODUCT = Attack(loss="cw", step=4.0, momentum=0.9, cosine=True)  # FoolingParams() defaults
+PRODUCT = Attack(loss="cw", step=4.0, momentum=0.9, cosine=True)  # FoolingParams() defaults, batched
 
 
 def held_out(n: int) -> tuple[Tensor, Tensor]:
@@ -100,6 +102,15 @@ def fool(net: nn.Module, x: Tensor, target: Tensor, attack: Attack = Attack(), e
     return fooled, used, linf
 
 
+def product_fooling(loaded: LoadedModel, x: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The product's ``fooling`` technique (default params: L∞ 8/255, 100 steps) on each image of ``x``
+    (N, 3, 64, 64) in [0, 1] → fooled (N,) bool, steps taken (N,), L∞ of the change in 1/255 (N,)."""
+    rows = [run(loaded, "fooling", [{"image": images.to_pil(image)}], [int(t)])[0].scalars
+            for image, t in zip(x, target, strict=True)]
+    return (torch.tensor([r["fooled"] == 1.0 for r in rows]), torch.tensor([r["steps"] for r in rows]),
+            torch.tensor([r["linf_255"] for r in rows]))
+
+
 def drawn_scores(loaded: LoadedModel) -> tuple[float, float]:
     """Top-1 and Grad-CAM pointing on the drawn sets tests/core/test_drawn.py checks."""
     right, hits = [], []
@@ -121,7 +132,7 @@ def score(path: Path, n_fool: int = 100) -> str:
     gradcam, vanilla = (pointing_game(loaded, m, n=200).score for m in ("gradcam", "vanilla"))
     top1, pointing = drawn_scores(loaded)
     x, target = held_out(n_fool)
-    fooled, used, linf = fool(net, x, target, PRODUCT)
+    fooled, used, linf = product_fooling(loaded, x, target)
     fooled_ce = int(fool(net, x, target)[0].sum())
     config = meta["train_config"]
     recipe = ", ".join(f"{k} {v}" for k, v in config.items()
