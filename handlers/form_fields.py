@@ -2,9 +2,10 @@
 
 TorchServe's Java frontend forwards every part of a multipart form to the worker, but the
 worker's ``Service.retrieve_data_for_inference`` folds them into one dict per request, so
-two ``image`` parts silently become the last one. This module wraps that function (once
-per worker process, from the handler's ``initialize``) so each request row is a :class:`FormRow`: the same dict, plus the names that
-arrived more than once, which the handler refuses as a 400 naming the field.
+two ``image`` parts silently become the last one. This module wraps that function (once per
+worker process, from the handler's ``initialize``) so each request row is a :class:`FormRow`:
+the same dict, plus the names that arrived more than once, which the handler refuses as a 400
+naming the field.
 
 Written against TorchServe 0.12 (pinned); if the function is missing the wrap is skipped
 and :func:`duplicated_fields` reports nothing.
