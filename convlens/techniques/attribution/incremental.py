@@ -2,19 +2,23 @@
 Occlusion-based Deep CNN Explanations", SIGMOD — "Krypton").
 
 A filled window changes only a box of each early activation map (its projective field). The clean forward
-runs once with every activation cached; then, for a batch of windows, each convolution / pooling layer is
-recomputed only on its changed box plus the halo its kernel reads (cropped from the cached clean map, padded
-once with the layer's padding), elementwise layers act on the box alone, and a residual add works on the
-union of its operands' boxes. Once a box covers the whole map, or an op has no rule here, the batch is
-materialised (clean map with each element's box pasted in) and the rest runs as an ordinary batched forward,
-so unknown ops are always correct. Exact up to float rounding; with ``tau`` (Krypton's projective-field
-threshold) each box is capped at ``ceil(tau × side)`` around its centre and changes beyond the cap are
-dropped (treated as clean): fewer FLOPs, an approximate map.
+runs once with every activation cached; then each value of a batch of windows is carried as the clean map
+plus a *change* inside one box per window (:class:`Box`). A convolution is linear, so it maps the change alone
+(zero-padded, no bias) and only on the box plus the halo its kernel reads; an elementwise or pooling op that
+is not linear is applied to clean + change on the box and the clean result subtracted; a residual add adds the
+changes on the union of the boxes. Boxes grow with each layer until they cover the map, and then simply stay
+whole-map boxes. The head (every op whose result is no longer a spatial map) and any op without a rule here
+run on the materialised batch (clean map plus change) as an ordinary forward, so unknown ops are always
+correct. Exact up to float rounding; with ``tau`` (Krypton's projective-field threshold) each box is capped at
+``ceil(tau × side)`` around its centre and changes beyond the cap are dropped (treated as clean): fewer FLOPs,
+an approximate map.
 
-Under autocast (reduced precision) the head — global pooling and everything after it, i.e. every op whose
-result is no longer a spatial map — runs in float32 on float32 inputs: a bfloat16 logit of size 100 is
-rounded to ±0.25, more than a window's effect on a confident class, while the head costs ~0 FLOPs
-(ResNet-50, random weights: map correlation with float32 0.91 with a bfloat16 head, 0.99 with a float32 one).
+Reduced precision (``dtype`` bfloat16/float16) applies to the changes only: they are held and convolved in
+``dtype``, while the clean activations, the clean maps non-linear rules compare against, and the head stay
+float32. Rounding is then relative to a window's effect, not to the activation it perturbs: a bfloat16 forward
+of the activations themselves rounds a logit near 100 to ±0.25 and an activation near 300 to ±1, more than a
+window moves them (ResNet-50, random weights, window 32: map correlation with float32 0.91 for a bfloat16
+forward, 0.992 with a float32 head after it, 0.9999 for bfloat16 changes).
 """
 
 from __future__ import annotations
@@ -32,19 +36,20 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid,
-                       nn.Tanh, nn.Identity, nn.Dropout, nn.ELU, nn.Mish)
+                       nn.Tanh, nn.Identity, nn.Dropout, nn.ELU, nn.Mish, nn.BatchNorm2d)
 ELEMENTWISE_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.silu, F.gelu, F.hardswish, F.hardsigmoid, torch.sigmoid,
                          torch.tanh, F.leaky_relu, F.dropout}
 BINARY_FUNCTIONS = {operator.add, operator.mul, operator.sub, torch.add, torch.mul, torch.sub}
 BINARY_METHODS: dict[str, Callable[..., Tensor]] = {"add": torch.add, "mul": torch.mul, "sub": torch.sub}
 UNARY_METHODS: dict[str, Callable[..., Tensor]] = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
+ADDITIVE: dict[Callable[..., Any], float] = {  # the change of a ± b is da ± db
+    operator.add: 1.0, torch.add: 1.0, operator.sub: -1.0, torch.sub: -1.0}
 
 
 @dataclass
 class Box:
-    """Per batch element ``b``, a value equal to the clean map ``clean`` (1, C, H, W) except inside rows
-    ``tops[b]:tops[b]+data.shape[2]`` and columns ``lefts[b]:lefts[b]+data.shape[3]``, which hold ``data[b]``
-    (B, C, h, w)."""
+    """Per batch element ``b``, the clean map ``clean`` (1, C, H, W) plus the change ``data[b]`` (B, C, h, w)
+    inside rows ``tops[b]:tops[b]+h`` and columns ``lefts[b]:lefts[b]+w`` (no change elsewhere)."""
 
     data: Tensor
     tops: list[int]
@@ -56,34 +61,46 @@ class Box:
         return self.data.shape[2], self.data.shape[3]
 
     def materialise(self) -> Tensor:
-        """The full (B, C, H, W) batch."""
+        """The full (B, C, H, W) batch, float32 like the clean map."""
         h, w = self.size
+        if (h, w) == tuple(self.clean.shape[2:]):
+            return self.clean + self.data.float()
         out = self.clean.expand(len(self.tops), -1, -1, -1).contiguous(memory_format=_format(self.clean))
         for b, (top, left) in enumerate(zip(self.tops, self.lefts, strict=True)):
-            out[b, :, top:top + h, left:left + w] = self.data[b]
+            out[b, :, top:top + h, left:left + w] += self.data[b].float()
         return out
 
-    def crop(self, tops: list[int], lefts: list[int], size: tuple[int, int], pad: tuple[int, int] = (0, 0),
-             value: float = 0.0) -> Tensor:
-        """(B, C, size) crops at rows ``tops[b]:`` / columns ``lefts[b]:`` of this value padded by ``pad`` with
-        ``value`` (coordinates in the padded map)."""
+    def crop(self, tops: list[int], lefts: list[int], size: tuple[int, int], pad: tuple[int, int] = (0, 0)) -> Tensor:
+        """(B, C, size) *changes* at rows ``tops[b]:`` / columns ``lefts[b]:`` of this value padded by ``pad``
+        (coordinates in the padded map; zero outside the box)."""
         ph, pw = pad
-        if size == self.size and all(t == u + ph for t, u in zip(tops, self.tops, strict=True)) and all(
-                c == v + pw for c, v in zip(lefts, self.lefts, strict=True)):
-            return self.data  # the crop is the changed box itself (e.g. a 1×1 convolution)
-        clean = F.pad(self.clean, (pw, pw, ph, ph), value=value) if ph or pw else self.clean
         h, w = self.size
-        out = self.data.new_empty(len(tops), self.data.shape[1], *size).contiguous(memory_format=_format(self.clean))
-        for b, (top, left) in enumerate(zip(tops, lefts, strict=True)):
-            out[b] = clean[0, :, top:top + size[0], left:left + size[1]]
-            # where the changed box (shifted by the padding) meets the crop, paste it
-            r0, r1 = max(top, self.tops[b] + ph), min(top + size[0], self.tops[b] + ph + h)
-            c0, c1 = max(left, self.lefts[b] + pw), min(left + size[1], self.lefts[b] + pw + w)
+        down = [t - (u + ph) for t, u in zip(tops, self.tops, strict=True)]  # crop start, from the box's start
+        right = [c - (v + pw) for c, v in zip(lefts, self.lefts, strict=True)]
+        if len(set(down)) == 1 and len(set(right)) == 1:  # one offset for all: a pad (or a crop) of the batch
+            dt, dl = down[0], right[0]
+            if (dt, dl) == (0, 0) and size == (h, w):
+                return self.data
+            return F.pad(self.data, (-dl, dl + size[1] - w, -dt, dt + size[0] - h))
+        out = self.data.new_zeros(len(tops), self.data.shape[1], *size).contiguous(memory_format=_format(self.data))
+        for b, (dt, dl) in enumerate(zip(down, right, strict=True)):
+            r0, r1, c0, c1 = max(dt, 0), min(dt + size[0], h), max(dl, 0), min(dl + size[1], w)
             if r0 < r1 and c0 < c1:
-                out[b, :, r0 - top:r1 - top, c0 - left:c1 - left] = \
-                    self.data[b, :, r0 - self.tops[b] - ph:r1 - self.tops[b] - ph,
-                              c0 - self.lefts[b] - pw:c1 - self.lefts[b] - pw]
+                out[b, :, r0 - dt:r1 - dt, c0 - dl:c1 - dl] = self.data[b, :, r0:r1, c0:c1]
         return out
+
+
+def gather(clean: Tensor, tops: list[int], lefts: list[int], size: tuple[int, int], pad: tuple[int, int] = (0, 0),
+           value: float = 0.0) -> Tensor:
+    """(B, C, size) crops of ``clean`` (1, C, H, W) padded by ``pad`` with ``value``, at rows ``tops[b]:`` and
+    columns ``lefts[b]:`` of the padded map (a broadcast view when every crop is at the same place)."""
+    if pad != (0, 0):
+        clean = F.pad(clean, (pad[1], pad[1], pad[0], pad[0]), value=value)
+    h, w = size
+    if len(set(tops)) == 1 and len(set(lefts)) == 1:
+        return clean[:, :, tops[0]:tops[0] + h, lefts[0]:lefts[0] + w].expand(len(tops), -1, -1, -1)
+    windows = clean[0].unfold(1, h, 1).unfold(2, w, 1)  # (C, H - h + 1, W - w + 1, h, w), a view
+    return windows[:, tops, lefts].transpose(0, 1)
 
 
 def _format(t: Tensor) -> torch.memory_format:
@@ -110,17 +127,6 @@ def _window_rule(starts: list[int], size: int, side: int, out_side: int, kernel:
     hi = [(s + size - 1 + pad) // stride + 1 for s in starts]
     out_starts, out_size = _cap(lo, hi, out_side, tau)
     return out_starts, out_size, [o * stride for o in out_starts], (out_size - 1) * stride + kernel
-
-
-def _sliding(box: Box, out_hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int],
-             pad: tuple[int, int], value: float, op: Callable[[Tensor], Tensor], tau: float | None) -> Box:
-    """Apply a padding-free sliding-window ``op`` on the changed box of ``box`` (plus its halo)."""
-    h, w = box.size
-    H, W = box.clean.shape[2:]
-    out_tops, oh, in_tops, ih = _window_rule(box.tops, h, H, out_hw[0], kernel[0], stride[0], pad[0], tau)
-    out_lefts, ow, in_lefts, iw = _window_rule(box.lefts, w, W, out_hw[1], kernel[1], stride[1], pad[1], tau)
-    data = op(box.crop(in_tops, in_lefts, (ih, iw), pad, value))
-    return Box(data, out_tops, out_lefts, box.clean)  # clean is replaced by the caller
 
 
 def _union(boxes: list[Box], tau: float | None) -> tuple[list[int], list[int], tuple[int, int]]:
@@ -152,40 +158,37 @@ def _is_head(clean: Any) -> bool:
         clean.dim() == 4 and clean.shape[2] * clean.shape[3] > 1)
 
 
-class _Incremental(fx.Interpreter):
-    """Runs the traced model on :class:`Box` values where it has a rule and on full tensors elsewhere."""
+RELUS = (nn.ReLU, F.relu, torch.relu, "relu")
 
-    def __init__(self, graph: fx.GraphModule, clean: dict[fx.Node, Any], tau: float | None) -> None:
+
+class _Incremental(fx.Interpreter):
+    """Runs the traced model on :class:`Box` values where it has a rule and on full tensors elsewhere.
+    Changes are held, and convolved, in ``dtype`` (convolution weights in ``weights``); ``relu`` caches the
+    clean maps of the ReLU rule per node."""
+
+    def __init__(self, graph: fx.GraphModule, clean: dict[fx.Node, Any], tau: float | None, dtype: torch.dtype,
+                 weights: dict[str, Tensor], relu: dict[fx.Node, tuple[Tensor, Tensor]]) -> None:
         super().__init__(graph, garbage_collect_values=True)
-        self.clean, self.tau = clean, tau
-        self.clean_out: Any = None  # the clean value of the node being run
+        self.clean, self.tau, self.dtype, self.weights, self.relu = clean, tau, dtype, weights, relu
+        self.node: fx.Node | None = None  # the node being run
+
+    @property
+    def clean_out(self) -> Any:
+        assert self.node is not None
+        return self.clean[self.node]
 
     def run_node(self, n: fx.Node) -> Any:
+        self.node = n
         args, kwargs = self.fetch_args_kwargs_from_env(n)
-        if _is_head(self.clean_out) and torch.is_autocast_enabled(self.clean_out.device.type):
-            return self._in_float32(n, args, kwargs, self.clean_out.device.type)
         if not self._has_box(args, kwargs):
             return getattr(self, n.op)(n.target, args, kwargs)
-        out = self._rule(n, args, kwargs)
-        if out is None:  # no rule: materialise and run the op on the full batch
+        out = None if _is_head(self.clean_out) else self._rule(n, args, kwargs)
+        if out is None:  # the head, or no rule: materialise and run the op on the full batch in float32
             args, kwargs = fx.node.map_aggregate((args, kwargs), lambda v: v.materialise() if isinstance(v, Box)
                                                  else v)
             return getattr(self, n.op)(n.target, args, kwargs)
-        if isinstance(out, Box):
-            out.clean = self.clean[n]
-            if out.size == tuple(out.clean.shape[2:]):
-                return out.data  # the box covers the map: the full batch from here on
+        out.clean = self.clean_out
         return out
-
-    def _in_float32(self, n: fx.Node, args: Any, kwargs: Any, device: str) -> Any:
-        """Run node ``n`` with autocast off on float32 copies of its floating arguments (boxes materialised)."""
-        def as_float32(v: Any) -> Any:
-            v = v.materialise() if isinstance(v, Box) else v
-            return v.float() if isinstance(v, Tensor) and v.is_floating_point() else v
-
-        args, kwargs = fx.node.map_aggregate((args, kwargs), as_float32)
-        with torch.autocast(device, enabled=False):
-            return getattr(self, n.op)(n.target, args, kwargs)
 
     @staticmethod
     def _has_box(args: Any, kwargs: Any) -> bool:
@@ -195,62 +198,106 @@ class _Incremental(fx.Interpreter):
 
     def _rule(self, n: fx.Node, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Box | None:
         if n.op == "call_module":
-            return self._module(self.fetch_attr(n.target), args, kwargs)  # type: ignore[arg-type]
+            return self._module(str(n.target), self.fetch_attr(str(n.target)), args, kwargs)
         if kwargs.get("inplace") or kwargs.get("out") is not None:
             return None
         if n.op == "call_function" and n.target in ELEMENTWISE_FUNCTIONS and isinstance(args[0], Box) \
                 and all(_is_spatially_constant(a) for a in args[1:]):
-            return _map(args[0], lambda d: n.target(d, *args[1:], **kwargs))  # type: ignore[operator]
+            if n.target in RELUS and len(args) == 1:
+                return self._relu(args[0])
+            return self._elementwise(args[0], lambda v: n.target(v, *args[1:], **kwargs))  # type: ignore[operator]
         if n.op == "call_function" and n.target in BINARY_FUNCTIONS and len(args) == 2 and not kwargs:
             return self._binary(n.target, args[0], args[1])  # type: ignore[arg-type]
         if n.op == "call_method" and n.target in UNARY_METHODS and len(args) == 1 and not kwargs:
-            return _map(args[0], UNARY_METHODS[str(n.target)])
+            return self._relu(args[0]) if n.target in RELUS else self._elementwise(args[0],
+                                                                                  UNARY_METHODS[str(n.target)])
         if n.op == "call_method" and n.target in BINARY_METHODS and len(args) == 2 and not kwargs:
             return self._binary(BINARY_METHODS[str(n.target)], args[0], args[1])
         return None
 
-    def _module(self, m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Box | None:
+    def _module(self, name: str, m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Box | None:
         if len(args) != 1 or kwargs or not isinstance(args[0], Box):
             return None
         box: Box = args[0]
         if isinstance(m, ELEMENTWISE_MODULES) and not getattr(m, "inplace", False) and not (
-                isinstance(m, nn.Dropout) and m.training):
-            return _map(box, m)
-        if isinstance(m, nn.BatchNorm2d) and not m.training:
-            return _map(box, m)
+                isinstance(m, (nn.Dropout, nn.BatchNorm2d)) and m.training):
+            return self._relu(box) if type(m) is nn.ReLU else self._elementwise(box, m)
         if not isinstance(self.clean_out, Tensor) or self.clean_out.dim() != 4:
             return None
         out_hw = (self.clean_out.shape[2], self.clean_out.shape[3])
         if isinstance(m, nn.Conv2d) and m.padding_mode == "zeros" and not isinstance(m.padding, str):
             kernel = (m.dilation[0] * (m.kernel_size[0] - 1) + 1, m.dilation[1] * (m.kernel_size[1] - 1) + 1)
-            return _sliding(box, out_hw, kernel, _pair(m.stride), _pair(m.padding), 0.0,
-                            lambda t: F.conv2d(t, m.weight, m.bias, m.stride, 0, m.dilation, m.groups), self.tau)
+            weight = self.weights.get(name, m.weight)
+
+            def conv(t: Tensor, padding: tuple[int, int] = (0, 0)) -> Tensor:  # linear: the change alone, no bias
+                return F.conv2d(t, weight, None, m.stride, padding, m.dilation, m.groups)
+            return self._sliding(box, out_hw, kernel, _pair(m.stride), _pair(m.padding), conv)
         if isinstance(m, nn.MaxPool2d) and not m.ceil_mode and not m.return_indices:
             k, s, p, d = _pair(m.kernel_size), _pair(m.stride), _pair(m.padding), _pair(m.dilation)
             kernel = (d[0] * (k[0] - 1) + 1, d[1] * (k[1] - 1) + 1)
-            return _sliding(box, out_hw, kernel, s, p, -math.inf,
-                            lambda t: F.max_pool2d(t, k, s, 0, d), self.tau)
+            return self._sliding(box, out_hw, kernel, s, p, lambda t, _p=(0, 0): F.max_pool2d(t, k, s, 0, d),
+                                 -math.inf)
         if isinstance(m, nn.AvgPool2d) and not m.ceil_mode and m.divisor_override is None and (
                 m.count_include_pad or _pair(m.padding) == (0, 0)):
             k, s = _pair(m.kernel_size), _pair(m.stride)
-            return _sliding(box, out_hw, k, s, _pair(m.padding), 0.0, lambda t: F.avg_pool2d(t, k, s, 0), self.tau)
+            return self._sliding(box, out_hw, k, s, _pair(m.padding),
+                                 lambda t, padding=(0, 0): F.avg_pool2d(t, k, s, padding))
         return None
+
+    def _sliding(self, box: Box, out_hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int],
+                 pad: tuple[int, int], op: Callable[..., Tensor], value: float | None = None) -> Box:
+        """A sliding-window ``op(t, padding)`` on the changed box of ``box`` plus its halo: on the change alone
+        if ``op`` is linear (``value`` None: zero padding), else on clean + change padded with ``value`` minus
+        the clean result."""
+        h, w = box.size
+        H, W = box.clean.shape[2:]
+        out_tops, oh, in_tops, ih = _window_rule(box.tops, h, H, out_hw[0], kernel[0], stride[0], pad[0], self.tau)
+        out_lefts, ow, in_lefts, iw = _window_rule(box.lefts, w, W, out_hw[1], kernel[1], stride[1], pad[1],
+                                                   self.tau)
+        if value is None and (h, w) == (H, W) and (oh, ow) == out_hw:  # whole map to whole map: pad in the op
+            return Box(op(box.data, pad), out_tops, out_lefts, box.clean)
+        change = box.crop(in_tops, in_lefts, (ih, iw), pad)
+        if value is None:
+            return Box(op(change), out_tops, out_lefts, box.clean)
+        before = gather(box.clean, in_tops, in_lefts, (ih, iw), pad, value)
+        after = op(before + change.float()) - gather(self.clean_out, out_tops, out_lefts, (oh, ow))
+        return Box(after.to(self.dtype), out_tops, out_lefts, box.clean)
+
+    def _relu(self, box: Box) -> Box:
+        """relu(c + d) − relu(c) = max(d + min(c, 0), −relu(c)): two passes over the change, rounded only where
+        it is (each term is exact or bounded by |d| × the dtype's precision)."""
+        assert self.node is not None
+        if self.node not in self.relu:
+            c, r = box.clean, self.clean_out
+            self.relu[self.node] = ((c - r).to(self.dtype), (-r).to(self.dtype))
+        low, floor = (gather(t, box.tops, box.lefts, box.size) for t in self.relu[self.node])
+        out = box.data + low
+        return Box(torch.maximum(out, floor, out=out), box.tops, box.lefts, box.clean)
+
+    def _elementwise(self, box: Box, f: Callable[[Tensor], Tensor]) -> Box:
+        """f(clean + change) − f(clean) on the box, in float32."""
+        at = box.tops, box.lefts, box.size
+        after = f(gather(box.clean, *at) + box.data.float()) - gather(self.clean_out, *at)
+        return Box(after.to(self.dtype), box.tops, box.lefts, box.clean)
 
     def _binary(self, op: Callable[[Any, Any], Tensor], a: Any, b: Any) -> Box | None:
         if isinstance(a, Box) and isinstance(b, Box):
             if a.clean.shape != b.clean.shape:
                 return None
             tops, lefts, size = _union([a, b], self.tau)
-            return Box(op(a.crop(tops, lefts, size), b.crop(tops, lefts, size)), tops, lefts, a.clean)
+            da, db = a.crop(tops, lefts, size), b.crop(tops, lefts, size)
+            if op in ADDITIVE:
+                return Box(da + db if ADDITIVE[op] > 0 else da - db, tops, lefts, a.clean)
+            va, vb = gather(a.clean, tops, lefts, size) + da.float(), gather(b.clean, tops, lefts, size) + db.float()
+            after = op(va, vb) - gather(self.clean_out, tops, lefts, size)
+            return Box(after.to(self.dtype), tops, lefts, a.clean)
         if isinstance(a, Box) and _is_spatially_constant(b):
-            return _map(a, lambda d: op(d, b))
+            return Box(a.data, a.tops, a.lefts, a.clean) if op in ADDITIVE else self._elementwise(a, lambda v: op(v, b))
         if isinstance(b, Box) and _is_spatially_constant(a):
-            return _map(b, lambda d: op(a, d))
+            if op in ADDITIVE:
+                return Box(b.data if ADDITIVE[op] > 0 else -b.data, b.tops, b.lefts, b.clean)
+            return self._elementwise(b, lambda v: op(a, v))
         return None
-
-
-def _map(box: Box, f: Callable[[Tensor], Tensor]) -> Box:
-    return Box(f(box.data), box.tops, box.lefts, box.clean)
 
 
 class _Recorder(fx.Interpreter):
@@ -330,39 +377,49 @@ def _without_inplace(graph: fx.GraphModule) -> fx.GraphModule:
 
 
 class Session:
-    """One image's clean forward through ``graph``; :meth:`logits` then runs batches of filled windows."""
+    """One image's clean float32 forward through ``graph``; :meth:`logits` then runs batches of filled
+    windows, :meth:`forward` batches of whole copies, with convolutions of the changes in ``dtype``."""
 
-    def __init__(self, graph: fx.GraphModule, x: Tensor, tau: float | None) -> None:
+    def __init__(self, graph: fx.GraphModule, x: Tensor, tau: float | None,
+                 dtype: torch.dtype = torch.float32) -> None:
         recorder = _Recorder(graph)
-        recorder.run(x)
-        self.graph, self.clean, self.tau = graph, recorder.values, tau
+        with torch.autocast(x.device.type, enabled=False):
+            recorder.run(x.float())
+        self.graph, self.clean, self.tau, self.dtype, self.x = graph, recorder.values, tau, dtype, x.float()
+        convs = {str(n.target): graph.get_submodule(str(n.target)) for n in graph.graph.nodes
+                 if n.op == "call_module" and isinstance(graph.get_submodule(str(n.target)), nn.Conv2d)}
+        self.weights: dict[str, Tensor] = {} if dtype == torch.float32 else {
+            name: m.weight.to(dtype) for name, m in convs.items() if isinstance(m.weight, Tensor)}
+        self.relu: dict[fx.Node, tuple[Tensor, Tensor]] = {}
         self.largest_per_sample = 0  # elements of the largest value one window needed so far
 
-    def logits(self, filled: Tensor, tops: list[int], lefts: list[int], x: Tensor) -> Tensor:
-        """Logits (B, K) of ``x`` (1, C, H, W) with window ``b`` replaced by ``filled[b]`` (B, C, w, w) at
+    def logits(self, filled: Tensor, tops: list[int], lefts: list[int]) -> Tensor:
+        """Logits (B, K) of the image with window ``b`` replaced by ``filled[b]`` (B, C, w, w) at
         (``tops[b]``, ``lefts[b]``)."""
-        return self._run(Box(filled, tops, lefts, x), len(tops))
+        h, w = filled.shape[2:]
+        change = (filled.float() - gather(self.x, tops, lefts, (h, w))).to(self.dtype)
+        return self._run(Box(change, tops, lefts, self.x), len(tops))
 
     def forward(self, batch: Tensor) -> Tensor:
-        """An ordinary forward of whole (B, C, H, W) inputs (e.g. copies of the image, each with a window
-        filled), with the head in float32 under autocast like :meth:`logits`."""
-        return self._run(batch, len(batch))
+        """Logits of whole (B, C, H, W) inputs (e.g. copies of the image, each with a window filled)."""
+        n = len(batch)
+        return self._run(Box((batch.float() - self.x).to(self.dtype), [0] * n, [0] * n, self.x), n)
 
-    def _run(self, first: Box | Tensor, batch: int) -> Tensor:
-        runner = _Incremental(self.graph, self.clean, self.tau)
+    def _run(self, first: Box, batch: int) -> Tensor:
+        runner = _Incremental(self.graph, self.clean, self.tau, self.dtype, self.weights, self.relu)
         env = runner.env = {}
         out: Any = None
-        for n in self.graph.graph.nodes:
-            if n.op == "placeholder":
-                env[n] = first
-                continue
-            runner.clean_out = self.clean[n]
-            env[n] = out = runner.run_node(n)
-            value = out.data if isinstance(out, Box) else out
-            if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == batch:
-                self.largest_per_sample = max(self.largest_per_sample, value[0].numel())
-            for used in runner.user_to_last_uses.get(n, []):
-                del env[used]
+        with torch.autocast(first.data.device.type, enabled=False):
+            for n in self.graph.graph.nodes:
+                if n.op == "placeholder":
+                    env[n] = first
+                    continue
+                env[n] = out = runner.run_node(n)
+                value = out.data if isinstance(out, Box) else out
+                if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == batch:
+                    self.largest_per_sample = max(self.largest_per_sample, value[0].numel())
+                for used in runner.user_to_last_uses.get(n, []):
+                    del env[used]
         if isinstance(out, Box):
             out = out.materialise()
         return out  # type: ignore[no-any-return]

@@ -36,11 +36,12 @@ class OcclusionParams:
     """window/stride in input pixels. ``fill``: ``zero`` (0 in the model's input space, i.e. the
     normalisation mean colour), ``mean`` (the image's own mean colour), ``blur`` (the image blurred with
     σ = window / 4) or a grey level in [0, 1]. ``batch_size``: perturbed copies per forward pass
-    (None: as many as ``memory_budget_mb`` holds). ``precision``: ``reduced`` runs the copies in
-    bfloat16 on a CPU that supports it or float16 on a GPU (float32 otherwise) — the head after global
-    pooling stays float32, see :mod:`.incremental` — and keeps the result
-    only where 16 windows re-run in float32 correlate ≥ 0.99 with it (else the image is redone in float32;
-    ``scalars["reduced_precision"]`` says which). ``incremental`` (default): each filled window's batch
+    (None: as many as ``memory_budget_mb`` holds). ``precision``: ``reduced`` holds and convolves each
+    window's *change* to the clean activations in bfloat16 on a CPU that supports it or float16 on a GPU
+    (float32 otherwise), with the clean activations and the head in float32 (see :mod:`.incremental`; a model
+    that does not trace runs its copies under autocast), and keeps the result only where 16 windows re-run in
+    float32 correlate ≥ 0.99 with it (else the image is redone in float32; ``scalars["reduced_precision"]``
+    says which). ``incremental`` (default): each filled window's batch
     recomputes the early layers only on the box the window changes (exact; see :mod:`.incremental`),
     falling back to whole copies for a model that does not trace. ``approximation``: Krypton's
     projective-field threshold τ — boxes are capped at τ × the map's side and changes beyond are dropped;
@@ -146,18 +147,20 @@ def occlusion(
         out = []
         w = params.window
         image = x[i:i + 1]
-        with torch.inference_mode(), torch.autocast(device.type, dtype=run_dtype,
-                                                    enabled=run_dtype != torch.float32):
-            # the clean forward: boxes for incremental windows, layer shapes for a float32 head in reduced precision
-            session = incremental.Session(traced, image, tau) if traced is not None and (
+        # the clean forward: boxes for incremental windows; for whole copies in reduced precision, the clean
+        # activations their changes are taken from
+        with torch.inference_mode():
+            session = incremental.Session(traced, image, tau, run_dtype) if traced is not None and (
                 graph is not None or run_dtype != torch.float32) else None
+        with torch.inference_mode(), torch.autocast(device.type, dtype=run_dtype,
+                                                    enabled=run_dtype != torch.float32 and session is None):
             start, step = 0, batches[-1]
             while start < len(chosen):
                 chunk = chosen[start:start + step]
                 if graph is not None and session is not None:
                     tops, lefts = [c[0] for c in chunk], [c[1] for c in chunk]
                     filled = torch.stack([fill[i, :, top:top + w, left:left + w] for top, left in chunk])
-                    out.append(session.logits(filled, tops, lefts, image).float())
+                    out.append(session.logits(filled, tops, lefts).float())
                     if params.batch_size is None:  # boxes need less memory than whole copies: re-size the batch
                         step = _budget_batch(session.largest_per_sample, x.shape[1:].numel(),
                                              params.memory_budget_mb, run_dtype)
