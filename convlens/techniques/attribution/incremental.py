@@ -82,12 +82,14 @@ class Box:
             if (dt, dl) == (0, 0) and size == (h, w):
                 return self.data
             return F.pad(self.data, (-dl, dl + size[1] - w, -dt, dt + size[0] - h))
-        out = self.data.new_zeros(len(tops), self.data.shape[1], *size).contiguous(memory_format=_format(self.data))
-        for b, (dt, dl) in enumerate(zip(down, right, strict=True)):
-            r0, r1, c0, c1 = max(dt, 0), min(dt + size[0], h), max(dl, 0), min(dl + size[1], w)
-            if r0 < r1 and c0 < c1:
-                out[b, :, r0 - dt:r1 - dt, c0 - dl:c1 - dl] = self.data[b, :, r0:r1, c0:c1]
-        return out
+        # zero margins so every crop lies inside, then one gather of (B, size) windows, one per element
+        top, bottom = max(0, -min(down)), max(0, max(down) + size[0] - h)
+        left, right_ = max(0, -min(right)), max(0, max(right) + size[1] - w)
+        padded = F.pad(self.data, (left, right_, top, bottom)).permute(0, 2, 3, 1)  # (B, H', W', C)
+        windows = padded.unfold(1, size[0], 1).unfold(2, size[1], 1).permute(0, 1, 2, 4, 5, 3)
+        rows = torch.tensor([d + top for d in down], device=self.data.device)
+        cols = torch.tensor([r + left for r in right], device=self.data.device)
+        return windows[torch.arange(len(down), device=self.data.device), rows, cols].permute(0, 3, 1, 2)
 
 
 def gather(clean: Tensor, tops: list[int], lefts: list[int], size: tuple[int, int], pad: tuple[int, int] = (0, 0),
@@ -99,8 +101,8 @@ def gather(clean: Tensor, tops: list[int], lefts: list[int], size: tuple[int, in
     h, w = size
     if len(set(tops)) == 1 and len(set(lefts)) == 1:
         return clean[:, :, tops[0]:tops[0] + h, lefts[0]:lefts[0] + w].expand(len(tops), -1, -1, -1)
-    windows = clean[0].unfold(1, h, 1).unfold(2, w, 1)  # (C, H - h + 1, W - w + 1, h, w), a view
-    return windows[:, tops, lefts].transpose(0, 1)
+    windows = clean[0].unfold(1, h, 1).unfold(2, w, 1).permute(1, 2, 3, 4, 0)  # (H-h+1, W-w+1, h, w, C): a view
+    return windows[tops, lefts].permute(0, 3, 1, 2)  # (B, C, h, w), channels-last like the changes
 
 
 def _format(t: Tensor) -> torch.memory_format:
@@ -159,6 +161,7 @@ def _is_head(clean: Any) -> bool:
 
 
 RELUS = (nn.ReLU, F.relu, torch.relu, "relu")
+WHOLE_MAP_AT = 0.5  # a box covering this share of its map becomes a whole-map box
 
 
 class _Incremental(fx.Interpreter):
@@ -188,6 +191,11 @@ class _Incremental(fx.Interpreter):
                                                  else v)
             return getattr(self, n.op)(n.target, args, kwargs)
         out.clean = self.clean_out
+        H, W = out.clean.shape[2:]
+        h, w = out.size
+        if (h, w) != (H, W) and h * w >= WHOLE_MAP_AT * H * W:  # nearly whole: per-element crops cost more
+            n = len(out.tops)
+            return Box(out.crop([0] * n, [0] * n, (H, W)), [0] * n, [0] * n, out.clean)
         return out
 
     @staticmethod
