@@ -281,3 +281,17 @@ def test_reduced_precision_keeps_a_confident_resnets_map(monkeypatch: pytest.Mon
         a = exact.raw if key == "raw" else exact.signed[key]
         b = reduced.raw if key == "raw" else reduced.signed[key]
         assert float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1]) > 0.999, key
+
+
+def test_capped_boxes_stay_around_their_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    # τ caps each box around the window's own projective field; a box grown to the whole map would be capped
+    # around the map's centre instead and lose the window's effect.
+    loaded = load_model("builtin")
+    imgs, _, _ = render_batch(1, 2)
+    x = torch.cat([loaded.prepare(Image.fromarray(i))[1] for i in imgs])
+    exact = occlusion(loaded.net, x, None, OcclusionParams(window=8, stride=4, fill="zero"))
+    monkeypatch.setattr(occlusion_module, "_agrees", lambda *args: True)  # score the approximate map itself
+    approx = occlusion(loaded.net, x, None, OcclusionParams(window=8, stride=4, fill="zero", approximation=0.8))
+    assert approx.scalars["approximate"] == 1
+    for a, b in zip(exact.raw, approx.raw, strict=True):
+        assert float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1]) > 0.99

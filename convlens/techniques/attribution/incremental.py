@@ -193,7 +193,8 @@ class _Incremental(fx.Interpreter):
         out.clean = self.clean_out
         H, W = out.clean.shape[2:]
         h, w = out.size
-        if (h, w) != (H, W) and h * w >= WHOLE_MAP_AT * H * W:  # nearly whole: per-element crops cost more
+        # nearly whole: per-element crops cost more (not when τ caps boxes around each window's own centre)
+        if self.tau is None and (h, w) != (H, W) and h * w >= WHOLE_MAP_AT * H * W:
             n = len(out.tops)
             return Box(out.crop([0] * n, [0] * n, (H, W)), [0] * n, [0] * n, out.clean)
         return out
