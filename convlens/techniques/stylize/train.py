@@ -20,6 +20,10 @@ Scale: the Gram matrix is a spatial mean, so ``size``-px crops matched to the st
 learn the texture at the pixel scale of results stylised at ``style_size`` (the dashboard's 256 px) for a
 quarter of the cost of 256-px crops.
 
+Growing (``Trainer.load(path, grown=True)``, ``convlens style train --grow-from``): a trained network's weights
+go into a larger one (more residual blocks, a per-style colour head; ``net.grow``) that starts out computing
+the same images; the steps, history and stages go on, Adam restarts, and the card names the stage that grew.
+
 Content data is offline: the photos shipped in scikit-image and scikit-learn (``corpus.datasets``'s
 ``natural_sources``) and the built-in generator's
 scenes (plus any folder of images), seen as random crops (scale 0.5–1 of the shorter side) and flips.
@@ -44,10 +48,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from convlens.hooks import capture
-from convlens.techniques.stylize.net import NetConfig, StyleNet
+from convlens.techniques.stylize.net import NetConfig, StyleNet, grow
 from convlens.techniques.synthesis import objectives as obj
 from convlens.techniques.synthesis.common import fit
 from convlens.techniques.synthesis.perceptual import Perceptual, network
@@ -148,12 +152,22 @@ def sample_batch(pool: Sequence[Tensor], n: int, size: int, generator: torch.Gen
 # ------------------------------------------------------------------------------------ losses
 
 
+def upto(net: nn.Module, layers: Sequence[str]) -> nn.Module:
+    """``net`` cut after the deepest of ``layers`` when it is an ``nn.Sequential`` holding them as named children
+    (the random VGG, VGG-19's features): the layers past it change no loss, so they need not run."""
+    names = [name for name, _ in net.named_children()]
+    if not isinstance(net, nn.Sequential) or not set(layers) <= set(names):
+        return net
+    return net[:max(names.index(layer) for layer in layers) + 1]
+
+
 def style_targets(net: Perceptual, styles: Sequence[Tensor], size: int) -> dict[str, Tensor]:
     """Gram matrices (S, C, C) of each style image (longer side ``size``) at the style layers."""
     per_style = []
+    features = upto(net.net, net.style_layers)
     for style in styles:
-        with torch.no_grad(), capture(net.net, net.style_layers, detach=True) as captured:
-            net.net(net.to_input(fit(style, size).to(net.device)))
+        with torch.no_grad(), capture(features, net.style_layers, detach=True) as captured:
+            features(net.to_input(fit(style, size).to(net.device)))
         per_style.append({layer: obj.gram(captured[layer]) for layer in net.style_layers})
     return {layer: torch.cat([g[layer] for g in per_style]) for layer in net.style_layers}
 
@@ -161,14 +175,17 @@ def style_targets(net: Perceptual, styles: Sequence[Tensor], size: int) -> dict[
 def perceptual_losses(net: Perceptual, output: Tensor, content: Tensor, targets: dict[str, Tensor],
                       blend: Tensor) -> dict[str, Tensor]:
     """Per image (N,): ``content`` and ``style`` losses (normalised as in ``objectives``) and ``tv``.
-    The Gram target of image k is Σ_s blend[k, s] · G(style_s)."""
-    with torch.no_grad(), capture(net.net, [net.content_layer], detach=True) as captured:
-        net.net(net.to_input(content))
+    The Gram target of image k is Σ_s blend[k, s] · G(style_s). The perceptual network runs only as deep as
+    the layers need (``upto``)."""
+    to_content = upto(net.net, [net.content_layer])
+    with torch.no_grad(), capture(to_content, [net.content_layer], detach=True) as captured:
+        to_content(net.to_input(content))
     content_features = captured[net.content_layer]
     mixed = {layer: torch.einsum("ns,scd->ncd", blend, g) for layer, g in targets.items()}
     layers = (*net.style_layers, net.content_layer)
-    with capture(net.net, layers) as acts:
-        net.net(net.to_input(output))
+    features = upto(net.net, layers)
+    with capture(features, layers) as acts:
+        features(net.to_input(output))
     ctx = obj.Context(output, acts.activations, None)
     content_loss, _ = obj.feature_distance(net.content_layer, content_features)(ctx)
     style_loss, _ = obj.gram_distance(mixed)(ctx)
@@ -276,15 +293,21 @@ class Trainer:
         """The checkpoint (atomically) and its model card (``.card.json`` and ``.card.md``) beside it."""
         save_state(Path(path), self.state(styles_meta))
 
-    def load(self, path: str | Path) -> None:
-        """Resume from a checkpoint written by :meth:`save` with the same styles."""
+    def load(self, path: str | Path, grown: bool = False) -> None:
+        """Resume from a checkpoint written by :meth:`save` with the same styles. ``grown``: the checkpoint's
+        network may be smaller (``net.grow``: fewer residual blocks, no colour head); its weights are grown into
+        this one (same function), Adam restarts, and the steps, history and stages go on."""
         state = torch.load(Path(path), map_location="cpu", weights_only=True)
         if list(state["styles"]) != self.names:
             raise ValueError(f"checkpoint styles {state['styles']} differ from {self.names}")
-        if NetConfig.from_dict(state["net"]) != self.config.net:
+        saved = NetConfig.from_dict(state["net"])
+        if grown:
+            grow(self.model, state["state_dict"], saved)
+        elif saved != self.config.net:
             raise ValueError(f"checkpoint network {state['net']} differs from {self.config.net.to_dict()}")
-        self.model.load_state_dict(state["state_dict"])
-        if "optimizer" in state:  # an exported network (``export``) restarts Adam's moments
+        else:
+            self.model.load_state_dict(state["state_dict"])
+        if "optimizer" in state and not grown:  # an exported network (``export``) restarts Adam's moments
             self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:  # this run's learning rate, not the saved one
             group["lr"] = self.config.lr
@@ -368,9 +391,18 @@ def card(state: dict[str, Any], evaluation: Mapping[str, Any] | None = None) -> 
     return info | ({"evaluation": dict(evaluation)} if evaluation is not None else {})
 
 
-def _stage_line(start: int, stage: Mapping[str, Any]) -> str:
+def _net_line(net: Mapping[str, Any]) -> str:
+    return (f"widths {list(net['widths'])}, {net['blocks']} residual blocks"
+            + (", per-style colour head" if net.get("color") else ""))
+
+
+def _stage_line(start: int, stage: Mapping[str, Any], previous: Mapping[str, Any] | None = None) -> str:
+    """One training stage; a network grown from the previous stage's (``Trainer.load(grown=True)``) is named."""
     t = stage["train"]
-    return (f"steps {start}–{stage['until_step']}: {t['size']}-px crops, style image at {t.get('style_size')} px, "
+    grown = previous is not None and dict(previous["train"]["net"]) != dict(t["net"])
+    return (f"steps {start}–{stage['until_step']}: "
+            + (f"network grown to {_net_line(t['net'])} (new parts start as identities), " if grown else "")
+            + f"{t['size']}-px crops, style image at {t.get('style_size')} px, "
             f"batch {t['batch']}, Adam lr {t['lr']}, weights content {t['content_weight']} / style "
             f"{t['style_weight']} / TV {t['tv_weight']}, {'balanced' if t.get('balance') else 'unbalanced'} "
             f"styles" + (f", styles drawn ∝ running {'style ' if t.get('hard_by') == 'style' else ''}loss^{t['hard']:g}"
@@ -405,10 +437,10 @@ def write_card(path: Path, state: dict[str, Any], evaluation: Mapping[str, Any] 
              "- **Content data**: " + "; ".join(info["content_data"]) + " — random crops (0.5–1 of the shorter side) "
              "and left-right flips.",
              f"- **Training**: {info['steps']} steps, {info['train_seconds']} s of compute on one CPU thread; "
-             + "; ".join(_stage_line(a, s) for a, s in zip(starts, info["stages"], strict=True)) + ". Balanced: "
+             + "; ".join(_stage_line(a, s, p) for a, s, p in zip(starts, info["stages"], [None, *info["stages"]],
+                                                                 strict=False)) + ". Balanced: "
              "each image's loss divided by its style's running mean loss (`train.py`).",
-             f"- **Network**: widths {info['network']['widths']}, {info['network']['blocks']} residual blocks, "
-             f"{info['parameters']} parameters ("
+             f"- **Network**: {_net_line(info['network'])}, {info['parameters']} parameters ("
              + ("with the optimiser state in the checkpoint for resuming)." if info["optimizer_state"] else
                 "exported without the optimiser state; resuming restarts Adam's moments)."),
              "- **Losses** (mean of the first / last 50 steps; `style/<name>`: that style's images): " + ", ".join(
