@@ -95,7 +95,7 @@ def cmd_style_train(args: argparse.Namespace) -> int:
                                    "lr": args.lr, "style_weight": args.style_weight, "scenes": args.scenes,
                                    "checkpoint_every": args.checkpoint_every, "style_size": args.style_size,
                                    "content_weight": args.content_weight, "balance": args.balance,
-                                   "hard": args.hard, "hard_by": args.hard_by}.items()
+                                   "hard": args.hard, "hard_by": args.hard_by, "ema": args.ema}.items()
                  if v is not None}
     if args.widths is not None or args.blocks is not None or args.color is not None:
         default = NetConfig()
@@ -130,7 +130,7 @@ def cmd_style_train(args: argparse.Namespace) -> int:
 def cmd_style_export(args: argparse.Namespace) -> int:
     from convlens.techniques.stylize.train import export
 
-    state = export(args.checkpoint, args.out)
+    state = export(args.checkpoint, args.out, ema=args.ema)
     out = Path(args.out)
     print(json.dumps({"checkpoint": str(out), "mb": round(out.stat().st_size / 1e6, 2), "steps": state["step"],
                       "styles": state["styles"]}))
@@ -356,7 +356,7 @@ def build_parser(extend: Callable[[Any], None] | None = None) -> argparse.Argume
     st.add_argument("--resume", action="store_true", help="continue from --out when it exists")
     for flag, kind in (("--steps", int), ("--batch", int), ("--size", int), ("--seed", int), ("--lr", float),
                        ("--style-weight", float), ("--content-weight", float), ("--scenes", int),
-                       ("--checkpoint-every", int), ("--style-size", int), ("--hard", float)):
+                       ("--checkpoint-every", int), ("--style-size", int), ("--hard", float), ("--ema", float)):
         st.add_argument(flag, type=kind)
     st.add_argument("--hard-by", choices=("loss", "style"),
                     help="what --hard ranks styles by: their whole loss (default) or their style term")
@@ -375,6 +375,7 @@ def build_parser(extend: Callable[[Any], None] | None = None) -> argparse.Argume
     ex = style.add_parser("export", help="copy a trained network without its optimiser state (to ship it)")
     ex.add_argument("checkpoint")
     ex.add_argument("out", help="the exported checkpoint; model card written beside it")
+    ex.add_argument("--ema", action="store_true", help="ship the weights' moving average (trained with --ema)")
     ex.set_defaults(func=cmd_style_export)
 
     weights = sub.add_parser("weights", help="ImageNet weights").add_subparsers(dest="action", required=True)

@@ -225,6 +225,47 @@ def test_the_perceptual_losses_run_the_network_only_as_deep_as_their_layers() ->
     assert torch.allclose(parts["content"], whole, atol=1e-6)
 
 
+def test_the_weights_moving_average_follows_each_step_and_resumes_exactly(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    averaged = TrainConfig(**{**TINY.to_dict(), "net": TINY_NET, "ema": 0.5})
+    t = trainer(averaged)
+    seen = [{k: v.clone() for k, v in t.model.state_dict().items()}]
+    for _ in range(2):
+        t.train(steps=t.step_count + 1)
+        seen.append({k: v.clone() for k, v in t.model.state_dict().items()})
+    assert t.ema is not None
+    for k, v in t.ema.items():  # 0.5 · (0.5 · w0 + 0.5 · w1) + 0.5 · w2
+        assert torch.allclose(v, 0.25 * seen[0][k] + 0.25 * seen[1][k] + 0.5 * seen[2][k], atol=1e-6), k
+    straight = trainer(averaged)
+    straight.train(steps=4)
+    first = trainer(averaged)
+    first.train(steps=2, checkpoint=tmp_path / "a.pt")
+    resumed = trainer(averaged)
+    resumed.load(tmp_path / "a.pt")
+    resumed.train(steps=4)
+    assert straight.ema is not None and resumed.ema is not None
+    assert all(torch.equal(v, resumed.ema[k]) for k, v in straight.ema.items())
+    assert trainer().ema is None and "ema_state_dict" not in trainer().state()
+
+
+def test_export_ships_the_moving_average_only_when_asked(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    t = trainer(TrainConfig(**{**TINY.to_dict(), "net": TINY_NET, "ema": 0.9}))
+    t.train(steps=3, checkpoint=tmp_path / "a.pt")
+    assert cli_main(["style", "export", str(tmp_path / "a.pt"), str(tmp_path / "raw.pt")]) == 0
+    assert cli_main(["style", "export", str(tmp_path / "a.pt"), str(tmp_path / "avg.pt"), "--ema"]) == 0
+    raw, avg = (torch.load(tmp_path / p, weights_only=True) for p in ("raw.pt", "avg.pt"))
+    assert "ema_state_dict" not in raw and "ema_state_dict" not in avg
+    assert t.ema is not None
+    assert all(torch.equal(v, t.model.state_dict()[k]) for k, v in raw["state_dict"].items())
+    assert all(torch.equal(v, t.ema[k]) for k, v in avg["state_dict"].items())
+    assert not all(torch.equal(v, raw["state_dict"][k]) for k, v in avg["state_dict"].items())
+    assert "**Weights**: moving average of the training weights (decay 0.9)" in (tmp_path / "avg.card.md").read_text()
+    assert "**Weights**: the training weights at the last step" in (tmp_path / "raw.card.md").read_text()
+    trainer().train(steps=1, checkpoint=tmp_path / "plain.pt")
+    capsys.readouterr()
+    assert cli_main(["style", "export", str(tmp_path / "plain.pt"), str(tmp_path / "x.pt"), "--ema"]) == 1
+    assert "no moving average" in capsys.readouterr().err
+
+
 def test_balance_divides_each_image_by_its_styles_running_mean() -> None:
     t = trainer()
     which = torch.tensor([0, 0, 1])

@@ -24,6 +24,10 @@ Growing (``Trainer.load(path, grown=True)``, ``convlens style train --grow-from`
 go into a larger one (more residual blocks, a per-style colour head; ``net.grow``) that starts out computing
 the same images; the steps, history and stages go on, Adam restarts, and the card names the stage that grew.
 
+Averaging (``ema`` > 0): the checkpoint also keeps an exponential moving average of the weights (Polyak
+averaging), updated after every step; single-image evaluations of the raw weights swing between checkpoints
+tens of steps apart, and ``export(..., ema=True)`` ships the average instead.
+
 Content data is offline: the photos shipped in scikit-image and scikit-learn (``corpus.datasets``'s
 ``natural_sources``) and the built-in generator's
 scenes (plus any folder of images), seen as random crops (scale 0.5–1 of the shorter side) and flips.
@@ -80,6 +84,7 @@ class TrainConfig:
     balance: bool = True  # divide each image's loss by its style's running mean loss (module docstring)
     hard: float = 0.0  # draw style s with probability ∝ running_s ** hard (0: uniform; 2: harder styles more)
     hard_by: Literal["loss", "style"] = "loss"  # what ``running_s`` ranks for ``hard``: whole loss or style term
+    ema: float = 0.0  # decay of the weights' moving average kept beside them (0: none; module docstring)
     net: NetConfig = field(default_factory=NetConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -218,6 +223,7 @@ class Trainer:
         self.running = torch.zeros(len(self.names))  # per-style running mean loss; 0 = not seen yet
         self.running_style = torch.zeros(len(self.names))  # the same for the style term alone
         self.stages: list[dict[str, Any]] = []  # earlier runs this one resumed: their config and last step
+        self.ema: dict[str, Tensor] | None = self._fresh_ema()
         # the per-style ``style/<name>``: that style's loss on the images it was drawn for
         keys = ("loss", "content", "style", "tv", *(f"style/{name}" for name in self.names))
         self.history: dict[str, list[float]] = {k: [] for k in keys}
@@ -238,6 +244,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
         self.optimizer.step()
+        self._update_ema()
         self.seconds += time.perf_counter() - start
         self.step_count += 1
         row = {"loss": float(loss.detach()), **{k: float(v.detach().mean()) for k, v in parts.items()}}
@@ -248,6 +255,20 @@ class Trainer:
             self.history[f"style/{self.names[s]}"].append(value)
         _update_running(self.running_style, style_means)
         return row
+
+    def _fresh_ema(self) -> dict[str, Tensor] | None:
+        """A moving average starting at the current weights, or None when ``ema`` is off."""
+        if self.config.ema <= 0:
+            return None
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def _update_ema(self) -> None:
+        """average ← ema · average + (1 − ema) · weights, for every entry of the state dict."""
+        if self.ema is None:
+            return
+        with torch.no_grad():
+            for k, v in self.model.state_dict().items():
+                self.ema[k].mul_(self.config.ema).add_(v.detach(), alpha=1 - self.config.ema)
 
     def _styles(self, n: int) -> Tensor:
         """(n,) style indices: uniform, or ∝ running_s ** ``hard`` once every style has been seen."""
@@ -283,7 +304,7 @@ class Trainer:
             "step": self.step_count, "seconds": self.seconds, "history": {k: list(v) for k, v in self.history.items()},
             "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
             "running": self.running.clone(), "running_style": self.running_style.clone(), "stages": self._stages(),
-        }
+        } | ({"ema_state_dict": {k: v.clone() for k, v in self.ema.items()}} if self.ema is not None else {})
 
     def _stages(self) -> list[dict[str, Any]]:
         """The resumed runs and this one, each ``{"until_step", "train"}``."""
@@ -317,6 +338,10 @@ class Trainer:
             self.running = state["running"].clone()
         if "running_style" in state:
             self.running_style = state["running_style"].clone()
+        # the saved average goes on; a run that starts averaging (or a grown network) starts it at the weights
+        self.ema = self._fresh_ema()
+        if self.ema is not None and "ema_state_dict" in state and not grown:
+            self.ema = {k: v.clone() for k, v in state["ema_state_dict"].items()}
         self.stages = [dict(s) for s in state.get("stages", [{"until_step": self.step_count, "train": state["train"]}])]
         self.history = {k: [] for k in self.history} | {k: list(v) for k, v in state["history"].items()}
 
@@ -342,19 +367,28 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
     write_card(path, state)
 
 
-def export(source: str | Path, out: str | Path) -> dict[str, Any]:
+def export(source: str | Path, out: str | Path, ema: bool = False) -> dict[str, Any]:
     """A copy of checkpoint ``source`` without the optimiser state (Adam's two moments: two thirds of the file),
-    for shipping: it loads and stylises identically; resuming from it restarts the moments. Card rewritten."""
+    for shipping: it loads and stylises identically; resuming from it restarts the moments. ``ema``: ship the
+    weights' moving average (``TrainConfig.ema``) as the weights instead (recorded as ``weights``). Card
+    rewritten."""
     state = torch.load(Path(source), map_location="cpu", weights_only=True)
     state.pop("optimizer", None)
+    average = state.pop("ema_state_dict", None)
+    if ema:
+        if average is None:
+            raise ValueError(f"{source} keeps no moving average of its weights (train with ema > 0)")
+        state["state_dict"] = average
+        state["weights"] = f"moving average of the training weights (decay {state['train']['ema']})"
     save_state(Path(out), state)
     return state
 
 
 def merge_stages(stages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Consecutive stages whose configs differ only in the step budget (``steps``) as one."""
+    """Consecutive stages whose configs differ only in the step budget (``steps``) as one (a field an older
+    config lacks counts as its default)."""
     def key(stage: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in stage["train"].items() if k != "steps"}
+        return {k: v for k, v in TrainConfig.from_dict(dict(stage["train"])).to_dict().items() if k != "steps"}
 
     merged: list[dict[str, Any]] = []
     for stage in stages:
@@ -382,6 +416,7 @@ def card(state: dict[str, Any], evaluation: Mapping[str, Any] | None = None) -> 
         "train_config": state["train"], "stages": stages, "network": state["net"],
         "parameters": int(sum(v.numel() for v in state["state_dict"].values())),
         "optimizer_state": "optimizer" in state,
+        "weights": state.get("weights", "the training weights at the last step"),
         "perceptual_network": state["perceptual"],
         "losses": {k: {"first_50": _window_mean(v, True), "last_50": _window_mean(v, False)}
                    for k, v in history.items()},
@@ -407,7 +442,7 @@ def _stage_line(start: int, stage: Mapping[str, Any], previous: Mapping[str, Any
             f"{t['style_weight']} / TV {t['tv_weight']}, {'balanced' if t.get('balance') else 'unbalanced'} "
             f"styles" + (f", styles drawn ∝ running {'style ' if t.get('hard_by') == 'style' else ''}loss^{t['hard']:g}"
                          if t.get("hard") else "")
-            + f", seed {t['seed']}")
+            + (f", weights averaged (decay {t['ema']:g})" if t.get("ema") else "") + f", seed {t['seed']}")
 
 
 def _evaluation_lines(evaluation: Mapping[str, Any]) -> list[str]:
@@ -443,6 +478,7 @@ def write_card(path: Path, state: dict[str, Any], evaluation: Mapping[str, Any] 
              f"- **Network**: {_net_line(info['network'])}, {info['parameters']} parameters ("
              + ("with the optimiser state in the checkpoint for resuming)." if info["optimizer_state"] else
                 "exported without the optimiser state; resuming restarts Adam's moments)."),
+             f"- **Weights**: {info['weights']}.",
              "- **Losses** (mean of the first / last 50 steps; `style/<name>`: that style's images): " + ", ".join(
                  f"{k} {v['first_50']} → {v['last_50']}" for k, v in info["losses"].items()),
              "- **Limitations**: a short training against random features; at style weight 10 the content's layout "
