@@ -95,12 +95,13 @@ def cmd_style_train(args: argparse.Namespace) -> int:
                                    "lr": args.lr, "style_weight": args.style_weight, "scenes": args.scenes,
                                    "checkpoint_every": args.checkpoint_every, "style_size": args.style_size,
                                    "content_weight": args.content_weight, "balance": args.balance,
-                                   "hard": args.hard, "hard_by": args.hard_by}.items()
+                                   "hard": args.hard, "hard_by": args.hard_by, "ema": args.ema}.items()
                  if v is not None}
-    if args.widths is not None or args.blocks is not None:
+    if args.widths is not None or args.blocks is not None or args.color is not None:
         default = NetConfig()
         widths = tuple(args.widths) if args.widths is not None else default.widths
-        overrides["net"] = NetConfig(widths=widths, blocks=args.blocks if args.blocks is not None else default.blocks)
+        overrides["net"] = NetConfig(widths=widths, blocks=args.blocks if args.blocks is not None else default.blocks,
+                                     color=bool(args.color))
     config = dataclasses.replace(TrainConfig(), **overrides)
     paths = [Path(p) for p in args.style]
     names = args.name or [p.stem for p in paths]
@@ -114,6 +115,9 @@ def cmd_style_train(args: argparse.Namespace) -> int:
     if args.resume and out.is_file():
         trainer.load(out)
         print(f"resumed {out} at step {trainer.step_count}", file=sys.stderr)
+    elif args.grow_from:
+        trainer.load(args.grow_from, grown=True)
+        print(f"grew {args.grow_from} (step {trainer.step_count}) into {config.net.to_dict()}", file=sys.stderr)
     meta = [{"source": str(p)} for p in paths]
     trainer.train(callback=_progress("style train step", every=args.log_every), checkpoint=out, styles_meta=meta)
     trainer.save(out, meta)
@@ -126,7 +130,7 @@ def cmd_style_train(args: argparse.Namespace) -> int:
 def cmd_style_export(args: argparse.Namespace) -> int:
     from convlens.techniques.stylize.train import export
 
-    state = export(args.checkpoint, args.out)
+    state = export(args.checkpoint, args.out, ema=args.ema)
     out = Path(args.out)
     print(json.dumps({"checkpoint": str(out), "mb": round(out.stat().st_size / 1e6, 2), "steps": state["step"],
                       "styles": state["styles"]}))
@@ -352,12 +356,17 @@ def build_parser(extend: Callable[[Any], None] | None = None) -> argparse.Argume
     st.add_argument("--resume", action="store_true", help="continue from --out when it exists")
     for flag, kind in (("--steps", int), ("--batch", int), ("--size", int), ("--seed", int), ("--lr", float),
                        ("--style-weight", float), ("--content-weight", float), ("--scenes", int),
-                       ("--checkpoint-every", int), ("--style-size", int), ("--hard", float)):
+                       ("--checkpoint-every", int), ("--style-size", int), ("--hard", float), ("--ema", float)):
         st.add_argument(flag, type=kind)
     st.add_argument("--hard-by", choices=("loss", "style"),
                     help="what --hard ranks styles by: their whole loss (default) or their style term")
     st.add_argument("--widths", type=int, nargs=3, metavar="C", help="the three stage widths (default 16 32 48)")
     st.add_argument("--blocks", type=int, help="the network's residual blocks (default 3)")
+    st.add_argument("--color", action=argparse.BooleanOptionalAction, default=None,
+                    help="a per-style 3×3 colour mixing and shift on the output (default off)")
+    st.add_argument("--grow-from", metavar="CKPT",
+                    help="start from CKPT's network grown to --blocks/--color (new parts identities; its steps, "
+                         "history and stages go on, Adam restarts); --resume takes --out first when it exists")
     st.add_argument("--balance", action=argparse.BooleanOptionalAction, default=None,
                     help="divide each style's loss by its running mean (default on)")
     st.add_argument("--log-every", type=int, default=10)
@@ -366,6 +375,7 @@ def build_parser(extend: Callable[[Any], None] | None = None) -> argparse.Argume
     ex = style.add_parser("export", help="copy a trained network without its optimiser state (to ship it)")
     ex.add_argument("checkpoint")
     ex.add_argument("out", help="the exported checkpoint; model card written beside it")
+    ex.add_argument("--ema", action="store_true", help="ship the weights' moving average (trained with --ema)")
     ex.set_defaults(func=cmd_style_export)
 
     weights = sub.add_parser("weights", help="ImageNet weights").add_subparsers(dest="action", required=True)

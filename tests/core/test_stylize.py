@@ -14,7 +14,7 @@ from convlens.cli import main as cli_main
 from convlens.models import LoadedModel, Preprocessing
 from convlens.pipeline import run
 from convlens.schema import SchemaError
-from convlens.techniques.stylize.net import NetConfig, StyleNet, one_hot
+from convlens.techniques.stylize.net import NetConfig, StyleNet, grow, one_hot
 from convlens.techniques.stylize.stylize import BUILTIN_CHECKPOINT, load_stylenet
 from convlens.techniques.stylize.train import TrainConfig, Trainer, perceptual_losses, sample_batch
 from tests.conftest import TinyCNN
@@ -93,6 +93,77 @@ def test_a_blend_mixes_the_normalisation_parameters_linearly() -> None:
     assert torch.allclose(blend @ norm.gamma, torch.full((1, 4), 2.5))
 
 
+def randomised(net: StyleNet) -> StyleNet:
+    """Every parameter drawn at random (scales and shifts too), so no part of the network is an identity."""
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3 + (1.0 if name.endswith("gamma") else 0.0))
+    return net
+
+
+def test_the_colour_head_is_per_style_and_mixed_by_the_blend() -> None:
+    torch.manual_seed(0)
+    plain = randomised(StyleNet(2, TINY_NET))
+    coloured = StyleNet(2, NetConfig(widths=TINY_NET.widths, blocks=TINY_NET.blocks, color=True))
+    grow(coloured, plain.state_dict(), TINY_NET)
+    assert coloured.color is not None
+    swap = torch.eye(3)[[2, 0, 1]]
+    with torch.no_grad():  # style 1 permutes the output logits' channels; style 0 keeps the identity
+        coloured.color.matrix[1].copy_(swap)
+    x = torch.rand(2, 3, 16, 20)
+    with torch.no_grad():
+        assert torch.allclose(coloured(x, one_hot(0, 2)), plain(x, one_hot(0, 2)), atol=1e-6)
+        assert torch.allclose(coloured(x, one_hot(1, 2)), plain(x, one_hot(1, 2))[:, [2, 0, 1]], atol=1e-6)
+    blend = torch.tensor([0.25, 0.75])
+    assert torch.allclose(torch.einsum("s,sij->ij", blend, coloured.color.matrix),
+                          0.25 * torch.eye(3) + 0.75 * swap)
+
+
+def test_a_grown_network_computes_the_function_of_the_one_it_grew_from() -> None:
+    torch.manual_seed(0)
+    small = randomised(StyleNet(2, TINY_NET))
+    big_config = NetConfig(widths=TINY_NET.widths, blocks=TINY_NET.blocks + 2, color=True)
+    big = StyleNet(2, big_config)
+    grow(big, small.state_dict(), TINY_NET)
+    x = torch.rand(2, 3, 20, 24)
+    with torch.no_grad():
+        for blend in (one_hot(0, 2), one_hot(1, 2), torch.tensor([0.3, 0.7])):
+            assert torch.allclose(big(x, blend), small(x, blend), atol=1e-6)
+    # the decoder moved past the new blocks, which are identities only through their zeroed last norm
+    assert torch.equal(big.layers[-1].conv.weight, small.layers[-1].conv.weight)
+    with torch.no_grad():
+        big.layers[3 + TINY_NET.blocks].b.norm.gamma.fill_(0.5)
+        assert not torch.allclose(big(x, one_hot(0, 2)), small(x, one_hot(0, 2)), atol=1e-3)
+    with pytest.raises(ValueError, match="cannot grow"):
+        grow(StyleNet(2, TINY_NET), big.state_dict(), big_config)  # never shrinks
+    with pytest.raises(ValueError, match="cannot grow"):
+        grow(StyleNet(2, NetConfig(widths=(4, 8, 12), blocks=3)), small.state_dict(), TINY_NET)
+
+
+def test_training_goes_on_in_a_grown_network_and_its_card_says_so(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    first = trainer()
+    first.train(steps=2, checkpoint=tmp_path / "a.pt")
+    grown_net = NetConfig(widths=TINY_NET.widths, blocks=TINY_NET.blocks + 1, color=True)
+    grown = trainer(TrainConfig(**{**TINY.to_dict(), "net": grown_net, "steps": 4}))
+    with pytest.raises(ValueError, match="checkpoint network"):
+        grown.load(tmp_path / "a.pt")  # a plain resume refuses another shape
+    grown.load(tmp_path / "a.pt", grown=True)
+    assert grown.step_count == 2 and not grown.optimizer.state  # the steps go on, Adam restarts
+    x = torch.rand(1, 3, 24, 24)
+    with torch.no_grad():
+        assert torch.allclose(grown.model(x, one_hot(1, 2)), first.model(x, one_hot(1, 2)), atol=1e-6)
+    grown.train(checkpoint=tmp_path / "b.pt")
+    assert len(grown.history["loss"]) == 4 and grown.history["loss"][:2] == first.history["loss"]
+    card = json.loads((tmp_path / "b.card.json").read_text())
+    assert [(s["until_step"], s["train"]["net"]["blocks"]) for s in card["stages"]] == [(2, 1), (4, 2)]
+    text = (tmp_path / "b.card.md").read_text()
+    assert "steps 2–4: network grown to widths [4, 8, 8], 2 residual blocks, per-style colour head" in text
+    assert "steps 0–2: network grown" not in text
+    loaded, _, _ = load_stylenet(tmp_path / "b.pt")
+    assert loaded.color is not None and len(loaded.layers) == 3 + 2 + 2
+
+
 # ------------------------------------------------------------------------------------ training
 
 
@@ -121,6 +192,78 @@ def test_save_and_resume_continue_exactly_like_an_uninterrupted_run(tmp_path) ->
     card = json.loads((tmp_path / "a.card.json").read_text())
     assert card["styles"] == ["stripes", "red"] and "random" in card["perceptual_network"].lower()
     assert "no pretrained weights" in (tmp_path / "a.card.md").read_text().lower()
+
+
+def test_the_perceptual_losses_run_the_network_only_as_deep_as_their_layers() -> None:
+    from convlens.hooks import capture
+    from convlens.techniques.stylize.train import upto
+    from convlens.techniques.synthesis import objectives as obj
+
+    t = trainer()
+    vgg = t.perceptual.net
+    names = [name for name, _ in vgg.named_children()]
+    deepest = max(names.index(layer) for layer in (*t.perceptual.style_layers, t.perceptual.content_layer))
+    assert deepest < len(names) - 1  # there is something to skip
+    assert list(dict(upto(vgg, ["relu2_1"]).named_children())) == names[:names.index("relu2_1") + 1]
+    assert upto(vgg, ["no_such_layer"]) is vgg
+    calls: list[str] = []
+    hooks = [vgg.get_submodule(name).register_forward_hook(lambda m, i, o, n=name: calls.append(n))
+             for name in names[deepest + 1:]]
+    x = sample_batch(t.pool, 2, 32, torch.Generator().manual_seed(1))
+    blend = one_hot(torch.tensor([0, 1]), 2)
+    y = t.model(x, blend)
+    parts = perceptual_losses(t.perceptual, y, x, t.targets, blend)
+    for h in hooks:
+        h.remove()
+    assert calls == []
+    layer = t.perceptual.content_layer  # the same content loss as through the whole network
+    with torch.no_grad(), capture(vgg, [layer], detach=True) as full, capture(vgg, [layer], detach=True) as out:
+        vgg(t.perceptual.to_input(x))
+        reference = full[layer]
+        vgg(t.perceptual.to_input(y))
+    whole, _ = obj.feature_distance(layer, reference)(obj.Context(y, out.activations, None))
+    assert torch.allclose(parts["content"], whole, atol=1e-6)
+
+
+def test_the_weights_moving_average_follows_each_step_and_resumes_exactly(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    averaged = TrainConfig(**{**TINY.to_dict(), "net": TINY_NET, "ema": 0.5})
+    t = trainer(averaged)
+    seen = [{k: v.clone() for k, v in t.model.state_dict().items()}]
+    for _ in range(2):
+        t.train(steps=t.step_count + 1)
+        seen.append({k: v.clone() for k, v in t.model.state_dict().items()})
+    assert t.ema is not None
+    for k, v in t.ema.items():  # 0.5 · (0.5 · w0 + 0.5 · w1) + 0.5 · w2
+        assert torch.allclose(v, 0.25 * seen[0][k] + 0.25 * seen[1][k] + 0.5 * seen[2][k], atol=1e-6), k
+    straight = trainer(averaged)
+    straight.train(steps=4)
+    first = trainer(averaged)
+    first.train(steps=2, checkpoint=tmp_path / "a.pt")
+    resumed = trainer(averaged)
+    resumed.load(tmp_path / "a.pt")
+    resumed.train(steps=4)
+    assert straight.ema is not None and resumed.ema is not None
+    assert all(torch.equal(v, resumed.ema[k]) for k, v in straight.ema.items())
+    assert trainer().ema is None and "ema_state_dict" not in trainer().state()
+
+
+def test_export_ships_the_moving_average_only_when_asked(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    t = trainer(TrainConfig(**{**TINY.to_dict(), "net": TINY_NET, "ema": 0.9}))
+    t.train(steps=3, checkpoint=tmp_path / "a.pt")
+    assert cli_main(["style", "export", str(tmp_path / "a.pt"), str(tmp_path / "raw.pt")]) == 0
+    assert cli_main(["style", "export", str(tmp_path / "a.pt"), str(tmp_path / "avg.pt"), "--ema"]) == 0
+    raw, avg = (torch.load(tmp_path / p, weights_only=True) for p in ("raw.pt", "avg.pt"))
+    assert "ema_state_dict" not in raw and "ema_state_dict" not in avg
+    assert t.ema is not None
+    assert all(torch.equal(v, t.model.state_dict()[k]) for k, v in raw["state_dict"].items())
+    assert all(torch.equal(v, t.ema[k]) for k, v in avg["state_dict"].items())
+    assert not all(torch.equal(v, raw["state_dict"][k]) for k, v in avg["state_dict"].items())
+    assert "**Weights**: moving average of the training weights (decay 0.9)" in (tmp_path / "avg.card.md").read_text()
+    assert "**Weights**: the training weights at the last step" in (tmp_path / "raw.card.md").read_text()
+    trainer().train(steps=1, checkpoint=tmp_path / "plain.pt")
+    capsys.readouterr()
+    assert cli_main(["style", "export", str(tmp_path / "plain.pt"), str(tmp_path / "x.pt"), "--ema"]) == 1
+    assert "no moving average" in capsys.readouterr().err
 
 
 def test_balance_divides_each_image_by_its_styles_running_mean() -> None:
@@ -175,6 +318,11 @@ def test_style_train_command_writes_checkpoint_card_and_resumes(tmp_path, capsys
     assert len(net.layers) == 3 + 2 + 2 and net.layers[2].conv.out_channels == 12 and names == ("s0", "s1")
     assert cli_main([*common[:-6], "--steps", "3", "--resume"]) == 1  # resuming with another shape says so
     assert "checkpoint network" in capsys.readouterr().err
+    grown = str(tmp_path / "grown.pt")  # --grow-from: a larger network from this one, its steps going on
+    assert cli_main([*common[:-1], "3", "--color", "--steps", "3", "--grow-from", str(tmp_path / "net.pt"),
+                     "--out", grown]) == 0
+    card = json.loads((tmp_path / "grown.card.json").read_text())
+    assert card["steps"] == 3 and card["network"] == {"widths": [4, 8, 12], "blocks": 3, "color": True}
 
 
 def test_export_drops_the_optimiser_state_and_stylises_identically(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -3,7 +3,13 @@
 normalisation layer holds one scale γ_s and shift β_s per style s, and a blend w (Σ_s w_s = 1) uses
 γ = Σ_s w_s γ_s, β = Σ_s w_s β_s — so a one-hot blend is exactly that style's network.
 
+With ``color`` the output logits also pass a per-style 3×3 colour mixing and shift (mixed by the blend like
+the norms): the shared 9×9 output convolution alone must serve every style's palette.
+
     (N, 3, H, W) in [0, 1], blend (N, S) → (N, 3, H, W) in [0, 1]     (H, W multiples of 4 are exact)
+
+:func:`grow` loads a smaller network's weights into a larger one (more residual blocks, a colour head) so
+that it computes the same function: new residual blocks start as identities, the colour head as identity.
 """
 
 from __future__ import annotations
@@ -19,18 +25,20 @@ from torch import Tensor, nn
 
 @dataclass(frozen=True)
 class NetConfig:
-    """Widths of the three encoder stages and the number of residual blocks."""
+    """Widths of the three encoder stages, the number of residual blocks, and whether the output has a
+    per-style colour head."""
 
     widths: tuple[int, int, int] = (16, 32, 48)
     blocks: int = 3
+    color: bool = False
 
     def to_dict(self) -> dict[str, object]:
-        return {"widths": list(self.widths), "blocks": self.blocks}
+        return {"widths": list(self.widths), "blocks": self.blocks} | ({"color": True} if self.color else {})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> NetConfig:
         a, b, c = (int(w) for w in data["widths"])
-        return cls(widths=(a, b, c), blocks=int(data["blocks"]))
+        return cls(widths=(a, b, c), blocks=int(data["blocks"]), color=bool(data.get("color", False)))
 
 
 class ConditionalInstanceNorm(nn.Module):
@@ -46,6 +54,19 @@ class ConditionalInstanceNorm(nn.Module):
         gamma = (blend @ self.gamma)[:, :, None, None]
         beta = (blend @ self.beta)[:, :, None, None]
         return normed * gamma + beta
+
+
+class ConditionalColor(nn.Module):
+    """Per-style colour mixing ``matrix`` (S, 3, 3) and ``shift`` (S, 3), identity at first, mixed by the blend."""
+
+    def __init__(self, styles: int) -> None:
+        super().__init__()
+        self.matrix = nn.Parameter(torch.eye(3).repeat(styles, 1, 1))
+        self.shift = nn.Parameter(torch.zeros(styles, 3))
+
+    def forward(self, x: Tensor, blend: Tensor) -> Tensor:
+        matrix = torch.einsum("ns,sij->nij", blend, self.matrix)
+        return torch.einsum("nij,njhw->nihw", matrix, x) + (blend @ self.shift)[:, :, None, None]
 
 
 class _ConvNorm(nn.Module):
@@ -92,6 +113,7 @@ class StyleNet(nn.Module):
         ])
         self.pad = nn.ReflectionPad2d(4)
         self.out = nn.Conv2d(a, 3, 9)
+        self.color = ConditionalColor(styles) if config.color else None
 
     def forward(self, x: Tensor, blend: Tensor) -> Tensor:
         """``x`` (N, 3, H, W) in [0, 1]; ``blend`` (N, S) or (S,) weights over the styles."""
@@ -104,8 +126,40 @@ class StyleNet(nn.Module):
         y = y * 2 - 1
         for layer in self.layers:
             y = layer(y, blend)
-        y = torch.sigmoid(self.out(self.pad(y)))
-        return y[..., :h, :w]
+        y = self.out(self.pad(y))
+        if self.color is not None:
+            y = self.color(y, blend)
+        return torch.sigmoid(y)[..., :h, :w]
+
+
+def grow(model: StyleNet, state: Mapping[str, Tensor], config: NetConfig) -> None:
+    """Load ``state`` (the weights of a network of ``config``: the same widths and styles, no more residual
+    blocks, a colour head only if ``model`` has one) into ``model`` so that it computes the same function: its
+    extra residual blocks follow the old ones with their last norm's scale and shift zero (each an identity);
+    a colour head ``state`` lacks stays the identity it starts as."""
+    new = model.config
+    if config.widths != new.widths or config.blocks > new.blocks or (config.color and not new.color):
+        raise ValueError(f"cannot grow network {config.to_dict()} into {new.to_dict()}")
+    trunk, extra = 3 + config.blocks, new.blocks - config.blocks
+
+    def renamed(key: str) -> str:
+        if not key.startswith("layers."):
+            return key
+        _, index, rest = key.split(".", 2)
+        i = int(index)
+        return f"layers.{i if i < trunk else i + extra}.{rest}"
+
+    mapped = {renamed(k): v for k, v in state.items()}
+    missing, unexpected = model.load_state_dict(mapped, strict=False)
+    fresh = {f"layers.{i}." for i in range(trunk, trunk + extra)}
+    if unexpected or any(not (k.startswith(tuple(fresh)) or k.startswith("color.")) for k in missing):
+        raise ValueError(f"weights do not fit: missing {missing}, unexpected {unexpected}")
+    with torch.no_grad():
+        for i in range(trunk, trunk + extra):
+            block = model.layers[i]
+            assert isinstance(block, _Residual)
+            block.b.norm.gamma.zero_()
+            block.b.norm.beta.zero_()
 
 
 def one_hot(index: int | Tensor, styles: int) -> Tensor:

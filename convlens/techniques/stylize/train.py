@@ -20,6 +20,14 @@ Scale: the Gram matrix is a spatial mean, so ``size``-px crops matched to the st
 learn the texture at the pixel scale of results stylised at ``style_size`` (the dashboard's 256 px) for a
 quarter of the cost of 256-px crops.
 
+Growing (``Trainer.load(path, grown=True)``, ``convlens style train --grow-from``): a trained network's weights
+go into a larger one (more residual blocks, a per-style colour head; ``net.grow``) that starts out computing
+the same images; the steps, history and stages go on, Adam restarts, and the card names the stage that grew.
+
+Averaging (``ema`` > 0): the checkpoint also keeps an exponential moving average of the weights (Polyak
+averaging), updated after every step; single-image evaluations of the raw weights swing between checkpoints
+tens of steps apart, and ``export(..., ema=True)`` ships the average instead.
+
 Content data is offline: the photos shipped in scikit-image and scikit-learn (``corpus.datasets``'s
 ``natural_sources``) and the built-in generator's
 scenes (plus any folder of images), seen as random crops (scale 0.5–1 of the shorter side) and flips.
@@ -44,10 +52,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from convlens.hooks import capture
-from convlens.techniques.stylize.net import NetConfig, StyleNet
+from convlens.techniques.stylize.net import NetConfig, StyleNet, grow
 from convlens.techniques.synthesis import objectives as obj
 from convlens.techniques.synthesis.common import fit
 from convlens.techniques.synthesis.perceptual import Perceptual, network
@@ -76,6 +84,7 @@ class TrainConfig:
     balance: bool = True  # divide each image's loss by its style's running mean loss (module docstring)
     hard: float = 0.0  # draw style s with probability ∝ running_s ** hard (0: uniform; 2: harder styles more)
     hard_by: Literal["loss", "style"] = "loss"  # what ``running_s`` ranks for ``hard``: whole loss or style term
+    ema: float = 0.0  # decay of the weights' moving average kept beside them (0: none; module docstring)
     net: NetConfig = field(default_factory=NetConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,12 +157,22 @@ def sample_batch(pool: Sequence[Tensor], n: int, size: int, generator: torch.Gen
 # ------------------------------------------------------------------------------------ losses
 
 
+def upto(net: nn.Module, layers: Sequence[str]) -> nn.Module:
+    """``net`` cut after the deepest of ``layers`` when it is an ``nn.Sequential`` holding them as named children
+    (the random VGG, VGG-19's features): the layers past it change no loss, so they need not run."""
+    names = [name for name, _ in net.named_children()]
+    if not isinstance(net, nn.Sequential) or not set(layers) <= set(names):
+        return net
+    return net[:max(names.index(layer) for layer in layers) + 1]
+
+
 def style_targets(net: Perceptual, styles: Sequence[Tensor], size: int) -> dict[str, Tensor]:
     """Gram matrices (S, C, C) of each style image (longer side ``size``) at the style layers."""
     per_style = []
+    features = upto(net.net, net.style_layers)
     for style in styles:
-        with torch.no_grad(), capture(net.net, net.style_layers, detach=True) as captured:
-            net.net(net.to_input(fit(style, size).to(net.device)))
+        with torch.no_grad(), capture(features, net.style_layers, detach=True) as captured:
+            features(net.to_input(fit(style, size).to(net.device)))
         per_style.append({layer: obj.gram(captured[layer]) for layer in net.style_layers})
     return {layer: torch.cat([g[layer] for g in per_style]) for layer in net.style_layers}
 
@@ -161,14 +180,17 @@ def style_targets(net: Perceptual, styles: Sequence[Tensor], size: int) -> dict[
 def perceptual_losses(net: Perceptual, output: Tensor, content: Tensor, targets: dict[str, Tensor],
                       blend: Tensor) -> dict[str, Tensor]:
     """Per image (N,): ``content`` and ``style`` losses (normalised as in ``objectives``) and ``tv``.
-    The Gram target of image k is Σ_s blend[k, s] · G(style_s)."""
-    with torch.no_grad(), capture(net.net, [net.content_layer], detach=True) as captured:
-        net.net(net.to_input(content))
+    The Gram target of image k is Σ_s blend[k, s] · G(style_s). The perceptual network runs only as deep as
+    the layers need (``upto``)."""
+    to_content = upto(net.net, [net.content_layer])
+    with torch.no_grad(), capture(to_content, [net.content_layer], detach=True) as captured:
+        to_content(net.to_input(content))
     content_features = captured[net.content_layer]
     mixed = {layer: torch.einsum("ns,scd->ncd", blend, g) for layer, g in targets.items()}
     layers = (*net.style_layers, net.content_layer)
-    with capture(net.net, layers) as acts:
-        net.net(net.to_input(output))
+    features = upto(net.net, layers)
+    with capture(features, layers) as acts:
+        features(net.to_input(output))
     ctx = obj.Context(output, acts.activations, None)
     content_loss, _ = obj.feature_distance(net.content_layer, content_features)(ctx)
     style_loss, _ = obj.gram_distance(mixed)(ctx)
@@ -201,6 +223,7 @@ class Trainer:
         self.running = torch.zeros(len(self.names))  # per-style running mean loss; 0 = not seen yet
         self.running_style = torch.zeros(len(self.names))  # the same for the style term alone
         self.stages: list[dict[str, Any]] = []  # earlier runs this one resumed: their config and last step
+        self.ema: dict[str, Tensor] | None = self._fresh_ema()
         # the per-style ``style/<name>``: that style's loss on the images it was drawn for
         keys = ("loss", "content", "style", "tv", *(f"style/{name}" for name in self.names))
         self.history: dict[str, list[float]] = {k: [] for k in keys}
@@ -221,6 +244,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
         self.optimizer.step()
+        self._update_ema()
         self.seconds += time.perf_counter() - start
         self.step_count += 1
         row = {"loss": float(loss.detach()), **{k: float(v.detach().mean()) for k, v in parts.items()}}
@@ -231,6 +255,20 @@ class Trainer:
             self.history[f"style/{self.names[s]}"].append(value)
         _update_running(self.running_style, style_means)
         return row
+
+    def _fresh_ema(self) -> dict[str, Tensor] | None:
+        """A moving average starting at the current weights, or None when ``ema`` is off."""
+        if self.config.ema <= 0:
+            return None
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def _update_ema(self) -> None:
+        """average ← ema · average + (1 − ema) · weights, for every entry of the state dict."""
+        if self.ema is None:
+            return
+        with torch.no_grad():
+            for k, v in self.model.state_dict().items():
+                self.ema[k].mul_(self.config.ema).add_(v.detach(), alpha=1 - self.config.ema)
 
     def _styles(self, n: int) -> Tensor:
         """(n,) style indices: uniform, or ∝ running_s ** ``hard`` once every style has been seen."""
@@ -266,7 +304,7 @@ class Trainer:
             "step": self.step_count, "seconds": self.seconds, "history": {k: list(v) for k, v in self.history.items()},
             "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
             "running": self.running.clone(), "running_style": self.running_style.clone(), "stages": self._stages(),
-        }
+        } | ({"ema_state_dict": {k: v.clone() for k, v in self.ema.items()}} if self.ema is not None else {})
 
     def _stages(self) -> list[dict[str, Any]]:
         """The resumed runs and this one, each ``{"until_step", "train"}``."""
@@ -276,15 +314,21 @@ class Trainer:
         """The checkpoint (atomically) and its model card (``.card.json`` and ``.card.md``) beside it."""
         save_state(Path(path), self.state(styles_meta))
 
-    def load(self, path: str | Path) -> None:
-        """Resume from a checkpoint written by :meth:`save` with the same styles."""
+    def load(self, path: str | Path, grown: bool = False) -> None:
+        """Resume from a checkpoint written by :meth:`save` with the same styles. ``grown``: the checkpoint's
+        network may be smaller (``net.grow``: fewer residual blocks, no colour head); its weights are grown into
+        this one (same function), Adam restarts, and the steps, history and stages go on."""
         state = torch.load(Path(path), map_location="cpu", weights_only=True)
         if list(state["styles"]) != self.names:
             raise ValueError(f"checkpoint styles {state['styles']} differ from {self.names}")
-        if NetConfig.from_dict(state["net"]) != self.config.net:
+        saved = NetConfig.from_dict(state["net"])
+        if grown:
+            grow(self.model, state["state_dict"], saved)
+        elif saved != self.config.net:
             raise ValueError(f"checkpoint network {state['net']} differs from {self.config.net.to_dict()}")
-        self.model.load_state_dict(state["state_dict"])
-        if "optimizer" in state:  # an exported network (``export``) restarts Adam's moments
+        else:
+            self.model.load_state_dict(state["state_dict"])
+        if "optimizer" in state and not grown:  # an exported network (``export``) restarts Adam's moments
             self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:  # this run's learning rate, not the saved one
             group["lr"] = self.config.lr
@@ -294,6 +338,10 @@ class Trainer:
             self.running = state["running"].clone()
         if "running_style" in state:
             self.running_style = state["running_style"].clone()
+        # the saved average goes on; a run that starts averaging (or a grown network) starts it at the weights
+        self.ema = self._fresh_ema()
+        if self.ema is not None and "ema_state_dict" in state and not grown:
+            self.ema = {k: v.clone() for k, v in state["ema_state_dict"].items()}
         self.stages = [dict(s) for s in state.get("stages", [{"until_step": self.step_count, "train": state["train"]}])]
         self.history = {k: [] for k in self.history} | {k: list(v) for k, v in state["history"].items()}
 
@@ -319,19 +367,28 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
     write_card(path, state)
 
 
-def export(source: str | Path, out: str | Path) -> dict[str, Any]:
+def export(source: str | Path, out: str | Path, ema: bool = False) -> dict[str, Any]:
     """A copy of checkpoint ``source`` without the optimiser state (Adam's two moments: two thirds of the file),
-    for shipping: it loads and stylises identically; resuming from it restarts the moments. Card rewritten."""
+    for shipping: it loads and stylises identically; resuming from it restarts the moments. ``ema``: ship the
+    weights' moving average (``TrainConfig.ema``) as the weights instead (recorded as ``weights``). Card
+    rewritten."""
     state = torch.load(Path(source), map_location="cpu", weights_only=True)
     state.pop("optimizer", None)
+    average = state.pop("ema_state_dict", None)
+    if ema:
+        if average is None:
+            raise ValueError(f"{source} keeps no moving average of its weights (train with ema > 0)")
+        state["state_dict"] = average
+        state["weights"] = f"moving average of the training weights (decay {state['train']['ema']})"
     save_state(Path(out), state)
     return state
 
 
 def merge_stages(stages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Consecutive stages whose configs differ only in the step budget (``steps``) as one."""
+    """Consecutive stages whose configs differ only in the step budget (``steps``) as one (a field an older
+    config lacks counts as its default)."""
     def key(stage: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in stage["train"].items() if k != "steps"}
+        return {k: v for k, v in TrainConfig.from_dict(dict(stage["train"])).to_dict().items() if k != "steps"}
 
     merged: list[dict[str, Any]] = []
     for stage in stages:
@@ -359,6 +416,7 @@ def card(state: dict[str, Any], evaluation: Mapping[str, Any] | None = None) -> 
         "train_config": state["train"], "stages": stages, "network": state["net"],
         "parameters": int(sum(v.numel() for v in state["state_dict"].values())),
         "optimizer_state": "optimizer" in state,
+        "weights": state.get("weights", "the training weights at the last step"),
         "perceptual_network": state["perceptual"],
         "losses": {k: {"first_50": _window_mean(v, True), "last_50": _window_mean(v, False)}
                    for k, v in history.items()},
@@ -368,14 +426,23 @@ def card(state: dict[str, Any], evaluation: Mapping[str, Any] | None = None) -> 
     return info | ({"evaluation": dict(evaluation)} if evaluation is not None else {})
 
 
-def _stage_line(start: int, stage: Mapping[str, Any]) -> str:
+def _net_line(net: Mapping[str, Any]) -> str:
+    return (f"widths {list(net['widths'])}, {net['blocks']} residual blocks"
+            + (", per-style colour head" if net.get("color") else ""))
+
+
+def _stage_line(start: int, stage: Mapping[str, Any], previous: Mapping[str, Any] | None = None) -> str:
+    """One training stage; a network grown from the previous stage's (``Trainer.load(grown=True)``) is named."""
     t = stage["train"]
-    return (f"steps {start}–{stage['until_step']}: {t['size']}-px crops, style image at {t.get('style_size')} px, "
+    grown = previous is not None and dict(previous["train"]["net"]) != dict(t["net"])
+    return (f"steps {start}–{stage['until_step']}: "
+            + (f"network grown to {_net_line(t['net'])} (new parts start as identities), " if grown else "")
+            + f"{t['size']}-px crops, style image at {t.get('style_size')} px, "
             f"batch {t['batch']}, Adam lr {t['lr']}, weights content {t['content_weight']} / style "
             f"{t['style_weight']} / TV {t['tv_weight']}, {'balanced' if t.get('balance') else 'unbalanced'} "
             f"styles" + (f", styles drawn ∝ running {'style ' if t.get('hard_by') == 'style' else ''}loss^{t['hard']:g}"
                          if t.get("hard") else "")
-            + f", seed {t['seed']}")
+            + (f", weights averaged (decay {t['ema']:g})" if t.get("ema") else "") + f", seed {t['seed']}")
 
 
 def _evaluation_lines(evaluation: Mapping[str, Any]) -> list[str]:
@@ -405,12 +472,13 @@ def write_card(path: Path, state: dict[str, Any], evaluation: Mapping[str, Any] 
              "- **Content data**: " + "; ".join(info["content_data"]) + " — random crops (0.5–1 of the shorter side) "
              "and left-right flips.",
              f"- **Training**: {info['steps']} steps, {info['train_seconds']} s of compute on one CPU thread; "
-             + "; ".join(_stage_line(a, s) for a, s in zip(starts, info["stages"], strict=True)) + ". Balanced: "
+             + "; ".join(_stage_line(a, s, p) for a, s, p in zip(starts, info["stages"], [None, *info["stages"]],
+                                                                 strict=False)) + ". Balanced: "
              "each image's loss divided by its style's running mean loss (`train.py`).",
-             f"- **Network**: widths {info['network']['widths']}, {info['network']['blocks']} residual blocks, "
-             f"{info['parameters']} parameters ("
+             f"- **Network**: {_net_line(info['network'])}, {info['parameters']} parameters ("
              + ("with the optimiser state in the checkpoint for resuming)." if info["optimizer_state"] else
                 "exported without the optimiser state; resuming restarts Adam's moments)."),
+             f"- **Weights**: {info['weights']}.",
              "- **Losses** (mean of the first / last 50 steps; `style/<name>`: that style's images): " + ", ".join(
                  f"{k} {v['first_50']} → {v['last_50']}" for k, v in info["losses"].items()),
              "- **Limitations**: a short training against random features; at style weight 10 the content's layout "
