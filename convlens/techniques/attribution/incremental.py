@@ -195,8 +195,8 @@ class _Incremental(fx.Interpreter):
         h, w = out.size
         # nearly whole: per-element crops cost more (not when τ caps boxes around each window's own centre)
         if self.tau is None and (h, w) != (H, W) and h * w >= WHOLE_MAP_AT * H * W:
-            n = len(out.tops)
-            return Box(out.crop([0] * n, [0] * n, (H, W)), [0] * n, [0] * n, out.clean)
+            zeros = [0] * len(out.tops)
+            return Box(out.crop(zeros, zeros, (H, W)), zeros, zeros, out.clean)
         return out
 
     @staticmethod
