@@ -395,10 +395,10 @@ class Session:
         with torch.autocast(x.device.type, enabled=False):
             recorder.run(x.float())
         self.graph, self.clean, self.tau, self.dtype, self.x = graph, recorder.values, tau, dtype, x.float()
-        convs = {str(n.target): graph.get_submodule(str(n.target)) for n in graph.graph.nodes
-                 if n.op == "call_module" and isinstance(graph.get_submodule(str(n.target)), nn.Conv2d)}
+        called = {str(n.target) for n in graph.graph.nodes if n.op == "call_module"}
         self.weights: dict[str, Tensor] = {} if dtype == torch.float32 else {
-            name: m.weight.to(dtype) for name, m in convs.items() if isinstance(m.weight, Tensor)}
+            name: m.weight.to(dtype) for name, m in graph.named_modules()
+            if name in called and isinstance(m, nn.Conv2d)}
         self.relu: dict[fx.Node, tuple[Tensor, Tensor]] = {}
         self.largest_per_sample = 0  # elements of the largest value one window needed so far
 
