@@ -471,7 +471,7 @@ def write_card(path: Path, state: dict[str, Any], evaluation: Mapping[str, Any] 
              "measured on random features, so the styles are texture statistics of a random VGG, not ImageNet VGG's.",
              "- **Content data**: " + "; ".join(info["content_data"]) + " — random crops (0.5–1 of the shorter side) "
              "and left-right flips.",
-             f"- **Training**: {info['steps']} steps, {info['train_seconds']} s of compute on one CPU thread; "
+             f"- **Training**: {info['steps']} steps, {info['train_seconds']} s of training wall clock; "
              + "; ".join(_stage_line(a, s, p) for a, s, p in zip(starts, info["stages"], [None, *info["stages"]],
                                                                  strict=False)) + ". Balanced: "
              "each image's loss divided by its style's running mean loss (`train.py`).",
