@@ -95,7 +95,8 @@ def cmd_style_train(args: argparse.Namespace) -> int:
                                    "lr": args.lr, "style_weight": args.style_weight, "scenes": args.scenes,
                                    "checkpoint_every": args.checkpoint_every, "style_size": args.style_size,
                                    "content_weight": args.content_weight, "balance": args.balance,
-                                   "hard": args.hard, "hard_by": args.hard_by, "ema": args.ema}.items()
+                                   "hard": args.hard, "hard_by": args.hard_by, "ema": args.ema,
+                                   "style_boost": _boosts(args.style_boost)}.items()
                  if v is not None}
     if args.widths is not None or args.blocks is not None or args.color is not None:
         default = NetConfig()
@@ -125,6 +126,22 @@ def cmd_style_train(args: argparse.Namespace) -> int:
                       "seconds": round(trainer.seconds, 1), "styles": names,
                       "last_loss": trainer.history["loss"][-1] if trainer.history["loss"] else None}))
     return 0
+
+
+def _boosts(pairs: list[str] | None) -> dict[str, float] | None:
+    """``["coffee=3", ...]`` → ``{"coffee": 3.0}`` (None when not given)."""
+    if pairs is None:
+        return None
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise ValueError(f"--style-boost: expected NAME=FACTOR, got {pair!r}")
+    return out
 
 
 def cmd_style_export(args: argparse.Namespace) -> int:
@@ -360,6 +377,8 @@ def build_parser(extend: Callable[[Any], None] | None = None) -> argparse.Argume
         st.add_argument(flag, type=kind)
     st.add_argument("--hard-by", choices=("loss", "style"),
                     help="what --hard ranks styles by: their whole loss (default) or their style term")
+    st.add_argument("--style-boost", action="append", metavar="NAME=FACTOR",
+                    help="multiply one style's style weight (repeat; e.g. coffee=3)")
     st.add_argument("--widths", type=int, nargs=3, metavar="C", help="the three stage widths (default 16 32 48)")
     st.add_argument("--blocks", type=int, help="the network's residual blocks (default 3)")
     st.add_argument("--color", action=argparse.BooleanOptionalAction, default=None,

@@ -85,6 +85,7 @@ class TrainConfig:
     hard: float = 0.0  # draw style s with probability ∝ running_s ** hard (0: uniform; 2: harder styles more)
     hard_by: Literal["loss", "style"] = "loss"  # what ``running_s`` ranks for ``hard``: whole loss or style term
     ema: float = 0.0  # decay of the weights' moving average kept beside them (0: none; module docstring)
+    style_boost: dict[str, float] = field(default_factory=dict)  # style name → factor on its style weight
     net: NetConfig = field(default_factory=NetConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -210,6 +211,10 @@ class Trainer:
         if len(styles) != len(names) or not styles:
             raise ValueError("one name per style image, at least one style")
         self.config, self.names, self.pool = config, list(names), list(pool)
+        unknown = sorted(set(config.style_boost) - set(self.names))
+        if unknown:
+            raise ValueError(f"style_boost names {unknown} are not among the styles {self.names}")
+        self.style_factor = torch.tensor([float(config.style_boost.get(n, 1.0)) for n in self.names])
         self.content_sources = list(content_sources)
         self.device = torch.device(device)
         torch.manual_seed(config.seed)
@@ -237,7 +242,8 @@ class Trainer:
         self.model.train()
         out = self.model(x, blend)
         parts = perceptual_losses(self.perceptual, out, x, self.targets, blend)
-        per_image = c.content_weight * parts["content"] + c.style_weight * parts["style"] + c.tv_weight * parts["tv"]
+        style_weight = c.style_weight * self.style_factor[which].to(self.device)
+        per_image = c.content_weight * parts["content"] + style_weight * parts["style"] + c.tv_weight * parts["tv"]
         loss = per_image.mean()
         objective = (per_image / self._balance(which, per_image.detach().cpu()).to(self.device)).mean() \
             if c.balance else loss
@@ -439,7 +445,9 @@ def _stage_line(start: int, stage: Mapping[str, Any], previous: Mapping[str, Any
             + (f"network grown to {_net_line(t['net'])} (new parts start as identities), " if grown else "")
             + f"{t['size']}-px crops, style image at {t.get('style_size')} px, "
             f"batch {t['batch']}, Adam lr {t['lr']}, weights content {t['content_weight']} / style "
-            f"{t['style_weight']} / TV {t['tv_weight']}, {'balanced' if t.get('balance') else 'unbalanced'} "
+            f"{t['style_weight']}"
+            + "".join(f" (×{f:g} for {n})" for n, f in (t.get("style_boost") or {}).items())
+            + f" / TV {t['tv_weight']}, {'balanced' if t.get('balance') else 'unbalanced'} "
             f"styles" + (f", styles drawn ∝ running {'style ' if t.get('hard_by') == 'style' else ''}loss^{t['hard']:g}"
                          if t.get("hard") else "")
             + (f", weights averaged (decay {t['ema']:g})" if t.get("ema") else "") + f", seed {t['seed']}")
