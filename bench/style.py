@@ -47,7 +47,7 @@ from convlens.techniques.stylize.stylize import (  # noqa: E402
     checkpoint_styles,
     load_stylenet,
 )
-from convlens.techniques.stylize.train import load_image, write_card  # noqa: E402
+from convlens.techniques.stylize.train import load_image, rgb_tensor, write_card  # noqa: E402
 from convlens.techniques.synthesis.common import fit  # noqa: E402
 from convlens.techniques.synthesis.perceptual import network  # noqa: E402
 from convlens.techniques.synthesis.style import StyleParams, losses, style_grams, style_transfer  # noqa: E402
@@ -68,8 +68,7 @@ def content_image(name: str) -> torch.Tensor:
     if name == "motorcycle":
         from skimage import data
 
-        left = data.stereo_motorcycle()[0]  # (H, W, 3) uint8, the left view of the stereo pair
-        return torch.from_numpy(left.copy()).permute(2, 0, 1).float() / 255
+        return rgb_tensor(data.stereo_motorcycle()[0])  # the left view of the stereo pair
     raise ValueError(f"unknown content {name!r}: astronaut or one of {HELD_OUT}")
 
 

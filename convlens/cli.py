@@ -134,13 +134,13 @@ def _boosts(pairs: list[str] | None) -> dict[str, float] | None:
         return None
     out = {}
     for pair in pairs:
-        name, sep, value = pair.partition("=")
+        name, _, value = pair.partition("=")
         try:
+            if not name:
+                raise ValueError
             out[name] = float(value)
         except ValueError:
-            sep = ""
-        if not sep or not name:
-            raise ValueError(f"--style-boost: expected NAME=FACTOR, got {pair!r}")
+            raise ValueError(f"--style-boost: expected NAME=FACTOR, got {pair!r}") from None
     return out
 
 

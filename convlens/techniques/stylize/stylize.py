@@ -124,6 +124,7 @@ def apply(net: StyleNet, contents: Sequence[Tensor], weights: Tensor, strength: 
     for k, c in enumerate(contents):
         shapes.setdefault(tuple(c.shape), []).append(k)
     device = next(net.parameters()).device
+    weights = weights.to(device)
     for group in shapes.values():
         step = forward_chunk(device, len(group))
         for first in range(0, len(group), step):
@@ -131,7 +132,7 @@ def apply(net: StyleNet, contents: Sequence[Tensor], weights: Tensor, strength: 
             x = torch.cat([contents[k] for k in indices]).to(device)
             start = time.perf_counter()
             with torch.no_grad():
-                y = net(x, weights.to(device))
+                y = net(x, weights)
             y = strength * y + (1 - strength) * x
             elapsed = (time.perf_counter() - start) / len(indices)
             for j, k in enumerate(indices):

@@ -99,7 +99,7 @@ class TrainConfig:
 # ------------------------------------------------------------------------------------ content data
 
 
-def _rgb_tensor(array: np.ndarray) -> Tensor:
+def rgb_tensor(array: np.ndarray) -> Tensor:
     """(H, W[, C]) uint8/float → (3, H, W) float in [0, 1]."""
     a = np.asarray(array)
     if a.dtype != np.uint8:
@@ -113,7 +113,7 @@ def load_image(path: str | Path) -> Tensor:
     from PIL import Image
 
     with Image.open(path) as img:
-        return _rgb_tensor(np.asarray(img.convert("RGB")))
+        return rgb_tensor(np.asarray(img.convert("RGB")))
 
 
 def content_pool(folder: str | Path | None = None, scenes: int = 64, size: int = 128,
@@ -124,9 +124,9 @@ def content_pool(folder: str | Path | None = None, scenes: int = 64, size: int =
     from convlens.corpus.datasets import natural_sources
 
     photos = [(name, arr) for name, arr in natural_sources() if name not in exclude]
-    pool = [_rgb_tensor(arr) for _, arr in photos]
+    pool = [rgb_tensor(arr) for _, arr in photos]
     sources = ["photos shipped in scikit-learn/scikit-image: " + ", ".join(name for name, _ in photos)]
-    pool.extend(_rgb_tensor(render_sample(7, k, size=size).image) for k in range(scenes))
+    pool.extend(rgb_tensor(render_sample(7, k, size=size).image) for k in range(scenes))
     if scenes:
         sources.append(f"{scenes} built-in generator scenes (seed 7, {size} px)")
     if folder is not None:
@@ -214,9 +214,10 @@ class Trainer:
         unknown = sorted(set(config.style_boost) - set(self.names))
         if unknown:
             raise ValueError(f"style_boost names {unknown} are not among the styles {self.names}")
-        self.style_factor = torch.tensor([float(config.style_boost.get(n, 1.0)) for n in self.names])
         self.content_sources = list(content_sources)
         self.device = torch.device(device)
+        self.style_factor = torch.tensor([float(config.style_boost.get(n, 1.0)) for n in self.names],
+                                         device=self.device)
         torch.manual_seed(config.seed)
         self.model = StyleNet(len(styles), config.net).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
@@ -242,7 +243,7 @@ class Trainer:
         self.model.train()
         out = self.model(x, blend)
         parts = perceptual_losses(self.perceptual, out, x, self.targets, blend)
-        style_weight = c.style_weight * self.style_factor[which].to(self.device)
+        style_weight = c.style_weight * self.style_factor[which.to(self.device)]
         per_image = c.content_weight * parts["content"] + style_weight * parts["style"] + c.tv_weight * parts["tv"]
         loss = per_image.mean()
         objective = (per_image / self._balance(which, per_image.detach().cpu()).to(self.device)).mean() \
