@@ -103,5 +103,7 @@ def test_a_batch_with_mixed_targets_equals_single_calls(builtin: LoadedModel, me
         single = explain(builtin, img, method, target=target)
         assert got.target == single.target and [t[0] for t in got.topk] == [t[0] for t in single.topk]
         assert [t[2] for t in got.topk] == pytest.approx([t[2] for t in single.topk], abs=1e-5)
-        torch.testing.assert_close(got.images["map"], single.images["map"], atol=1e-5, rtol=1e-4)
+        # maps are scaled to [0, 1] by their maximum: where it is small (a non-predicted target's logit drops),
+        # float32 reordering between batch compositions (the CPU kernels differ with the batch size) reaches 3e-5
+        torch.testing.assert_close(got.images["map"], single.images["map"], atol=1e-4, rtol=1e-4)
     assert batch[1].target == 2
