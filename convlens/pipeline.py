@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -101,10 +102,12 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         if option is bool and isinstance(value, bool):
             return value
         if option is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
+            return _int64(name, value)
         if option is int and isinstance(value, str) and value.lstrip("-").isdigit():
-            return int(value)
+            return _int64(name, int(value))
         if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise SchemaError(name, f"must be a finite number, got {value!r}")
             return float(value)
         if option is str and isinstance(value, str):
             return value
@@ -113,6 +116,13 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         if typing.get_origin(option) is dict:
             return _coerce_mapping(name, value, option)
     raise SchemaError(name, f"expected {_describe(hint)}, got {value!r}")
+
+
+def _int64(name: str, value: int) -> int:
+    """Python ints are unbounded, torch's are 64-bit: a larger one would fail deep inside a technique."""
+    if not -2**63 <= value < 2**63:
+        raise SchemaError(name, f"must fit in 64 bits, got {str(value)[:40]}")
+    return value
 
 
 def _coerce_tuple(name: str, value: Any, hint: Any) -> tuple[Any, ...]:

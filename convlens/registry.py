@@ -88,6 +88,14 @@ def bounded(default: Any, low: float | None = None, high: float | None = None) -
     return dataclasses.field(default=default, metadata={"min": low, "max": high})
 
 
+MAX_SEED = 2**32 - 1  # NumPy, scikit-learn and UMAP take no larger seed; torch's generators take it too
+
+
+def seed_field(default: int = 0) -> Any:
+    """A ``seed`` params field: any integer in [0, 2³² − 1]."""
+    return bounded(default, 0, MAX_SEED)
+
+
 def describe_params(cls: type) -> list[dict[str, Any]]:
     """Name, type, default and (for literals) choices of each field of a params dataclass."""
     hints = typing.get_type_hints(cls)

@@ -42,8 +42,11 @@ def page() -> None:
         for column, (key, caption) in zip(st.columns(3), shown, strict=True):
             column.image(widgets.png(result.images[key]), caption=caption, width="stretch")
         if result.scalars.get("fooled"):
-            st.success(f"The model now says “{result.labels['result_label']}” after "
-                       f"{int(result.scalars['steps'])} steps.")
+            rounds = int(result.scalars.get("minimising_rounds", 0))
+            shrunk = (f"; {rounds} rounds then shrank the change to L∞ {result.scalars['linf_255']:.1f}/255 "
+                      f"({int(result.scalars['steps'])} steps in all)") if rounds else ""
+            st.success(f"The model says “{result.labels['result_label']}” after "
+                       f"{int(result.scalars.get('steps_to_fool', result.scalars['steps']))} steps{shrunk}.")
         else:
             st.warning(f"Not fooled within {int(result.scalars['steps'])} steps: raise the budget or the steps.")
         synthesis_view.finish(result, Path(name).stem + "_fooled", "fooling")

@@ -206,6 +206,45 @@ def test_fooling_flips_the_class_within_the_budget(attack: dict[str, object]) ->
     assert result.scalars["linf_255"] == pytest.approx(float(change.abs().max()) * 255, abs=1e-3)
 
 
+def linear_two_class(min_linf_255: float) -> tuple[LoadedModel, torch.Tensor]:
+    """A linear model and a grey image it calls class 0 by a margin that an L∞ change of exactly
+    ``min_linf_255``/255 along −sign(w) cancels: no smaller change can make it say class 1."""
+    w = torch.randn(3 * 16 * 16, generator=torch.Generator().manual_seed(5)) * 0.01
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 2))
+    with torch.no_grad():
+        net[1].weight.copy_(torch.stack([torch.zeros_like(w), w]))
+        x = torch.full((3, 16, 16), 0.5)
+        net[1].bias.copy_(torch.tensor([float(w @ x.flatten()) + min_linf_255 / 255 * float(w.abs().sum()), 0.0]))
+    loaded = LoadedModel("linear", net.eval().requires_grad_(False), ("a", "b"),
+                         Preprocessing(16, 16, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)), "random")
+    return loaded, x
+
+
+def test_minimising_finds_a_change_near_the_hand_computed_smallest() -> None:
+    loaded, x = linear_two_class(2.7)
+    plain = spec_run("fooling", loaded, {"image": x}, 1, epsilon=8.0, steps=100, minimise=False)
+    small = spec_run("fooling", loaded, {"image": x}, 1, epsilon=8.0, steps=100)
+    assert plain.scalars["fooled"] == small.scalars["fooled"] == 1.0
+    assert plain.scalars["linf_255"] == pytest.approx(4.2, abs=1e-3)  # the first signed step: 1.05 × lr = 4/255
+    # the search ends within a quarter of a grey level above the true minimum, never below it
+    assert 2.7 - 1e-3 <= small.scalars["linf_255"] <= 2.7 + 0.25 + 1e-3
+    assert small.scalars["steps_to_fool"] == plain.scalars["steps"] and small.scalars["steps"] <= 100
+    assert small.scalars["minimising_rounds"] >= 1
+
+
+def test_minimising_never_spends_more_than_the_step_budget_or_loses_the_fool() -> None:
+    loaded = tiny()
+    image = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(1))
+    for steps in (12, 40):
+        result = spec_run("fooling", loaded, {"image": image}, 2, epsilon=32.0, steps=steps, lr=2.0)
+        assert result.scalars["steps"] <= steps
+        if result.scalars["fooled"]:
+            plain = spec_run("fooling", loaded, {"image": image}, 2, epsilon=32.0, steps=steps, lr=2.0,
+                             minimise=False)
+            assert result.scalars["linf_255"] <= plain.scalars["linf_255"] + 1e-4
+    assert result.scalars["fooled"] == 1.0  # 40 steps are enough on this model
+
+
 def test_inversion_lowers_the_feature_distance() -> None:
     loaded = tiny()
     image = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(2))

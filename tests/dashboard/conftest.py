@@ -87,6 +87,7 @@ class FakeClient:
         scalars = {"steps": 10.0, "seconds": 1.5, "cancelled": 0.0, "target_probability": 0.97, "psnr": 21.0,
                    "ssim": 0.8, "octaves": 3.0, "gram_reduction": 0.98, "style_loss": 0.2, "content_loss": 0.3,
                    "original_probability": 0.9, "result_probability": 0.6, "linf_255": 3.0, "fooled": 1.0,
+                   "steps_to_fool": 4.0, "minimising_rounds": 6.0,
                    "cells": float(rows * columns), "cached_cells": 0.0, "psnr_features.2": 30.0,
                    "psnr_features.16": 12.0,
                    **{f"style_loss_{r}_{c}": 1.0 / (r + 1) for r in range(rows) for c in range(columns)}}

@@ -60,7 +60,8 @@ def test_fooling_shows_original_change_and_result_with_both_predictions() -> Non
     assert call["technique"] == "fooling" and call["target"] == 3 and call["images"]["image"]
     shown = captions(at)
     assert "original: ring (90%)" in shown and "fooled: cross (60%)" in shown and "L∞ = 3.0/255" in shown
-    assert at.success
+    [said] = [s.value for s in at.success]
+    assert "after 4 steps" in said and "6 rounds then shrank the change to L∞ 3.0/255 (10 steps in all)" in said
 
 
 def test_inversion_ladder_and_single_layer() -> None:

@@ -16,7 +16,7 @@ from convlens.corpus import datasets as store
 from convlens.corpus.codes import dataset_codes
 from convlens.corpus.projection import cached_projection, snap_to_grid
 from convlens.models import LoadedModel
-from convlens.registry import technique
+from convlens.registry import seed_field, technique
 from convlens.results import Corpus, Progress
 from convlens.schema import SchemaError
 
@@ -30,7 +30,7 @@ class EmbeddingParams:
 
     dataset: str = ""
     projection: Literal["umap", "tsne", "pca"] = "umap"  # ("method" picks the technique of an endpoint)
-    seed: int = 0
+    seed: int = seed_field()
     layer: str | None = None
     pool: Literal["avg", "max"] = "avg"
     n_neighbors: int = 15

@@ -13,7 +13,7 @@ from torch import Tensor
 from convlens import faithfulness, registry
 from convlens.builtin.dataset import HELDOUT_SEED
 from convlens.models import LoadedModel
-from convlens.registry import technique
+from convlens.registry import seed_field, technique
 from convlens.results import Corpus, Progress
 from convlens.schema import SchemaError
 
@@ -30,7 +30,7 @@ class FaithfulnessParams:
     steps: int = 16
     baseline: Literal["blur", "zero"] = "blur"
     randomisation_images: int = 8
-    seed: int = HELDOUT_SEED
+    seed: int = seed_field(HELDOUT_SEED)
 
 
 @technique(name="faithfulness", title="Faithfulness", family="corpus", params=FaithfulnessParams, inputs=(),

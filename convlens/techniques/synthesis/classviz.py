@@ -12,7 +12,7 @@ from torch import Tensor
 
 from convlens import images
 from convlens.models import LoadedModel
-from convlens.registry import bounded, technique
+from convlens.registry import bounded, seed_field, technique
 from convlens.results import Progress, Synthesis
 from convlens.schema import MAX_STEPS, MAX_SYNTHESIS_SIZE, SchemaError
 from convlens.techniques.synthesis import objectives as obj
@@ -39,7 +39,7 @@ class ClassVizParams:
     jitter: int = bounded(4, 0, 64)
     scale: float = bounded(0.0, 0.0, 0.5)  # random rescaling by up to ±scale (transformation robustness)
     rotate: float = bounded(0.0, 0.0, 45.0)  # random rotation by up to ±rotate degrees
-    seed: int = 0
+    seed: int = seed_field()
 
 
 def regularisers(params: ClassVizParams) -> list[StepHook]:

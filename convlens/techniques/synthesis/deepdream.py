@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from convlens.models import LoadedModel
-from convlens.registry import bounded, technique
+from convlens.registry import bounded, seed_field, technique
 from convlens.results import Progress, Synthesis
 from convlens.schema import MAX_STEPS, MAX_SYNTHESIS_SIZE
 from convlens.techniques.synthesis import objectives as obj
@@ -31,7 +31,7 @@ class DeepDreamParams:
     strength: float = bounded(0.01, 1e-4, 0.2)
     jitter: int = bounded(4, 0, 64)
     size: int = bounded(256, 32, MAX_SYNTHESIS_SIZE)
-    seed: int = 0
+    seed: int = seed_field()
 
 
 def _resize(x: Tensor, shape: tuple[int, int]) -> Tensor:

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from convlens.hooks import capture
 from convlens.models import LoadedModel
-from convlens.registry import bounded, technique
+from convlens.registry import bounded, seed_field, technique
 from convlens.results import Progress, Synthesis
 from convlens.schema import MAX_STEPS, MAX_SYNTHESIS_SIZE
 from convlens.techniques.synthesis import objectives as obj
@@ -31,7 +31,7 @@ class InversionParams:
     tv_weight: float = bounded(0.5, 0.0, 100.0)
     size: int | None = bounded(None, 16, MAX_SYNTHESIS_SIZE)
     jitter: int = bounded(0, 0, 16)
-    seed: int = 0
+    seed: int = seed_field()
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class InversionLadderParams:
     lr: float = bounded(0.05, 1e-4, 1.0)
     tv_weight: float = bounded(0.5, 0.0, 100.0)
     size: int | None = bounded(None, 16, MAX_SYNTHESIS_SIZE)
-    seed: int = 0
+    seed: int = seed_field()
 
 
 def invert(loaded: LoadedModel, x: Tensor, layers: list[str], steps: int, lr: float, tv_weight: float, seed: int,

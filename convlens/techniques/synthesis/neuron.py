@@ -10,7 +10,7 @@ from typing import Literal
 import torch
 
 from convlens.models import LoadedModel
-from convlens.registry import bounded, technique
+from convlens.registry import bounded, seed_field, technique
 from convlens.results import Progress, Synthesis
 from convlens.schema import MAX_STEPS, MAX_SYNTHESIS_SIZE, SchemaError
 from convlens.techniques.synthesis import objectives as obj
@@ -34,7 +34,7 @@ class NeuronParams:
     size: int | None = bounded(None, 16, MAX_SYNTHESIS_SIZE)
     parameterisation: Literal["pixels", "fourier"] = "fourier"
     jitter: int = bounded(2, 0, 64)
-    seed: int = 0
+    seed: int = seed_field()
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class NeuronGalleryParams:
     size: int | None = bounded(None, 16, MAX_SYNTHESIS_SIZE)
     parameterisation: Literal["pixels", "fourier"] = "fourier"
     jitter: int = bounded(2, 0, 64)
-    seed: int = 0
+    seed: int = seed_field()
 
 
 def _channels(loaded: LoadedModel, layer: str) -> int:

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from convlens.hooks import capture
 from convlens.models import LoadedModel
-from convlens.registry import bounded, technique
+from convlens.registry import bounded, seed_field, technique
 from convlens.results import Progress, Synthesis
 from convlens.schema import MAX_STEPS, MAX_STYLES, MAX_SYNTHESIS_SIZE, SchemaError
 from convlens.techniques.synthesis import objectives as obj
@@ -50,7 +50,7 @@ class StyleParams:
     preserve_color: bool = False
     init: Literal["content", "noise"] = "content"
     network: Network = "auto"
-    seed: int = 0
+    seed: int = seed_field()
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class StyleGridParams:
     tv_weight: float = bounded(0.05, 0.0, 1e3)
     init: Literal["content", "noise"] = "content"
     network: Network = "auto"
-    seed: int = 0
+    seed: int = seed_field()
 
 
 MAX_GRID_CELLS = 36

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from convlens.hooks import capture
 from convlens.models import LoadedModel
-from convlens.registry import bounded, technique
+from convlens.registry import bounded, seed_field, technique
 from convlens.results import Cancelled, Progress, Synthesis
 from convlens.schema import MAX_STEPS, MAX_SYNTHESIS_SIZE
 from convlens.techniques.synthesis import objectives as obj
@@ -34,7 +34,7 @@ class TextureParams:
     lr: float = bounded(0.03, 1e-4, 1.0)
     network: Network = "auto"
     parameterisation: Literal["pixels", "fourier"] = "pixels"
-    seed: int = 0
+    seed: int = seed_field()
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class EfrosLeungParams:
     source_size: int = bounded(64, 8, 128)
     window: int = bounded(11, 3, 25)
     error: float = bounded(0.1, 0.0, 1.0)
-    seed: int = 0
+    seed: int = seed_field()
 
 
 def grams(net: Perceptual, image: Tensor, layers: tuple[str, ...]) -> dict[str, Tensor]:
