@@ -6,7 +6,8 @@
 1. Class visualisation on the built-in model, judged by the *witness* (a second built-in model trained with
    another seed, ``convlens/builtin/witness.pt``): classes recognised with p ≥ 0.9, regularisers on and off.
 2. Fooling on held-out built-in images: a seeded random other class within L∞ ≤ 8/255 and ≤ 100 steps;
-   success rate, median L∞ and steps, transfer rate to the witness.
+   success rate, median L∞ and steps, transfer rate to the witness; with a 16/255 budget, each image's smallest
+   fooling change found, as a curve of the images fooled against the budget.
 3. Inversion from each layer of the ladder on held-out images: PSNR and SSIM per layer, and a contact sheet.
 4. Texture: Gram synthesis beside Efros–Leung on scikit-image's brick, grass and gravel, both runtimes.
 5. The render loop's per-step time against a bare hand-written Adam loop on the same objective (ratio).
@@ -74,30 +75,73 @@ def class_visualisation(loaded: LoadedModel, witness: torch.nn.Module, steps: in
     return text, counts
 
 
-def fooling(loaded: LoadedModel, witness: torch.nn.Module, n: int) -> str:
+def held_out_attacks(loaded: LoadedModel, n: int, epsilon: float) -> list[tuple[torch.Tensor, int, dict]]:
+    """(image, target, the fooling run's output) for ``n`` held-out images, each to a seeded random other class."""
     batch, _, labels = render_batch(HELDOUT_SEED, n, loaded.preprocessing.input_size)
     generator = torch.Generator().manual_seed(0)
-    fooled, transferred = 0, 0
-    found: dict[str, list[float]] = {"first_linf_255": [], "linf_255": [], "steps_to_fool": [], "steps": []}
+    found = []
     for i in range(n):
         image = torch.from_numpy(batch[i]).permute(2, 0, 1).float() / 255
-        pil = images.to_pil(image)
         target = int(torch.randint(0, len(loaded.classes) - 1, (1,), generator=generator))
         target += int(target >= int(labels[i]))  # another class than the true one
-        [out] = run(loaded, "fooling", [{"image": pil}], [target], params={"epsilon": 8.0, "steps": 100})
-        ok = out.scalars["fooled"] == 1.0
-        fooled += ok
-        if ok:
+        [out] = run(loaded, "fooling", [{"image": images.to_pil(image)}], [target],
+                    params={"epsilon": epsilon, "steps": 100})
+        found.append((image, target, out))
+    return found
+
+
+def fooled_within(smallest: list[float], budget: float) -> int:
+    """Images whose smallest fooling change found (L∞ /255; inf: none) fits ``budget`` (float32 slack)."""
+    return sum(s <= budget + 1e-3 for s in smallest)
+
+
+def robustness_curve(smallest: list[float], budgets: list[float], path: Path) -> None:
+    """Fraction of images fooled within each L∞ budget, from each image's smallest fooling change found."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    top = max(budgets) + 0.5
+    grid = torch.linspace(0, top, 166).tolist()
+    fig, ax = plt.subplots(figsize=(5.5, 3.2), dpi=120)
+    ax.step(grid, [fooled_within(smallest, b) / len(smallest) for b in grid], where="post", color="#e4572e")
+    ax.axvline(8, color="grey", linestyle="--", linewidth=1)
+    ax.axhline(0.99, color="grey", linestyle=":", linewidth=1)
+    ax.annotate("#10's goal: 99 % within 8/255", (0.3, 0.93), fontsize=8, color="grey")
+    ax.set(xlabel="L∞ budget (/255)", ylabel="held-out images fooled", ylim=(0, 1.02), xlim=(0, top),
+           title="Smallest fooling change found, built-in model")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def fooling(loaded: LoadedModel, witness: torch.nn.Module, n: int) -> str:
+    fooled, transferred = 0, 0
+    found: dict[str, list[float]] = {"first_linf_255": [], "linf_255": [], "steps_to_fool": [], "steps": []}
+    for _image, target, out in held_out_attacks(loaded, n, 8.0):
+        if out.scalars["fooled"] == 1.0:
+            fooled += 1
             for key, values in found.items():
                 values.append(out.scalars[key])
             transferred += int(witness_probabilities(witness, out.images["result"]).argmax()) == target
     median = {key: statistics.median(values) if values else float("nan") for key, values in found.items()}
-    return markdown_table(["images", "fooled (L∞ ≤ 8/255, ≤ 100 steps)", "median L∞ when first fooled (/255)",
-                           "median L∞ after shrinking (/255)", "median steps to fool", "median steps in all",
-                           "transfer to the witness"],
-                          [[str(n), f"{fooled}/{n} = {fooled / n:.0%}", f"{median['first_linf_255']:.2f}",
-                            f"{median['linf_255']:.2f}", f"{median['steps_to_fool']:.0f}", f"{median['steps']:.0f}",
-                            f"{transferred}/{fooled} = {transferred / max(1, fooled):.0%}"]])
+    table = markdown_table(["images", "fooled (L∞ ≤ 8/255, ≤ 100 steps)", "median L∞ when first fooled (/255)",
+                            "median L∞ after shrinking (/255)", "median steps to fool", "median steps in all",
+                            "transfer to the witness"],
+                           [[str(n), f"{fooled}/{n} = {fooled / n:.0%}", f"{median['first_linf_255']:.2f}",
+                             f"{median['linf_255']:.2f}", f"{median['steps_to_fool']:.0f}", f"{median['steps']:.0f}",
+                             f"{transferred}/{fooled} = {transferred / max(1, fooled):.0%}"]])
+    wide = 16.0
+    smallest = [out.scalars["linf_255"] if out.scalars["fooled"] == 1.0 else float("inf")
+                for _image, _target, out in held_out_attacks(loaded, n, wide)]
+    budgets = [2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0]
+    robustness_curve(smallest, budgets, DOCS / "synthesis-fooling-curve.png")
+    curve = markdown_table(["L∞ budget (/255)", *[f"{b:g}" for b in budgets]],
+                           [["fooled", *[f"{fooled_within(smallest, b)}/{n}" for b in budgets]]])
+    return (table + f"\n\nThe smallest fooling change found for each image when the budget is {wide:g}/255 (100 steps, "
+            "the attack then shrinking the change): how many images a budget fools.\n\n" + curve
+            + "\n\n![fooled against the L∞ budget](synthesis-fooling-curve.png)")
 
 
 def inversion(loaded: LoadedModel, n: int, steps: int) -> str:

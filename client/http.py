@@ -209,7 +209,7 @@ class ConvLensClient:
         return [TechniqueInfo.from_json(t) for t in data["techniques"]]
 
     def request(self, endpoint: str, images: Mapping[str, bytes | list[bytes]] | None = None, model: str = "builtin",
-                target: int | None = None, layer: str | None = None, params: Mapping[str, Any] | None = None,
+                target: int | str | None = None, layer: str | None = None, params: Mapping[str, Any] | None = None,
                 weights: str | None = None) -> dict[str, Any]:
         """Any endpoint: named images (``{"image": ...}``; none for e.g. filters; a list for ``images``) → the
         JSON answer."""
@@ -232,7 +232,7 @@ class ConvLensClient:
         return CorpusResponse.from_json(self.request(endpoint, images, model, None, layer, params))
 
     def synthesis(self, technique: TechniqueInfo | str, images: Mapping[str, bytes] | None = None,
-                  model: str = "builtin", target: int | None = None, layer: str | None = None,
+                  model: str = "builtin", target: int | str | None = None, layer: str | None = None,
                   params: Mapping[str, Any] | None = None, job: str | None = None,
                   on_progress: Callable[[Progress], None] | None = None) -> SynthesisResponse:
         """A synthesis technique (``TechniqueInfo`` or ``"endpoint"`` / ``"endpoint:method"``). With
@@ -334,7 +334,7 @@ class ConvLensClient:
         endpoint: str,
         image: bytes,
         model: str = "builtin",
-        target: int | None = None,
+        target: int | str | None = None,
         layer: str | None = None,
         params: Mapping[str, Any] | None = None,
         weights: str | None = None,
@@ -348,12 +348,12 @@ class ConvLensClient:
     def classes(self, model: str = "builtin") -> list[str]:
         return list(self.post(INFO_ENDPOINT, {"info": "classes", "model": model})["classes"])
 
-    def classify(self, image: bytes, model: str = "builtin", topk: int = 5, target: int | None = None,
+    def classify(self, image: bytes, model: str = "builtin", topk: int = 5, target: int | str | None = None,
                  weights: str | None = None) -> AttributionResponse:
         return self.explain("classify", image, model=model, target=target, params={"topk": topk}, weights=weights)
 
     def saliency(
-        self, image: bytes, method: str, model: str = "builtin", target: int | None = None,
+        self, image: bytes, method: str, model: str = "builtin", target: int | str | None = None,
         layer: str | None = None, weights: str | None = None, **params: Any,
     ) -> AttributionResponse:
         return self.explain("saliency", image, model, target, layer, {"method": method, **params}, weights)

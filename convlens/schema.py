@@ -63,6 +63,7 @@ class TechniqueRequest:
     target: int | None = None
     layer: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+    target_label: str | None = None  # a target given as a class label: resolved to ``target`` once the model is known
 
     @property
     def image(self) -> bytes | None:
@@ -271,9 +272,7 @@ def parse_request(payload: Mapping[str, Any], inputs: tuple[str, ...] = ("image"
     model = _optional_str("model", payload.get("model")) or "builtin"
     if model not in MODEL_NAMES:
         raise SchemaError("model", f"unknown model {model!r}; known: {', '.join(MODEL_NAMES)}")
-    target = _optional_int("target", payload.get("target"))
-    if target is not None and target < 0:
-        raise SchemaError("target", f"must be >= 0, got {target}")
+    target, target_label = _target(payload.get("target"))
     layer = _optional_str("layer", payload.get("layer"))
     params = form_text(payload.get("params"))
     if params is None or params == "":
@@ -285,7 +284,38 @@ def parse_request(payload: Mapping[str, Any], inputs: tuple[str, ...] = ("image"
             raise SchemaError("params", "is not valid JSON") from exc
     if not isinstance(params, Mapping):
         raise SchemaError("params", f"expected an object, got {type(params).__name__}")
-    return TechniqueRequest(images=images, model=model, target=target, layer=layer, params=dict(params))
+    return TechniqueRequest(images=images, model=model, target=target, layer=layer, params=dict(params),
+                            target_label=target_label)
+
+
+MAX_LABEL_CHARS = 100
+
+
+def _target(value: Any) -> tuple[int | None, str | None]:
+    """(index, None), (None, label) or (None, None). A label holds a letter and no padding; a string of digits
+    is an index only in ASCII (a lookalike is refused rather than guessed)."""
+    text = form_text(value)
+    if isinstance(text, str) and text not in ("", "null") and not re.fullmatch(r"-?[0-9]+", text):
+        if (len(text) <= MAX_LABEL_CHARS and text == text.strip() and text.isprintable()
+                and any(c.isalpha() for c in text)):
+            return None, text
+        raise SchemaError("target", f"expected an integer (ASCII digits), a class label or null, got {text[:120]!r}")
+    target = _optional_int("target", value)
+    if target is not None and target < 0:
+        raise SchemaError("target", f"must be >= 0, got {target}")
+    return target, None
+
+
+def resolve_target(label: str, classes: Sequence[str], model: str) -> int:
+    """A class label → its index in ``classes`` (case-insensitive), or a 4xx naming ``target``."""
+    folded = label.casefold()
+    for i, name in enumerate(classes):
+        if name.casefold() == folded:
+            return i
+    close = [c for c in classes if folded in c.casefold()][:5]
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise SchemaError("target", f"{label!r} is neither a class index nor a class label of {model}{hint} "
+                                "(an index is an integer)")
 
 
 def parse_attribution_request(payload: Mapping[str, Any]) -> TechniqueRequest:
@@ -327,9 +357,4 @@ def target_from_text(text: str, classes: Sequence[str]) -> int:
     """A command line's target: a class index (ASCII digits) or a class label, case-insensitive."""
     if text.isascii() and text.isdigit():
         return int(text)
-    for i, label in enumerate(classes):
-        if label.lower() == text.lower():
-            return i
-    close = [c for c in classes if text.lower() in c.lower()][:5]
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise ValueError(f"target {text!r} is neither a class index nor a class label of this model{hint}")
+    return resolve_target(text, classes, "this model")

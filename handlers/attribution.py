@@ -1,7 +1,7 @@
 """Attribution endpoints (``/predictions/saliency``: vanilla, guided, Grad-CAM chosen with
 ``params.method``; ``/predictions/occlusion``; any attribution technique the registry declares).
 
-Request: ``{"image": base64, "model": "builtin", "target": int|null, "layer": str|null,
+Request: ``{"image": base64, "model": "builtin", "target": int|label|null, "layer": str|null,
 "params": {"method": ..., "alpha": 0.5, "colormap": "inferno", "topk": 5, ...the technique's own}}``
 (or the same fields as a multipart form; there ``method`` may also be a field of its own).
 Response images: ``input`` (what the model saw), ``map``, ``overlay``, and the technique's signed

@@ -48,7 +48,16 @@ from ts.torch_handler.base_handler import BaseHandler
 from convlens import models as zoo
 from convlens import pipeline, registry
 from convlens.images import ImageDecodeError, decode_image, encode_png
-from convlens.schema import MODEL_NAMES, SchemaError, TechniqueRequest, TopClass, form_text, job_id, parse_request
+from convlens.schema import (
+    MODEL_NAMES,
+    SchemaError,
+    TechniqueRequest,
+    TopClass,
+    form_text,
+    job_id,
+    parse_request,
+    resolve_target,
+)
 from handlers import form_fields, jobs
 
 logger = logging.getLogger(__name__)
@@ -94,7 +103,8 @@ class Job:
     def group_key(self) -> tuple[Any, ...]:
         """Requests with equal keys run as one batch; the images and the target may differ."""
         return (self.request.model, self.weights, self.technique, self.request.layer,
-                json.dumps(self.params, sort_keys=True, default=str), self.request.target is None)
+                json.dumps(self.params, sort_keys=True, default=str),
+                self.request.target is None and self.request.target_label is None)
 
 
 @dataclass
@@ -443,6 +453,13 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
             return
         runnable = []
         for job in group:  # per-request checks first, so one bad target does not fail its group
+            if job.request.target_label is not None:
+                try:
+                    index = resolve_target(job.request.target_label, loaded.classes, loaded.name)
+                except SchemaError as exc:
+                    outcomes[job.index] = _error(RequestError(400, exc.message, exc.field))
+                    continue
+                job.request = dataclasses.replace(job.request, target=index, target_label=None)
             target = job.request.target
             if target is not None and target >= len(loaded.classes):
                 outcomes[job.index] = _error(RequestError(

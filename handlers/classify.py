@@ -1,6 +1,6 @@
 """``/predictions/classify``: the top-k classes of an image (and the info API, see ``handlers/base.py``).
 
-Request: ``{"image": base64, "model": "builtin", "target": int|null, "params": {"topk": 5}}``
+Request: ``{"image": base64, "model": "builtin", "target": int|label|null, "params": {"topk": 5}}``
 (or the same fields as a multipart form). ``target`` set: its probability is reported
 in ``scalars`` and it becomes the response's ``target``; otherwise the top-1 class is.
 """

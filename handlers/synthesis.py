@@ -1,7 +1,7 @@
 """Synthesis endpoints (``/predictions/classviz``, ``neuron``, ``fooling``, ``inversion``, ``deepdream``,
 ``texture``, ``style`` — whatever the registry declares): images made by optimisation, seconds to minutes.
 
-Request: ``{"model": "builtin", "layer": str|null, "target": int|null, "params": {...},
+Request: ``{"model": "builtin", "layer": str|null, "target": int|label|null, "params": {...},
 "job": "<id>", "stream": true}`` plus the technique's images (``image``; ``content`` and ``style``,
 ``style_2`` …). Response: ``SynthesisResponse``.
 

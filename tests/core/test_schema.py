@@ -7,7 +7,14 @@ import json
 
 import pytest
 
-from convlens.schema import MAX_UPLOAD_BYTES, AttributionResponse, SchemaError, TopClass, parse_attribution_request
+from convlens.schema import (
+    MAX_UPLOAD_BYTES,
+    AttributionResponse,
+    SchemaError,
+    TopClass,
+    parse_attribution_request,
+    resolve_target,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n fake but non-empty"
 
@@ -43,7 +50,10 @@ def test_defaults_and_data_urls() -> None:
         ({"image": ""}, "image"),
         ({"image": b"x", "model": "resnet9000"}, "model"),
         ({"image": b"x", "model": 3}, "model"),
-        ({"image": b"x", "target": "three"}, "target"),
+        ({"image": b"x", "target": " three"}, "target"),
+        ({"image": b"x", "target": "٣"}, "target"),
+        ({"image": b"x", "target": "x" * 101}, "target"),
+        ({"image": b"x", "target": "tab\tby"}, "target"),
         ({"image": b"x", "target": True}, "target"),
         ({"image": b"x", "target": -1}, "target"),
         ({"image": b"x", "target": 1.5}, "target"),
@@ -77,3 +87,14 @@ def test_response_round_trips_through_json() -> None:
         scalars={"score": 2.0}, elapsed_ms=3.5, weights="builtin",
     )
     assert AttributionResponse.from_json(json.loads(json.dumps(response.to_json()))) == response
+
+
+def test_a_target_may_be_a_class_label_resolved_against_the_model() -> None:
+    req = parse_attribution_request({"image": b"x", "target": b"Great white shark"})
+    assert (req.target, req.target_label) == (None, "Great white shark")
+    assert parse_attribution_request({"image": b"x", "target": "7"}).target == 7
+    classes = ("tench", "goldfish", "great white shark")
+    assert resolve_target("GREAT WHITE SHARK", classes, "m") == 2
+    with pytest.raises(SchemaError) as info:
+        resolve_target("fish", classes, "m")
+    assert info.value.field == "target" and "did you mean goldfish" in info.value.message

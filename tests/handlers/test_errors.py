@@ -38,6 +38,8 @@ BAD_REQUESTS: dict[str, tuple[Any, str, str]] = {
     "target out of range": (json_row(GOOD, target=10), "target", "[0, 9]"),
     "negative target": (json_row(GOOD, target=-1), "target", ">= 0"),
     "target wrong type": (json_row(GOOD, target="abc"), "target", "integer"),
+    "unknown target label": (json_row(GOOD, target="stripes"), "target",
+                             "did you mean horizontal_stripes, vertical_stripes, diagonal_stripes?"),
     "target boolean": (json_row(GOOD, target=True), "target", "boolean"),
     "params wrong type": (json_row(GOOD, params=[1, 2]), "params", "expected an object"),
     "params not JSON (form)": (form_row(GOOD, params="{oops"), "params", "not valid JSON"),
@@ -76,6 +78,19 @@ def test_one_bad_request_does_not_fail_its_batch(saliency_handler) -> None:  # t
     assert results[1][1]["target"] == 1 and results[4][1]["target"] == 4
     # ... and the worker carries on.
     assert call(saliency_handler, [json_row(GOOD)])[0][0] == 200
+
+
+def test_a_class_label_is_the_same_target_as_its_index(saliency_handler) -> None:  # type: ignore[no-untyped-def]
+    rows = [json_row(GOOD, params={"method": "gradcam"}, target=3),
+            json_row(GOOD, params={"method": "gradcam"}, target="Cross"),
+            form_row(GOOD, params={"method": "gradcam"}, target="cross"),
+            json_row(GOOD, params={"method": "gradcam"}, target="crosses"),  # no such class: only this one fails
+            json_row(GOOD, params={"method": "gradcam"})]
+    results = call(saliency_handler, rows)
+    assert [s for s, _ in results] == [200, 200, 200, 400, 200]
+    assert [results[i][1]["target_label"] for i in (0, 1, 2)] == ["cross"] * 3
+    assert results[1][1]["images"]["map"] == results[0][1]["images"]["map"] == results[2][1]["images"]["map"]
+    assert results[3][1]["field"] == "target" and "'crosses'" in results[3][1]["error"]
 
 
 def test_a_bad_request_hidden_in_a_group_is_found(saliency_handler, monkeypatch) -> None:  # type: ignore[no-untyped-def]
