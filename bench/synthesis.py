@@ -35,6 +35,7 @@ from convlens.builtin.net import normalize  # noqa: E402
 from convlens.builtin.train import load_checkpoint  # noqa: E402
 from convlens.models import LoadedModel, load_model  # noqa: E402
 from convlens.pipeline import run  # noqa: E402
+from convlens.results import Synthesis  # noqa: E402
 from convlens.techniques.synthesis import objectives as obj  # noqa: E402
 from convlens.techniques.synthesis.loop import optimize  # noqa: E402
 from convlens.techniques.synthesis.param import PixelImage  # noqa: E402
@@ -75,8 +76,8 @@ def class_visualisation(loaded: LoadedModel, witness: torch.nn.Module, steps: in
     return text, counts
 
 
-def held_out_attacks(loaded: LoadedModel, n: int, epsilon: float) -> list[tuple[torch.Tensor, int, dict]]:
-    """(image, target, the fooling run's output) for ``n`` held-out images, each to a seeded random other class."""
+def held_out_attacks(loaded: LoadedModel, n: int, epsilon: float) -> list[tuple[int, Synthesis]]:
+    """(target, the fooling run's result) for ``n`` held-out images, each to a seeded random other class."""
     batch, _, labels = render_batch(HELDOUT_SEED, n, loaded.preprocessing.input_size)
     generator = torch.Generator().manual_seed(0)
     found = []
@@ -86,7 +87,7 @@ def held_out_attacks(loaded: LoadedModel, n: int, epsilon: float) -> list[tuple[
         target += int(target >= int(labels[i]))  # another class than the true one
         [out] = run(loaded, "fooling", [{"image": images.to_pil(image)}], [target],
                     params={"epsilon": epsilon, "steps": 100})
-        found.append((image, target, out))
+        found.append((target, out))
     return found
 
 
@@ -119,7 +120,7 @@ def robustness_curve(smallest: list[float], budgets: list[float], path: Path) ->
 def fooling(loaded: LoadedModel, witness: torch.nn.Module, n: int) -> str:
     fooled, transferred = 0, 0
     found: dict[str, list[float]] = {"first_linf_255": [], "linf_255": [], "steps_to_fool": [], "steps": []}
-    for _image, target, out in held_out_attacks(loaded, n, 8.0):
+    for target, out in held_out_attacks(loaded, n, 8.0):
         if out.scalars["fooled"] == 1.0:
             fooled += 1
             for key, values in found.items():
@@ -134,7 +135,7 @@ def fooling(loaded: LoadedModel, witness: torch.nn.Module, n: int) -> str:
                              f"{transferred}/{fooled} = {transferred / max(1, fooled):.0%}"]])
     wide = 16.0
     smallest = [out.scalars["linf_255"] if out.scalars["fooled"] == 1.0 else float("inf")
-                for _image, _target, out in held_out_attacks(loaded, n, wide)]
+                for _target, out in held_out_attacks(loaded, n, wide)]
     budgets = [2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0]
     robustness_curve(smallest, budgets, DOCS / "synthesis-fooling-curve.png")
     curve = markdown_table(["L∞ budget (/255)", *[f"{b:g}" for b in budgets]],
