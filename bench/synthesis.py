@@ -1,7 +1,7 @@
 """Synthesis family, measured: what the issue asks to report, in one run.
 
     .venv/bin/python bench/synthesis.py --out docs/benchmarks.md     # full run (~10 min on 2 cores)
-    .venv/bin/python bench/synthesis.py --quick                       # smoke run, prints only
+    .venv/bin/python bench/synthesis.py --quick                       # smoke run: prints, figures to /tmp
 
 1. Class visualisation on the built-in model, judged by the *witness* (a second built-in model trained with
    another seed, ``convlens/builtin/witness.pt``): classes recognised with p ≥ 0.9, regularisers on and off.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,6 +44,7 @@ from convlens.techniques.synthesis.param import PixelImage  # noqa: E402
 HEADING = "## Synthesis (bench/synthesis.py)"
 WITNESS = ROOT / "convlens" / "builtin" / "witness.pt"
 DOCS = ROOT / "docs"
+FIGURES = DOCS  # where the figures go: docs/ when the run updates the docs, else a temporary folder
 REGULARISERS_OFF = {"decay": 0.0, "blur_every": 0, "clip_norm": 0.0, "clip_contribution": 0.0}
 
 
@@ -68,7 +70,7 @@ def class_visualisation(loaded: LoadedModel, witness: torch.nn.Module, steps: in
                 tiles.append(out.images["result"])
         rows.append(cells)
         log(f"  classviz {label}: {cells[1:]}")
-    images.to_pil(images.grid(tiles, 5)).resize((5 * 128 + 8, 2 * 128 + 2), 0).save(DOCS / "synthesis-classviz.png")
+    images.to_pil(images.grid(tiles, 5)).resize((5 * 128 + 8, 2 * 128 + 2), 0).save(FIGURES / "synthesis-classviz.png")
     table = markdown_table(["class", "witness p, regularisers on", "witness p, regularisers off"], rows)
     text = (f"Recognised by the witness with p ≥ 0.9: **{counts['on']}/10 with the regularisers on**, "
             f"{counts['off']}/10 with them off ({steps} steps each; a wrong class in brackets).\n\n{table}\n\n"
@@ -137,7 +139,7 @@ def fooling(loaded: LoadedModel, witness: torch.nn.Module, n: int) -> str:
     smallest = [out.scalars["linf_255"] if out.scalars["fooled"] == 1.0 else float("inf")
                 for _target, out in held_out_attacks(loaded, n, wide)]
     budgets = [2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0]
-    robustness_curve(smallest, budgets, DOCS / "synthesis-fooling-curve.png")
+    robustness_curve(smallest, budgets, FIGURES / "synthesis-fooling-curve.png")
     curve = markdown_table(["L∞ budget (/255)", *[f"{b:g}" for b in budgets]],
                            [["fooled", *[f"{fooled_within(smallest, b)}/{n}" for b in budgets]]])
     return (table + f"\n\nThe smallest fooling change found for each image when the budget is {wide:g}/255 (100 steps, "
@@ -161,7 +163,7 @@ def inversion(loaded: LoadedModel, n: int, steps: int) -> str:
         if i < 5:
             sheets.append(out.images["result"])
         log(f"  inversion image {i}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in psnr.items()))
-    images.to_pil(images.grid(sheets, 1)).save(DOCS / "synthesis-inversion.png")
+    images.to_pil(images.grid(sheets, 1)).save(FIGURES / "synthesis-inversion.png")
     rows = [[layer, f"{statistics.mean(psnr[layer]):.1f}", f"{statistics.mean(ssim[layer]):.3f}"] for layer in psnr]
     return (f"{n} held-out images, {steps} steps, TV weight 0.5; mean over images (the original is the first "
             f"column of the sheet, then shallow → deep).\n\n"
@@ -183,7 +185,7 @@ def texture(loaded: LoadedModel, steps: int) -> str:
         tiles += [gram.images["source"], gram.images["result"], small]
         log(f"  texture {name}: {rows[-1][1:]}")
         network = gram.labels["network"]
-    images.to_pil(images.grid(tiles, 3)).save(DOCS / "synthesis-texture.png")
+    images.to_pil(images.grid(tiles, 3)).save(FIGURES / "synthesis-texture.png")
     return (f"Gram synthesis: 128 px from a 128 px source, {steps} steps, network: {network}. Efros–Leung: 64 px "
             "from a 64 px source, 11 px window.\n\n"
             + markdown_table(["texture", "Gram loss reduced by", "Gram seconds", "Efros–Leung seconds"], rows)
@@ -258,7 +260,11 @@ def main() -> int:
     quick = args.quick
     loaded = load_model("builtin")
     witness, _ = load_checkpoint(WITNESS)
-    DOCS.mkdir(exist_ok=True)
+    global FIGURES
+    if args.out is None or quick:  # a smoke or print-only run leaves the committed figures alone
+        FIGURES = Path(tempfile.mkdtemp(prefix="convlens-synthesis-bench-"))
+        log(f"figures → {FIGURES}")
+    FIGURES.mkdir(exist_ok=True)
     started = time.perf_counter()
     info = machine_info()
     log("class visualisation …")
