@@ -66,6 +66,12 @@ def history_of(*runs: LoopResult) -> dict[str, list[float]]:
     return out
 
 
+def totals(*runs: LoopResult) -> dict[str, float]:
+    """Steps, seconds and cancellation of a job made of several runs (octaves, minimising rounds)."""
+    return {"steps": float(sum(r.steps for r in runs)), "seconds": round(sum(r.seconds for r in runs), 4),
+            "cancelled": float(any(r.cancelled for r in runs))}
+
+
 def loop_scalars(run: LoopResult) -> dict[str, float]:
     return {"steps": float(run.steps), "seconds": round(run.seconds, 4), "cancelled": float(run.cancelled),
             **{f"final_{k}": v for k, v in run.final.items()}}

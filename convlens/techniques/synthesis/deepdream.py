@@ -14,7 +14,7 @@ from convlens.registry import bounded, seed_field, technique
 from convlens.results import Progress, Synthesis
 from convlens.schema import MAX_STEPS, MAX_SYNTHESIS_SIZE
 from convlens.techniques.synthesis import objectives as obj
-from convlens.techniques.synthesis.common import Inputs, fit, history_of, stage, synthesis
+from convlens.techniques.synthesis.common import Inputs, fit, history_of, stage, synthesis, totals
 from convlens.techniques.synthesis.loop import LoopResult, optimize
 from convlens.techniques.synthesis.param import PixelImage
 from convlens.techniques.synthesis.transforms import standard
@@ -63,7 +63,6 @@ def deepdream(loaded: LoadedModel, inputs: Inputs, target: int | None,
         if run.cancelled:
             break
     return synthesis({"result": image, "original": original}, history_of(*runs),
-                     {"steps": float(sum(r.steps for r in runs)), "seconds": round(sum(r.seconds for r in runs), 4),
-                      "cancelled": float(any(r.cancelled for r in runs)), "octaves": float(len(runs)),
+                     {**totals(*runs), "octaves": float(len(runs)),
                       "final_layer_l2": runs[-1].final.get("layer_l2", 0.0),
                       "initial_layer_l2": runs[0].history["layer_l2"][0] if runs[0].history else 0.0})

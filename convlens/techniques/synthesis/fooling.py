@@ -30,7 +30,16 @@ from convlens.registry import bounded, seed_field, technique
 from convlens.results import Progress, Synthesis
 from convlens.schema import MAX_STEPS
 from convlens.techniques.synthesis import objectives as obj
-from convlens.techniques.synthesis.common import Inputs, history_of, loop_scalars, predict, square, stage, synthesis
+from convlens.techniques.synthesis.common import (
+    Inputs,
+    history_of,
+    loop_scalars,
+    predict,
+    square,
+    stage,
+    synthesis,
+    totals,
+)
 from convlens.techniques.synthesis.loop import LoopResult, SignedMomentum, optimize
 from convlens.techniques.synthesis.param import ImageParam
 
@@ -143,8 +152,7 @@ def fooling_image(loaded: LoadedModel, inputs: Inputs, target: int | None,
     runs = fooled.runs
     return synthesis(
         {"result": fooled.best.image, "original": x, "change": change}, history_of(*runs),
-        {**loop_scalars(fooled.best), "steps": float(sum(r.steps for r in runs)),
-         "seconds": round(sum(r.seconds for r in runs), 4), "cancelled": float(any(r.cancelled for r in runs)),
+        {**loop_scalars(fooled.best), **totals(*runs),
          "steps_to_fool": float(fooled.steps_to_fool), "minimising_rounds": float(len(runs) - 1),
          "first_linf_255": float((runs[0].image - x).abs().max()) * 255,
          "original_class": float(original_class), "original_probability": original_p,
