@@ -5,12 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test run stop weights bench lint builtin demo clean compose-test soak bench-serving
+.PHONY: help install test test-kernels run stop weights bench lint builtin demo clean compose-test soak bench-serving
 
 help:
 	@echo "make run      start the API (TorchServe) and the dashboard on the built-in model"
 	@echo "make stop     stop both"
 	@echo "make test     install what is missing and run the whole test suite"
+	@echo "make test-kernels  the numerical tests again as on CPUs of the other capabilities (AVX2, no AVX)"
 	@echo "make weights  fetch ImageNet weights into the torch cache (needs internet)"
 	@echo "make bench    benchmarks against Captum / pytorch-grad-cam -> docs/benchmarks.md"
 	@echo "make builtin  retrain the built-in model (about 10 min on 2 CPU cores)"
@@ -49,6 +50,11 @@ $(PODMAN):
 
 test: $(STAMP) $(CHROMIUM) $(NGINX) $(PODMAN)
 	$(PY) -m pytest -q
+
+# The numerical tests again under every CPU profile this machine has besides its own (tests/kernels.py caps
+# ATen, oneDNN and MKL together): a tolerance that holds only for this CPU's kernels fails here too.
+test-kernels: $(STAMP)
+	$(PY) -m tests.kernels --others -- -q -p no:cacheprovider tests/core tests/handlers
 
 # Builds both images with podman (installed if missing) or docker, runs the stack, tests it, tears it down.
 compose-test: $(STAMP)

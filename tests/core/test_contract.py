@@ -20,7 +20,9 @@ from convlens import registry
 from convlens.hooks import count_hooks
 from convlens.models import LoadedModel, Preprocessing
 from convlens.pipeline import run
-from convlens.results import Grids
+from convlens.results import Attribution, Grids
+from convlens.techniques.attribution.gradcam import cam_layer
+from tests import numerics
 from tests.conftest import TinyCNN
 
 ATTRIBUTION = [s.name for s in registry.of_family("attribution")]
@@ -83,12 +85,40 @@ def test_attribution_explains_the_target_it_is_given(name: str, tiny_cnn: TinyCN
     torch.testing.assert_close(a.logits, tiny_cnn(tiny_input).detach())
 
 
+def independence_tolerance(name: str, model: TinyCNN, x: torch.Tensor, alone: Attribution) -> float:
+    """How far two float32 computations of one image's normalised map may drift apart through rounding.
+
+    Gradient maps: every gradient term is within the a-priori rounding bound of the absolute network
+    (:mod:`tests.numerics`), so batched and alone each lie within δ of exact; dividing by the peak p adds as
+    much again: |Δmap| ≤ 4δ/p. Occlusion: the map divides differences of probabilities (drops of 1e-3 here)
+    by its peak drop, so rounding is magnified by 1 / peak; a worst-case bound would say nothing, so the
+    logits' rounding under another batch composition is measured on this CPU and carried through the
+    softmax, the drop and the scaling (:func:`tests.numerics.probability_drop_error`)."""
+    peak = float(alone.raw.abs().max())
+    if name == "occlusion":
+        return numerics.unit_scaled_error(numerics.probability_drop_error(numerics.batch_rounding(model, x)), peak)
+    if name == "gradcam":
+        delta = float(numerics.cam_error(model, x, cam_layer(model, x.shape[-1])).max())
+    else:
+        delta = float(numerics.input_gradient_error(model, x).max())
+    return 4 * delta / peak
+
+
 @pytest.mark.parametrize("name", ATTRIBUTION)
 def test_attribution_batch_items_are_independent(name: str, tiny_cnn: TinyCNN, tiny_input: torch.Tensor) -> None:
+    """An image's map is the same whether it came alone or with others, up to float32 rounding.
+
+    A batch of two runs other kernels than a batch of one (and other CPUs other kernels again), so the two
+    maps are compared within the rounding tolerance derived from this model, input and float32's epsilon
+    (:func:`independence_tolerance`), never within a fixed number. That tolerance stays far below what a
+    real coupling between images changes (normalising over the batch, a target taken from the wrong row:
+    differences of order 0.1–1), which the last assertion keeps true."""
     spec = registry.get(name)
     both = spec.run(tiny_cnn, tiny_input, torch.tensor([1, 2]), spec.params())
-    second = spec.run(tiny_cnn, tiny_input[1:], torch.tensor([2]), spec.params())
-    torch.testing.assert_close(both.map[1:], second.map, atol=1e-5, rtol=1e-4)
+    alone = spec.run(tiny_cnn, tiny_input[1:], torch.tensor([2]), spec.params())
+    tolerance = independence_tolerance(name, tiny_cnn, tiny_input[1:], alone)
+    torch.testing.assert_close(both.map[1:], alone.map, atol=tolerance, rtol=0)
+    assert tolerance < 0.05
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS)

@@ -99,11 +99,17 @@ def test_a_batch_with_mixed_targets_equals_single_calls(builtin: LoadedModel, me
     imgs = [Image.fromarray(render_sample(777, i).image) for i in (0, 5, 8)]
     targets = [None, 2, None]
     batch = explain_batch(builtin, imgs, method, targets)
+    spec, x = registry.get(method), torch.cat([builtin.prepare(img)[1] for img in imgs])
+    resolved = torch.tensor([got.target for got in batch])
+    together = spec.run(builtin.net, x, resolved, spec.params()).map
+    alone = torch.cat([spec.run(builtin.net, x[i:i + 1], resolved[i:i + 1], spec.params()).map for i in range(3)])
+    core_drift = 2 * float((together - alone).abs().max()) + 4 * torch.finfo(torch.float32).eps
+    assert core_drift < 1e-3  # rounding, not a different map
     for img, target, got in zip(imgs, targets, batch, strict=True):
         single = explain(builtin, img, method, target=target)
         assert got.target == single.target and [t[0] for t in got.topk] == [t[0] for t in single.topk]
         assert [t[2] for t in got.topk] == pytest.approx([t[2] for t in single.topk], abs=1e-5)
-        # maps are scaled to [0, 1] by their maximum: where it is small (a non-predicted target's logit drops),
-        # float32 reordering between batch compositions (the CPU kernels differ with the batch size) reaches 3e-5
-        torch.testing.assert_close(got.images["map"], single.images["map"], atol=1e-4, rtol=1e-4)
+        # a batch of 3 runs other float32 kernels than a batch of 1 (and other CPUs others again): the pipeline
+        # may differ from single calls by what the technique itself does under the two compositions, no more
+        torch.testing.assert_close(got.images["map"], single.images["map"], atol=core_drift, rtol=0)
     assert batch[1].target == 2

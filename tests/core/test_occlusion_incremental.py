@@ -17,6 +17,7 @@ from convlens.schema import SchemaError
 from convlens.techniques.attribution import incremental
 from convlens.techniques.attribution import occlusion as occlusion_module
 from convlens.techniques.attribution.occlusion import OcclusionParams, occlusion
+from tests import numerics
 
 
 class Toy(nn.Module):
@@ -71,8 +72,12 @@ def assert_same_map(model: nn.Module, x: torch.Tensor, **params: object) -> None
     inc = occlusion(model, x, None, OcclusionParams(**params))  # type: ignore[arg-type]
     full = occlusion(model, x, None, OcclusionParams(incremental=False, **params))  # type: ignore[arg-type]
     assert inc.scalars["incremental"] == 1 and full.scalars["incremental"] == 0
-    torch.testing.assert_close(inc.raw, full.raw, atol=1e-6, rtol=1e-4)
-    torch.testing.assert_close(inc.signed["logit_drop"], full.signed["logit_drop"], atol=1e-4, rtol=1e-4)
+    # the two paths order their sums differently: they agree within the rounding a forward pass brings
+    # (measured on this CPU's kernels, tests.numerics), not within a fixed number
+    noise = numerics.batch_rounding(model, x)
+    torch.testing.assert_close(inc.raw, full.raw, atol=numerics.probability_drop_error(noise), rtol=0)
+    torch.testing.assert_close(inc.signed["logit_drop"], full.signed["logit_drop"], atol=2 * 4 * noise, rtol=0)
+    assert numerics.probability_drop_error(noise) < 1e-2 * float(full.raw.abs().max())
 
 
 @pytest.mark.parametrize(("window", "stride", "fill"), [

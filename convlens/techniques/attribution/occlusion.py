@@ -125,7 +125,10 @@ def occlusion(
     windows = [(t, left) for t in tops for left in lefts]
     dtype = reduced_dtype(device) if params.precision == "reduced" else torch.float32
     with torch.inference_mode(), footprint(model) as size:
-        base_logits = model(x).float()
+        # one image at a time, like its windows: an image's map must not depend on what else came in the
+        # request (a batch of N runs other kernels than a batch of 1, and the map divides small differences
+        # of probabilities by its peak, so their last bits would show)
+        base_logits = torch.cat([model(x[i:i + 1]) for i in range(n)]).float()
     t = resolve_target(base_logits, target)
     base_prob = torch.softmax(base_logits, 1).gather(1, t[:, None])[:, 0]
     base_logit = base_logits.gather(1, t[:, None])[:, 0]
