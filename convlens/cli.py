@@ -39,12 +39,18 @@ def _progress(prefix: str, every: int = 1):  # type: ignore[no-untyped-def]
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from convlens import zoo
     from convlens.models import REGISTRY, find_weights
 
     for name, spec in REGISTRY.items():
         path = find_weights(name)
         status = f"weights: {path}" if path else f"weights missing (expected {spec.weights_file})"
         print(f"{name:14s} {spec.description}\n{'':14s} {status}")
+    for entry in zoo.list_models():
+        card = entry.card
+        about = card.description if card else f"unavailable: {entry.reason}"
+        where = f"registered: {entry.folder}" + (f" ({card.source}, {len(card.classes)} classes)" if card else "")
+        print(f"{entry.name:14s} {about}\n{'':14s} {where}")
     return 0
 
 
@@ -331,8 +337,6 @@ def build_parser(extend: Callable[[Any], None] | None = None) -> argparse.Argume
     """The core's commands; ``extend(subparsers)`` adds more (the console script adds call and serve)."""
     from convlens import registry
     from convlens.builtin.dataset import HELDOUT_SEED
-    from convlens.schema import MODEL_NAMES
-
     attribution = tuple(s.name for s in registry.of_family("attribution"))
 
     parser = argparse.ArgumentParser(prog="convlens", description="What a CNN has learned, and why it decides.")
@@ -341,7 +345,7 @@ def build_parser(extend: Callable[[Any], None] | None = None) -> argparse.Argume
     sub.add_parser("models", help="list the model zoo and weight status").set_defaults(func=cmd_models)
 
     layers = sub.add_parser("layers", help="layer catalogue of a model")
-    layers.add_argument("model", choices=MODEL_NAMES)
+    layers.add_argument("model", help="a built-in or registered model (convlens models)")
     layers.add_argument("--random", action="store_true", help="random weights (no pretrained file needed)")
     layers.set_defaults(func=cmd_layers)
 
@@ -417,7 +421,7 @@ def build_parser(extend: Callable[[Any], None] | None = None) -> argparse.Argume
 
     ex = sub.add_parser("explain", help="explain one image locally (no server)")
     ex.add_argument("image")
-    ex.add_argument("--model", choices=MODEL_NAMES, default="builtin")
+    ex.add_argument("--model", default="builtin", help="a built-in or registered model (convlens models)")
     ex.add_argument("--method", choices=(*attribution, "all"), default="all")
     ex.add_argument("--target", help="class index or label")
     ex.add_argument("--layer")
@@ -432,7 +436,7 @@ def build_parser(extend: Callable[[Any], None] | None = None) -> argparse.Argume
     runner = sub.add_parser("run", help="any technique in process; JSON on stdout, images written as PNG")
     runner.add_argument("technique", choices=tuple(registry.registry()))
     runner.add_argument("images", nargs="*", metavar="IMAGE", help="the technique's images, in order")
-    runner.add_argument("--model", choices=MODEL_NAMES, default="builtin")
+    runner.add_argument("--model", default="builtin", help="a built-in or registered model (convlens models)")
     runner.add_argument("--target", help="class index or label")
     runner.add_argument("--layer")
     runner.add_argument("--param", action="append", default=[], metavar="K=V",
@@ -443,6 +447,9 @@ def build_parser(extend: Callable[[Any], None] | None = None) -> argparse.Argume
     from convlens.corpus.cli import add_corpus_commands
 
     add_corpus_commands(sub)
+    from convlens.zoo.cli import add_model_commands
+
+    add_model_commands(sub)
     if extend is not None:
         extend(sub)
     return parser

@@ -122,6 +122,15 @@ def normalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     return (x - m) / s
 
 
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL's "L" mode
+
+
+def luminance(x: Tensor) -> Tensor:
+    """(..., 3, H, W) RGB → (..., 1, H, W) grey, the way PIL converts to mode "L"."""
+    weights = torch.as_tensor(LUMA, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    return (x * weights).sum(dim=-3, keepdim=True)
+
+
 def denormalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     """Inverse of :func:`normalize`."""
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)

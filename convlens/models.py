@@ -1,5 +1,9 @@
 """The model zoo: name → architecture, weights, preprocessing, class names, layer catalogue.
 
+Two kinds of model answer to a name: the built-in zoo below (:data:`REGISTRY`: the offline built-in model and
+torchvision's ImageNet networks) and registered models, folders with a manifest (:mod:`convlens.zoo`: the
+shipped examples and ``$CONVLENS_MODELS_DIR``). :func:`model_names` lists both; :func:`load_model` opens both.
+
 Weights are never downloaded here and never silently replaced by random ones:
 ImageNet weights are read from ``$CONVLENS_WEIGHTS_DIR`` or the torch hub cache
 (``$TORCH_HOME/hub/checkpoints``) with ``torch.load(..., weights_only=True)``; a
@@ -16,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from PIL import Image
@@ -28,7 +32,7 @@ from convlens import images
 from convlens.builtin import CHECKPOINT_PATH, CLASSES, IMAGE_SIZE, MEAN, STD, BuiltinNet, load_checkpoint
 from convlens.hooks import resolve_layer
 from convlens.receptive_field import LayerInfo, default_cam_layer, default_code_layer, layer_catalogue
-from convlens.schema import MODEL_NAMES, WeightsKind
+from convlens.schema import SchemaError, WeightsKind
 
 WeightsChoice = Literal["pretrained", "random"]
 
@@ -39,22 +43,31 @@ class WeightsNotFoundError(FileNotFoundError):
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How an image becomes model input: resize the shorter side, centre-crop, normalise."""
+    """How an image becomes model input: resize the shorter side, centre-crop, normalise.
+
+    Pictures stay RGB everywhere outside the model (display, synthesis, overlays); a model of
+    ``channels == 1`` sees their luminance. ``mean``/``std`` have one value per model channel."""
 
     input_size: int
     resize_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    channels: int = 3
 
     def display(self, img: Image.Image) -> Tensor:
         """The pixels the model sees, (3, S, S) in [0, 1]: maps are aligned to this."""
         return images.to_tensor(images.resize_and_crop(img, self.resize_size, self.input_size))
 
     def normalize(self, x: Tensor) -> Tensor:
+        """(..., 3, H, W) pictures in [0, 1] → (..., channels, H, W) model input."""
+        if self.channels == 1 and x.shape[-3] == 3:
+            x = images.luminance(x)
         return images.normalize(x, self.mean, self.std)
 
     def denormalize(self, x: Tensor) -> Tensor:
-        return images.denormalize(x, self.mean, self.std)
+        """(..., channels, H, W) model input → (..., 3, H, W) pictures (grey for a one-channel model)."""
+        y = images.denormalize(x, self.mean, self.std)
+        return y.expand(*y.shape[:-3], 3, *y.shape[-2:]) if y.shape[-3] == 1 else y
 
 
 @dataclass(frozen=True)
@@ -124,7 +137,30 @@ REGISTRY: dict[str, ModelSpec] = {
         _googlenet_keys,
     ),
 }
-assert tuple(REGISTRY) == MODEL_NAMES, "schema.MODEL_NAMES and the registry must list the same models"
+
+
+def model_names() -> tuple[str, ...]:
+    """Every model a request may name: the built-in zoo, then the registered models (available or not)."""
+    from convlens import zoo
+
+    return (*REGISTRY, *(e.name for e in zoo.list_models() if e.name not in REGISTRY))
+
+
+def model_version(name: str) -> str:
+    """"" for a built-in model; for a registered one a key that changes whenever its folder's files change
+    (a server's model cache compares it on every request, so an edited model is reloaded)."""
+    if name in REGISTRY:
+        return ""
+    from convlens import zoo
+
+    try:
+        return zoo.cache_key(zoo.locate(name)[0])
+    except zoo.ManifestError:
+        raise unknown_model(name) from None
+
+
+def unknown_model(name: str) -> SchemaError:
+    return SchemaError("model", f"unknown model {name!r}; known: {', '.join(model_names())}")
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -146,7 +182,15 @@ def weights_search_paths(name: str) -> list[Path]:
 
 
 def find_weights(name: str) -> Path | None:
-    """The first existing weights file of ``name``, or None."""
+    """The first existing weights file of ``name`` (a registered model's own file), or None."""
+    if name not in REGISTRY:
+        from convlens import zoo
+
+        try:
+            folder, _root = zoo.locate(name)
+            return folder / zoo.parse_manifest(folder, name).weights.file
+        except zoo.ManifestError:
+            return None
     return next((p for p in weights_search_paths(name) if p.is_file()), None)
 
 
@@ -172,6 +216,8 @@ class LoadedModel:
     classes: tuple[str, ...]
     preprocessing: Preprocessing
     weights: WeightsKind
+    defaults: Mapping[str, str] = field(default_factory=dict)  # registered models: a manifest's layer choices
+    card: Any = None  # registered models: their convlens.zoo.ModelCard
 
     @property
     def device(self) -> torch.device:
@@ -179,16 +225,18 @@ class LoadedModel:
 
     @cached_property
     def layers(self) -> list[LayerInfo]:
-        return layer_catalogue(self.net, self.preprocessing.input_size)
+        if self.card is not None and self.card.layers:
+            return list(self.card.layers)  # computed by the model's check, from the same probe
+        return layer_catalogue(self.net, self.preprocessing.input_size, self.preprocessing.channels)
 
     @cached_property
     def default_cam_layer(self) -> str:
-        return default_cam_layer(self.net, self.layers)
+        return self.defaults.get("last_spatial") or default_cam_layer(self.net, self.layers)
 
     @cached_property
     def code_layer(self) -> str:
         """The layer before the classifier (CNN codes); see :func:`convlens.receptive_field.default_code_layer`."""
-        return default_code_layer(self.net, self.layers)
+        return self.defaults.get("code") or default_code_layer(self.net, self.layers)
 
     @cached_property
     def first_conv_layer(self) -> str:
@@ -259,9 +307,11 @@ def load_model(
 
     ``device`` defaults to the CPU; servers pass the device of their context.
     """
-    spec = get_spec(name)
     if weights not in ("pretrained", "random"):
         raise ValueError(f"weights must be 'pretrained' or 'random', got {weights!r}")
+    if name not in REGISTRY:
+        return _load_registered(name, weights, torch.device(device) if device is not None else torch.device("cpu"))
+    spec = get_spec(name)
     net = spec.build()
     if weights == "pretrained":
         net.load_state_dict(load_state_dict(name), strict=True)
@@ -271,6 +321,31 @@ def load_model(
     net.eval().requires_grad_(False)
     net.to(torch.device(device) if device is not None else torch.device("cpu"))
     return LoadedModel(name, net, spec.classes, spec.preprocessing, kind)
+
+
+def _load_registered(name: str, weights: WeightsChoice, device: torch.device) -> LoadedModel:
+    """A model folder (:mod:`convlens.zoo`); a refusal is a :class:`SchemaError` naming ``model`` with the reason.
+    ``weights="random"`` re-initialises every module that can (``reset_parameters``), for sanity checks."""
+    from convlens import zoo
+
+    try:
+        net, card = zoo.load(name)
+    except zoo.ManifestError as exc:
+        if exc.field == "name":
+            raise unknown_model(name) from None
+        raise SchemaError("model", f"model {name!r} is unavailable: {exc.field}: {exc.message}") from None
+    kind: WeightsKind = "registered"
+    if weights == "random":
+        torch.manual_seed(0)
+        for module in net.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
+        kind = "random"
+    net.eval().requires_grad_(False).to(device)
+    pre = Preprocessing(card.input_size, card.resize_size, tuple(card.mean), tuple(card.std), card.channels)
+    return LoadedModel(name, net, card.classes, pre, kind,
+                       defaults={"last_spatial": card.cam_layer, "code": card.code_layer}, card=card)
 
 
 def fetch_weights(name: str, directory: Path | None = None, progress: bool = True) -> Path:

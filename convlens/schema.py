@@ -16,19 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-MODEL_NAMES: tuple[str, ...] = (
-    "builtin",
-    "alexnet",
-    "vgg16",
-    "vgg19",
-    "resnet18",
-    "resnet50",
-    "resnet101",
-    "densenet121",
-    "squeezenet1_1",
-    "googlenet",
-)
-WeightsKind = Literal["imagenet", "builtin", "random"]
+MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # built-in and registered models; always fullmatch
+WeightsKind = Literal["imagenet", "builtin", "registered", "random"]
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # encoded image size accepted on the wire
 MAX_IMAGE_PIXELS = 25_000_000  # decoded width * height; larger is treated as a decompression bomb
@@ -51,6 +40,13 @@ class SchemaError(ValueError):
 
     def to_json(self) -> dict[str, str]:
         return {"error": self.message, "field": self.field}
+
+
+def check_model_name(value: str, field_name: str = "model") -> str:
+    """A model name is 1-64 of a-z 0-9 _ - (whether the model exists is the loader's question)."""
+    if not MODEL_NAME.fullmatch(value):
+        raise SchemaError(field_name, f"{value!r} is not a model name (1-64 characters of a-z, 0-9, '_', '-')")
+    return value
 
 
 @dataclass(frozen=True)
@@ -270,8 +266,7 @@ def parse_request(payload: Mapping[str, Any], inputs: tuple[str, ...] = ("image"
             taken = ", ".join((base, *[o for o in optional if o.startswith(base)]))
             raise SchemaError(str(key), f"too many {base} images: this technique takes {taken}")
     model = _optional_str("model", payload.get("model")) or "builtin"
-    if model not in MODEL_NAMES:
-        raise SchemaError("model", f"unknown model {model!r}; known: {', '.join(MODEL_NAMES)}")
+    model = check_model_name(model)
     target, target_label = _target(payload.get("target"))
     layer = _optional_str("layer", payload.get("layer"))
     params = form_text(payload.get("params"))

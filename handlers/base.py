@@ -47,12 +47,13 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from convlens import models as zoo
 from convlens import pipeline, registry
+from convlens import zoo as registered
 from convlens.images import ImageDecodeError, decode_image, encode_png
 from convlens.schema import (
-    MODEL_NAMES,
     SchemaError,
     TechniqueRequest,
     TopClass,
+    check_model_name,
     form_text,
     job_id,
     parse_request,
@@ -115,21 +116,25 @@ class Outcome:
 
 @dataclass
 class ModelCache:
-    """A bounded LRU cache of loaded models, keyed by (name, weights choice)."""
+    """A bounded LRU cache of loaded models, keyed by (name, weights choice, version); ``capacity`` (the handler's
+    ``cache_size`` or ``$CONVLENS_MODEL_CACHE_SIZE``) bounds how many distinct models a worker holds."""
 
     capacity: int
     loader: Callable[[str, str], zoo.LoadedModel]
-    _items: OrderedDict[tuple[str, str], zoo.LoadedModel] = field(default_factory=OrderedDict)
+    _items: OrderedDict[tuple[str, str, str], zoo.LoadedModel] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def get(self, name: str, weights: str) -> zoo.LoadedModel:
-        key = (name, weights)
+        """A registered model is keyed by its folder's version too: edited files are loaded afresh."""
+        key = (name, weights, zoo.model_version(name))
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
         loaded = self.loader(name, weights)
         with self._lock:
+            for stale in [k for k in self._items if k[:2] == key[:2]]:
+                del self._items[stale]
             self._items[key] = loaded
             self._items.move_to_end(key)
             while len(self._items) > self.capacity:
@@ -139,7 +144,7 @@ class ModelCache:
 
     def keys(self) -> list[tuple[str, str]]:
         with self._lock:
-            return list(self._items)
+            return [k[:2] for k in self._items]
 
     def __len__(self) -> int:
         return len(self._items)
@@ -223,7 +228,7 @@ def random_weights_models() -> tuple[str, ...]:
     if not raw:
         return DEFAULT_RANDOM_WEIGHTS_MODELS
     if raw == "all":
-        return tuple(MODEL_NAMES)
+        return zoo.model_names()
     return tuple(name.strip() for name in raw.split(",") if name.strip())
 
 
@@ -315,11 +320,14 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
         return loaded
 
     def get_model(self, name: str, weights: str) -> zoo.LoadedModel:
-        """A loaded model from the cache; missing weights become a 4xx naming ``model``."""
+        """A loaded model from the cache; an unknown or unavailable model and missing weights are a 4xx naming
+        ``model``."""
         try:
             return self.cache.get(name, weights)
         except zoo.WeightsNotFoundError as exc:
             raise RequestError(400, f"{exc}", "model") from None
+        except SchemaError as exc:  # unknown, or a registered model that fails its check: the reason
+            raise RequestError.from_schema(exc) from None
 
     # ------------------------------------------------------------------ TorchServe entry point
 
@@ -551,37 +559,28 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
         if kind not in INFO_KINDS:
             raise SchemaError("info", f"must be one of {', '.join(INFO_KINDS)}; got {kind!r}")
         if kind == "models":
-            return {"models": [self._model_row(name) for name in MODEL_NAMES],
+            return {"models": model_rows(),
                     "methods": [s.name for s in registry.of_family("attribution")],
                     "weights_choices": list(WEIGHTS_CHOICES)}
         if kind == "techniques":
             return {"techniques": [s.describe() for s in registry.registry().values()],
                     "families": dict(registry.FAMILY_DESCRIPTIONS), "endpoints": list(registry.all_endpoints())}
-        name = form_text(fields.get("model")) or "builtin"
-        if name not in MODEL_NAMES:
-            raise SchemaError("model", f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
-        spec = zoo.get_spec(str(name))
+        name = check_model_name(form_text(fields.get("model")) or "builtin")
+        if name not in zoo.REGISTRY:
+            loaded = self.get_model(name, "pretrained")  # a registered model: its card says it all
+            if kind == "classes":
+                return {"model": name, "classes": list(loaded.classes)}
+            return {**self._layers(name, loaded), "classes": list(loaded.classes)}
+        spec = zoo.get_spec(name)
         if kind == "classes":
             return {"model": name, "classes": list(spec.classes)}
-        return {**self._layers(str(name)), "classes": list(spec.classes)}
+        return {**self._layers(name), "classes": list(spec.classes)}
 
-    def _model_row(self, name: str) -> dict[str, Any]:
-        spec = zoo.get_spec(name)
-        found = zoo.find_weights(name)
-        kind = "missing" if found is None else ("builtin" if spec.tv_weights is None else "imagenet")
-        hint = None
-        if found is None:
-            hint = ("retrain it with `convlens builtin train`" if spec.tv_weights is None else
-                    f"fetch it with `convlens weights fetch {name}` (or `make weights`) on a machine with internet")
-        return {"name": name, "description": spec.description, "weights": kind,
-                "num_classes": len(spec.classes), "input_size": spec.preprocessing.input_size,
-                "fetch_hint": hint}
-
-    def _layers(self, name: str) -> dict[str, Any]:
+    def _layers(self, name: str, loaded: zoo.LoadedModel | None = None) -> dict[str, Any]:
         """The layer catalogue does not depend on the weights: computed once from a random-weights build."""
-        if name not in self._layers_info:
+        if loaded is not None or name not in self._layers_info:
             cached = next((self.cache.get(n, w) for n, w in self.cache.keys() if n == name), None)
-            loaded = cached or zoo.load_model(name, weights="random")
+            loaded = loaded or cached or zoo.load_model(name, weights="random")
             self._layers_info[name] = {
                 "model": name,
                 "input_size": loaded.preprocessing.input_size,
@@ -593,6 +592,35 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
                            for row in loaded.layers],
             }
         return self._layers_info[name]
+
+
+def model_rows() -> list[dict[str, Any]]:
+    """The info API's model list: the built-in zoo (weights found or not), then every registered model with its
+    card, or ``status: unavailable`` and the reason."""
+    rows = [builtin_model_row(name) for name in zoo.REGISTRY]
+    for entry in registered.list_models():
+        if entry.name in zoo.REGISTRY:
+            continue
+        card = entry.card
+        rows.append({"name": entry.name, "description": card.description if card else "", "weights": "registered",
+                     "status": entry.status, "reason": entry.reason,
+                     "num_classes": len(card.classes) if card else None,
+                     "input_size": card.input_size if card else None,
+                     "card": card.to_json() if card else None, "fetch_hint": None})
+    return rows
+
+
+def builtin_model_row(name: str) -> dict[str, Any]:
+    spec = zoo.get_spec(name)
+    found = zoo.find_weights(name)
+    kind = "missing" if found is None else ("builtin" if spec.tv_weights is None else "imagenet")
+    hint = None
+    if found is None:
+        hint = ("retrain it with `convlens builtin train`" if spec.tv_weights is None else
+                f"fetch it with `convlens weights fetch {name}` (or `make weights`) on a machine with internet")
+    return {"name": name, "description": spec.description, "weights": kind, "status": "available",
+            "num_classes": len(spec.classes), "input_size": spec.preprocessing.input_size,
+            "fetch_hint": hint}
 
 
 def cancel(fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -153,8 +153,6 @@ def cmd_top_patches(args: argparse.Namespace) -> int:
 
 
 def add_corpus_commands(sub: Any) -> None:
-    from convlens.schema import MODEL_NAMES
-
     dataset = sub.add_parser("dataset", help="datasets under $CONVLENS_DATA_DIR").add_subparsers(
         dest="action", required=True)
     dataset.add_parser("list", help="every dataset").set_defaults(func=cmd_dataset)
@@ -176,7 +174,7 @@ def add_corpus_commands(sub: Any) -> None:
 
     def model_args(p: Any) -> None:
         p.add_argument("dataset")
-        p.add_argument("--model", choices=MODEL_NAMES, default="builtin")
+        p.add_argument("--model", default="builtin", help="a built-in or registered model (convlens models)")
         p.add_argument("--layer")
         p.add_argument("--random", action="store_true", help="random weights, explicitly")
 

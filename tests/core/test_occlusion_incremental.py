@@ -251,8 +251,11 @@ def test_reduced_precision_rounds_the_change_not_the_activation() -> None:
             autocast = net(copies).float()
     change = exact - clean
     assert reduced.dtype == torch.float32 and change.abs().max() > 1e-3
-    for ours in (reduced, whole):  # within 1 % of each window's change
-        torch.testing.assert_close(ours - clean, change, rtol=0, atol=float(change.abs().max()) * 1e-2)
+    # two convolutions hold the change in bfloat16, each rounding its input and its weights once: at most four
+    # roundings of bfloat16's unit 2^-8 relative to the change, whatever kernels the CPU runs them with
+    bf16_unit = torch.finfo(torch.bfloat16).eps / 2
+    for ours in (reduced, whole):
+        torch.testing.assert_close(ours - clean, change, rtol=0, atol=4 * bf16_unit * float(change.abs().max()))
     assert float((autocast - exact).abs().max()) > float(change.abs().max())  # what a bfloat16 forward does
 
 

@@ -48,7 +48,8 @@ def test_defaults_and_data_urls() -> None:
         ({"image": "@@not base64@@"}, "image"),
         ({"image": 12}, "image"),
         ({"image": ""}, "image"),
-        ({"image": b"x", "model": "resnet9000"}, "model"),
+        ({"image": b"x", "model": "ResNet 9000"}, "model"),  # not a name (an unknown name: the loader's 4xx)
+        ({"image": b"x", "model": "digits\n"}, "model"),
         ({"image": b"x", "model": 3}, "model"),
         ({"image": b"x", "target": " three"}, "target"),
         ({"image": b"x", "target": "٣"}, "target"),

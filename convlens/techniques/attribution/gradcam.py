@@ -21,15 +21,15 @@ from convlens.results import Attribution, Progress
 from convlens.schema import SchemaError
 from convlens.techniques.attribution.common import Target, check_input, model_device, resolve_target, unit_scale
 
-_DEFAULT_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[int, str]] = weakref.WeakKeyDictionary()
+_DEFAULT_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, int], str]] = weakref.WeakKeyDictionary()
 
 
-def cam_layer(model: nn.Module, input_size: int) -> str:
-    """The default Grad-CAM layer of ``model`` (cached per model and input size)."""
+def cam_layer(model: nn.Module, input_size: int, in_channels: int = 3) -> str:
+    """The default Grad-CAM layer of ``model`` (cached per model, input size and channel count)."""
     per_size = _DEFAULT_LAYERS.setdefault(model, {})
-    if input_size not in per_size:
-        per_size[input_size] = default_cam_layer(model, layer_catalogue(model, input_size))
-    return per_size[input_size]
+    if (input_size, in_channels) not in per_size:
+        per_size[input_size, in_channels] = default_cam_layer(model, layer_catalogue(model, input_size, in_channels))
+    return per_size[input_size, in_channels]
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class GradCam:
         progress: Progress | None = None, to_input: Normalizer | None = None,
     ) -> Attribution:
         check_input(x)
-        layer = params.layer or cam_layer(model, x.shape[-1])
+        layer = params.layer or cam_layer(model, x.shape[-1], x.shape[1])
         with torch.enable_grad(), capture(model, [layer], grad_root=True) as cap:
             logits = model(x.detach().to(model_device(model)))
             acts = cap[layer]
