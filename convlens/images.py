@@ -99,8 +99,10 @@ def to_tensor(img: Image.Image) -> Tensor:
 
 
 def to_pil(image: Tensor) -> Image.Image:
-    """Tensor (3, H, W) or (H, W) in [0, 1] → ``PIL.Image`` (RGB or L)."""
+    """Tensor (3, H, W), (1, H, W) or (H, W) in [0, 1] → ``PIL.Image`` (RGB or L)."""
     arr = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    if arr.ndim == 3 and arr.shape[0] == 1:  # a one-channel model's input-space picture
+        arr = arr[0]
     if arr.ndim == 3:
         return Image.fromarray(arr.permute(1, 2, 0).numpy(), "RGB")
     if arr.ndim == 2:

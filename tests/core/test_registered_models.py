@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from convlens import registry, zoo
+from convlens import images, registry, zoo
 from convlens.hooks import count_hooks
 from convlens.models import LoadedModel, load_model, model_names
 from convlens.pipeline import run
@@ -85,8 +85,8 @@ def test_every_technique_runs_on_a_registered_model(name: str, model: str, loade
     lm = loaded[model]
     spec = registry.get(name)
     state = {k: v.clone() for k, v in lm.net.state_dict().items()}
-    images = [{k: Image.new("RGB", (50, 44), (30 * i, 90, 200)) for k in spec.inputs} for i in range(2)]
-    outputs = run(lm, name, images, targets=[1, 2], params=quick_params(spec))
+    inputs = [{k: Image.new("RGB", (50, 44), (30 * i, 90, 200)) for k in spec.inputs} for i in range(2)]
+    outputs = run(lm, name, inputs, targets=[1, 2], params=quick_params(spec))
     assert len(outputs) == 2
     for out in outputs:
         assert out.technique == name and out.weights == "registered"
@@ -94,6 +94,7 @@ def test_every_technique_runs_on_a_registered_model(name: str, model: str, loade
         for picture in out.images.values():
             assert torch.isfinite(picture).all() and 0 <= float(picture.min()) and float(picture.max()) <= 1
             assert picture.ndim == 2 or picture.shape[-3] in (1, 3)
+            assert images.encode_png(picture)[:4] == b"\x89PNG"  # what the server sends
         if spec.family == "attribution":
             side = lm.preprocessing.input_size
             assert out.images["map"].shape[-2:] == (side, side)
