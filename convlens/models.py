@@ -14,6 +14,7 @@ reports ``weights == "random"``.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -321,6 +322,30 @@ def load_model(
     net.eval().requires_grad_(False)
     net.to(torch.device(device) if device is not None else torch.device("cpu"))
     return LoadedModel(name, net, spec.classes, spec.preprocessing, kind)
+
+
+@functools.lru_cache(maxsize=None)
+def builtin_card(name: str) -> dict[str, Any]:
+    """A built-in model's card like a registered model's: architecture, classes, preprocessing, parameter and
+    layer counts (from a build on the ``meta`` device: shapes only, no memory, ~1 s for ResNet-50, once)."""
+    spec = get_spec(name)
+    with torch.device("meta"):
+        net = spec.build()
+    pre = spec.preprocessing
+    return {"name": name, "description": spec.description, "kind": "builtin" if spec.tv_weights is None else
+            "torchvision", "source": "convlens:builtin" if spec.tv_weights is None else f"torchvision:{name}",
+            "classes": list(spec.classes), "input_size": pre.input_size, "resize_size": pre.resize_size,
+            "channels": 3, "mean": list(pre.mean), "std": list(pre.std),
+            "parameters": sum(p.numel() for p in net.parameters()), "weights_file": spec.weights_file,
+            "layer_count": len(layer_catalogue(net, pre.input_size))}
+
+
+def weights_sha256(name: str) -> str | None:
+    """SHA-256 of the weights file a built-in model would load (None: not on this machine); memoised."""
+    from convlens.zoo.weights import sha256_file
+
+    path = find_weights(name)
+    return None if path is None else sha256_file(path)
 
 
 def _load_registered(name: str, weights: WeightsChoice, device: torch.device) -> LoadedModel:

@@ -618,9 +618,10 @@ def builtin_model_row(name: str) -> dict[str, Any]:
     if found is None:
         hint = ("retrain it with `convlens builtin train`" if spec.tv_weights is None else
                 f"fetch it with `convlens weights fetch {name}` (or `make weights`) on a machine with internet")
+    card = {**zoo.builtin_card(name), "weights_sha256": None if found is None else zoo.weights_sha256(name)}
     return {"name": name, "description": spec.description, "weights": kind, "status": "available",
             "num_classes": len(spec.classes), "input_size": spec.preprocessing.input_size,
-            "fetch_hint": hint}
+            "fetch_hint": hint, "card": card}
 
 
 def cancel(fields: Mapping[str, Any]) -> dict[str, Any]:

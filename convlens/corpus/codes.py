@@ -39,33 +39,16 @@ from convlens import hooks
 from convlens.corpus.datasets import Dataset, data_dir
 from convlens.images import resize_and_crop
 from convlens.models import LoadedModel, find_weights
+from convlens.zoo.weights import sha256_file
 
 Pool = Literal["avg", "max"]
 Progress = Callable[[int, int], None]
-_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
-_LOCK = threading.Lock()
 
 
 def cache_dir(kind: str) -> Path:
     path = data_dir() / ".cache" / kind
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file, memoised by (path, size, mtime)."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    with _LOCK:
-        if key in _FILE_DIGESTS:
-            return _FILE_DIGESTS[key]
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    with _LOCK:
-        _FILE_DIGESTS[key] = digest.hexdigest()
-    return _FILE_DIGESTS[key]
 
 
 def weights_digest(loaded: LoadedModel) -> str:
@@ -75,7 +58,7 @@ def weights_digest(loaded: LoadedModel) -> str:
         return str(cached)
     path = find_weights(loaded.name) if loaded.weights != "random" else None
     if path is not None:
-        digest = file_digest(path)
+        digest = sha256_file(path)
     else:
         h = hashlib.sha256()
         for name, tensor in sorted(loaded.net.state_dict().items()):

@@ -20,9 +20,17 @@ from convlens.zoo.manifest import MAX_WEIGHTS_BYTES, ManifestError, WeightsSpec
 _SHOWN = 3  # keys quoted per kind of mismatch
 
 
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
 def sha256_file(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    """SHA-256 of a file, memoised by (resolved path, size, mtime): weights files are hashed once a process."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        with path.open("rb") as f:
+            _DIGESTS[key] = hashlib.file_digest(f, "sha256").hexdigest()
+    return _DIGESTS[key]
 
 
 def _brief(exc: BaseException) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from convlens.builtin.dataset import CLASSES
-from convlens.models import REGISTRY
+from convlens.models import REGISTRY, find_weights, load_model
 from convlens.schema import AttributionResponse
 from tests.handlers.conftest import call, form_row, json_row, png_bytes
 
@@ -45,6 +47,11 @@ def test_info_models(classify_handler) -> None:  # type: ignore[no-untyped-def]
     assert tuple(rows)[:len(REGISTRY)] == tuple(REGISTRY)
     assert rows["builtin"]["weights"] == "builtin" and rows["builtin"]["num_classes"] == 10
     assert rows["builtin"]["input_size"] == 64 and rows["builtin"]["fetch_hint"] is None
+    builtin, card = load_model("builtin"), rows["builtin"]["card"]
+    assert card["parameters"] == sum(p.numel() for p in builtin.net.parameters())  # the meta build counts right
+    assert card["layer_count"] == len(builtin.layers) and card["channels"] == 3
+    assert card["weights_sha256"] == hashlib.sha256(find_weights("builtin").read_bytes()).hexdigest()
+    assert rows["resnet50"]["card"]["parameters"] == 25_557_032 and rows["resnet50"]["card"]["weights_sha256"] is None
     assert rows["resnet50"] == {**rows["resnet50"], "weights": "missing", "num_classes": 1000, "input_size": 224}
     assert "convlens weights fetch resnet50" in rows["resnet50"]["fetch_hint"]
     assert body["methods"] == ["vanilla", "guided", "gradcam", "occlusion"]
