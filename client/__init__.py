@@ -4,6 +4,17 @@
 ``convlens.schema`` from the core (standard library, no torch), so it is cheap to import.
 """
 
-from client.http import ApiError, ApiStatus, ConvLensClient, LayerCatalogue, LayerRow, ModelInfo, TechniqueInfo
+from client.http import (
+    ApiError,
+    ApiStatus,
+    ConvLensClient,
+    LayerCatalogue,
+    LayerRow,
+    ModelEntry,
+    ModelFiles,
+    ModelInfo,
+    TechniqueInfo,
+)
 
-__all__ = ["ApiError", "ApiStatus", "ConvLensClient", "LayerCatalogue", "LayerRow", "ModelInfo", "TechniqueInfo"]
+__all__ = ["ApiError", "ApiStatus", "ConvLensClient", "LayerCatalogue", "LayerRow", "ModelEntry", "ModelFiles",
+           "ModelInfo", "TechniqueInfo"]

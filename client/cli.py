@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,13 +39,14 @@ def _server_info_lines(info: Any) -> list[str]:
 
 
 def cmd_serve_start(args: argparse.Namespace) -> int:
-    from serve.server import Ports, ServerError, start
+    from serve.server import MODEL_UPLOAD_ENV, Ports, ServerError, local_dev_env, start
 
     try:
         ports = Ports.resolve(inference=args.inference_port, management=args.management_port,
                               metrics=args.metrics_port, grpc_inference=args.grpc_inference_port,
                               grpc_management=args.grpc_management_port)
-        info = start(args.run_dir, ports, rebuild=args.rebuild, timeout=args.timeout,
+        dev = local_dev_env()  # local development: e.g. models may be added over the API
+        info = start(args.run_dir, ports, rebuild=args.rebuild, timeout=args.timeout, env=dev,
                      log=lambda line: print(f"archive {line}", file=sys.stderr))
     except ServerError as exc:
         print(f"convlens: error: {exc}", file=sys.stderr)
@@ -52,6 +54,10 @@ def cmd_serve_start(args: argparse.Namespace) -> int:
     print(f"TorchServe {'is ' + info.detail if info.detail.startswith('already') else 'started'} "
           f"(pid {info.pid}, run directory {info.run_dir})")
     print("\n".join(_server_info_lines(info)))
+    upload = {**os.environ, **dev}.get(MODEL_UPLOAD_ENV, "")
+    if not info.detail.startswith("already"):
+        print(f"model upload:   {'on' if upload.strip().lower() in ('1', 'true') else 'off'} over the API "
+              f"({MODEL_UPLOAD_ENV}={upload!r}; docs/models.md)")
     print("stop it with: convlens serve stop")
     return 0
 

@@ -12,7 +12,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ RETRY_STATUSES = (503, 507)  # a worker died or is restarting: TorchServe recove
 RETRY_DELAY_S = 3.0
 DATASET_TIMEOUT_S = 900.0  # the dataset endpoint's responseTimeout (serve/model-config/dataset.yaml)
 INFO_ENDPOINT = "classify"  # where the info API ({"info": "models" | "layers" | "classes"}) is answered
+MODEL_FILES = "model_files"  # the dataset endpoint's technique that lists, adds and removes models
 _REPO = Path(__file__).resolve().parents[1]
 DEFAULT_KEY_FILE = _REPO / "serve" / "run" / "key_file.json"  # written by TorchServe (`convlens serve start`)
 
@@ -81,12 +82,65 @@ def read_token(key_file: str | Path | None = None) -> str | None:
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """A model of the info API (``{"info": "models"}``): a built-in one, or one of the models directory."""
+
     name: str
     description: str
-    weights: str  # "builtin", "imagenet" or "missing"
-    num_classes: int
-    input_size: int
+    weights: str  # "builtin", "imagenet" or "missing"; "registered" for a model of the models directory
+    num_classes: int | None  # None: a registered model that is unavailable
+    input_size: int | None
     fetch_hint: str | None = None
+    status: str = "available"  # "unavailable": a registered model that fails its check (``reason`` says why)
+    reason: str | None = None
+    card: dict[str, Any] | None = None  # registered models: architecture, classes, weights SHA-256, ...
+
+    @property
+    def available(self) -> bool:
+        return self.status == "available"
+
+    @classmethod
+    def from_json(cls, m: Mapping[str, Any]) -> ModelInfo:
+        def number(key: str) -> int | None:
+            return None if m.get(key) is None else int(m[key])
+
+        return cls(m["name"], m.get("description") or "", m["weights"], number("num_classes"), number("input_size"),
+                   m.get("fetch_hint"), m.get("status", "available"), m.get("reason"), m.get("card"))
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model of the server's models directory: its ``card`` (JSON) when it checks, else ``reason``
+    (``"field: message"``)."""
+
+    name: str
+    status: str
+    reason: str | None = None
+    card: dict[str, Any] | None = None
+    removable: bool = True  # False for the models shipped with ConvLens
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ModelEntry:
+        return cls(data["name"], data["status"], data.get("reason"), data.get("card"),
+                   bool(data.get("removable", True)))
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """:meth:`ConvLensClient.models_list`: the models directory, and whether the operator lets clients add and
+    remove models (``CONVLENS_MODEL_UPLOAD`` on the server)."""
+
+    models: list[ModelEntry]
+    upload_enabled: bool
+
+
+def weights_format(filename: str) -> str:
+    """The ``weights_format`` of a weights file: ``safetensors`` or ``pt`` (``.pt``/``.pth``)."""
+    suffix = Path(filename).suffix.lower()
+    if suffix == ".safetensors":
+        return "safetensors"
+    if suffix in (".pt", ".pth"):
+        return "pt"
+    raise ValueError(f"a weights file ends in .safetensors, .pt or .pth, got {filename!r}")
 
 
 @dataclass(frozen=True)
@@ -316,10 +370,60 @@ class ConvLensClient:
         return CorpusResponse.from_json(self.post("dataset", body, timeout=max(self.timeout, DATASET_TIMEOUT_S)))
 
     def models(self) -> list[ModelInfo]:
-        """Every model the server knows, with the weights it would use ("missing" if not installed)."""
+        """Every model the server knows, with the weights it would use ("missing" if not installed, "registered"
+        for the models directory's, with their card or the reason they are unavailable)."""
         data = self.post(INFO_ENDPOINT, {"info": "models"})
-        return [ModelInfo(m["name"], m["description"], m["weights"], int(m["num_classes"]), int(m["input_size"]),
-                          m.get("fetch_hint")) for m in data["models"]]
+        return [ModelInfo.from_json(m) for m in data["models"]]
+
+    # Your own models (the models directory; see docs/models.md). Adding and removing need the operator's
+    # CONVLENS_MODEL_UPLOAD=1; otherwise the server refuses them naming ``params.action``.
+
+    def models_list(self) -> ModelFiles:
+        """The models of the server's models directory (available or not), and whether upload is on."""
+        response = self.dataset(MODEL_FILES, params={"action": "list"})
+        return ModelFiles([ModelEntry.from_json(row) for row in response.items],
+                          bool(response.scalars.get("upload_enabled")))
+
+    def model_add(
+        self,
+        name: str,
+        source: str,
+        weights: bytes,
+        classes: Sequence[str] | str,
+        *,
+        weights_format: str = "safetensors",
+        input_size: int | None = None,
+        resize_size: int | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        channels: int | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        description: str = "",
+        key: str | None = None,
+        strip_prefix: Sequence[str] = (),
+        cam_layer: str | None = None,
+        code_layer: str | None = None,
+    ) -> dict[str, Any]:
+        """Add a model: ``source`` ``torchvision:NAME`` or ``timm:NAME``, ``weights`` the bytes of a .safetensors
+        file (or, with ``weights_format="pt"``, a .pt/.pth state dict), ``classes`` a list of names or one name a
+        line. The server checks it as ``convlens model add`` does and answers with its card (JSON); a refusal is
+        an :class:`ApiError` naming the parameter (``params.weights``, ``params.source``, ...)."""
+        params: dict[str, Any] = {
+            "action": "add", "name": name, "source": source, "weights": _b64(weights), "weights_format": weights_format,
+            "classes": classes if isinstance(classes, str) else "\n".join(classes), "description": description,
+        }
+        optional = {"input_size": input_size, "resize_size": resize_size, "channels": channels, "key": key,
+                    "mean": None if mean is None else list(mean), "std": None if std is None else list(std),
+                    "kwargs": dict(kwargs) if kwargs else None, "strip_prefix": list(strip_prefix) or None,
+                    "cam_layer": cam_layer, "code_layer": code_layer}
+        params.update({k: v for k, v in optional.items() if v is not None})
+        return dict(self.dataset(MODEL_FILES, params=params).items[0])
+
+    def model_remove(self, name: str) -> ModelFiles:
+        """Remove a model of the models directory; the directory as it is afterwards."""
+        response = self.dataset(MODEL_FILES, params={"action": "remove", "name": name})
+        return ModelFiles([ModelEntry.from_json(row) for row in response.items],
+                          bool(response.scalars.get("upload_enabled")))
 
     def layers(self, model: str) -> LayerCatalogue:
         """A model's layer catalogue and class names."""

@@ -324,7 +324,7 @@ def load_model(
     return LoadedModel(name, net, spec.classes, spec.preprocessing, kind)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def builtin_card(name: str) -> dict[str, Any]:
     """A built-in model's card like a registered model's: architecture, classes, preprocessing, parameter and
     layer counts (from a build on the ``meta`` device: shapes only, no memory, ~1 s for ResNet-50, once)."""

@@ -132,7 +132,7 @@ def _coerce_tuple(name: str, value: Any, hint: Any) -> tuple[Any, ...]:
         value = [v.strip() for v in value.split(",") if v.strip()]
         value = [_number(name, v) for v in value]
     if not isinstance(value, (list, tuple)) or not value or len(value) > 64:
-        raise SchemaError(name, f"expected a list of 1 to 64 {item.__name__} values, got {value!r}")
+        raise SchemaError(name, f"expected a list of 1 to 64 {_describe(item)} values, got {value!r}")
     return tuple(_coerce(name, v, item) for v in value)
 
 
@@ -146,7 +146,7 @@ def _coerce_mapping(name: str, value: Any, hint: Any) -> dict[str, Any]:
             raise SchemaError(name, f"expected a JSON object, got {value!r}") from None
     if not isinstance(value, Mapping) or not value or len(value) > 64 or \
             not all(isinstance(k, str) for k in value):
-        raise SchemaError(name, f"expected an object of 1 to 64 named {item.__name__} values, got {value!r}")
+        raise SchemaError(name, f"expected an object of 1 to 64 named {_describe(item)} values, got {value!r}")
     return {k: _coerce(f"{name}.{k}", v, item) for k, v in value.items()}
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import streamlit as st
 
-from client.http import ApiError, ApiStatus, ConvLensClient, LayerCatalogue, ModelInfo, TechniqueInfo
+from client.http import ApiError, ApiStatus, ConvLensClient, LayerCatalogue, ModelFiles, ModelInfo, TechniqueInfo
 from convlens.schema import AttributionResponse, CorpusResponse, GridsResponse
 
 SAMPLES_DIR = Path(__file__).with_name("samples")
@@ -45,6 +45,31 @@ def _models(_client: Any, key: str) -> list[ModelInfo]:
 def models() -> list[ModelInfo]:
     client = get_client()
     return _models(client, f"{id(client)}")
+
+
+@st.cache_data(ttl=15, max_entries=4, show_spinner=False)
+def _model_files(_client: Any, key: str) -> ModelFiles:
+    return _client.models_list()
+
+
+def model_files() -> ModelFiles:
+    """The server's models directory and whether it takes uploads (``CONVLENS_MODEL_UPLOAD``), cached for 15 s."""
+    client = get_client()
+    return _model_files(client, f"{id(client)}")
+
+
+def add_model(name: str, source: str, weights: bytes, classes: list[str] | str, **fields: Any) -> dict[str, Any]:
+    """Add a model on the server (checked there like ``convlens model add``); its card. Every cached answer is
+    dropped: the model list changed, and a model of the same name may have been replaced."""
+    card = get_client().model_add(name, source, weights, classes, **fields)
+    st.cache_data.clear()
+    return dict(card)
+
+
+def remove_model(name: str) -> None:
+    """Remove a model of the server's models directory; every cached answer is dropped (see :func:`add_model`)."""
+    get_client().model_remove(name)
+    st.cache_data.clear()
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -148,5 +173,6 @@ def samples(collection: str = "") -> dict[str, Path]:
     return {p.stem.replace("_", " "): p for p in sorted(folder.glob("*.png"))}
 
 
-__all__ = ["ApiError", "api_status", "call", "change_datasets", "corpus", "dataset", "datasets", "get_client",
-           "grids", "layers", "models", "samples", "selected_model", "techniques"]
+__all__ = ["ApiError", "add_model", "api_status", "call", "change_datasets", "corpus", "dataset", "datasets",
+           "get_client", "grids", "layers", "model_files", "models", "remove_model", "samples", "selected_model",
+           "techniques"]

@@ -1,7 +1,8 @@
 """ConvLens dashboard entry point: ``streamlit run dashboard/streamlit_app.py``.
 
-The sidebar holds the model picker (with the weights each model would use) and the
-API status; pages live in ``dashboard/app_pages/``.
+The sidebar holds the model picker (every model that loads, with a badge for its weights: built-in, ImageNet,
+yours, random; unavailable models listed with the reason) and the API status; pages live in
+``dashboard/app_pages/``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run` 
 
 from client.http import ApiError  # noqa: E402
 from dashboard import state  # noqa: E402
-
-WEIGHT_BADGES = {"builtin": "built-in weights", "imagenet": "ImageNet weights", "missing": "weights missing"}
+from dashboard.widgets import model_badge  # noqa: E402  (its WEIGHT_BADGES: built-in, ImageNet, yours, random)
 
 
 def sidebar() -> None:
@@ -34,19 +34,29 @@ def sidebar() -> None:
         except ApiError as exc:
             st.caption(f"Model list unavailable: {exc.message}")
             return
-        names = [m.name for m in models]
-        info = {m.name: m for m in models}
+        usable = [m for m in models if m.available]  # an unavailable model cannot be chosen: it cannot be loaded
+        names = [m.name for m in usable]
+        info = {m.name: m for m in usable}
+        if not names:
+            st.warning("The server offers no model that loads.")
+            return
         current = state.selected_model()
+        if st.session_state.get("model") not in (None, *names):  # removed, or unavailable since it was chosen
+            del st.session_state["model"]
         st.selectbox(
             "Model", names, index=names.index(current) if current in names else 0, key="model",
-            format_func=lambda n: f"{n} — {WEIGHT_BADGES.get(info[n].weights, info[n].weights)}",
+            format_func=lambda n: f"{n} — {model_badge(info[n])[0]}",
         )
         chosen = info[st.session_state["model"]]
         if chosen.weights == "missing":
             st.warning(f"{chosen.name}: pretrained weights are not installed on the server; "
                        f"{chosen.fetch_hint or 'fetch them first'}.")
         else:
-            st.caption(f"{chosen.description} · {chosen.num_classes} classes · {chosen.input_size} px input")
+            facts = [chosen.description, f"{chosen.num_classes} classes", f"{chosen.input_size} px input"]
+            st.caption(" · ".join(f for f in facts if f))
+        for m in models:
+            if not m.available:
+                st.caption(f":red-badge[unavailable] **{m.name}** cannot be chosen: {m.reason or 'no reason given'}")
 
 
 st.set_page_config(page_title="ConvLens", page_icon=":material/visibility:", layout="wide")
@@ -75,6 +85,9 @@ pages = {
         st.Page(str(PAGES_DIR / "embedding.py"), title="Embedding", icon=":material/scatter_plot:"),
         st.Page(str(PAGES_DIR / "neighbours.py"), title="Neighbours", icon=":material/join:"),
         st.Page(str(PAGES_DIR / "top_patches.py"), title="Top patches", icon=":material/view_module:"),
+    ],
+    "Which models are there?": [
+        st.Page(str(PAGES_DIR / "models.py"), title="Models", icon=":material/model_training:"),
     ],
 }
 st.navigation(pages, expanded=True).run()  # every page listed: there are more than ten

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
-from client.http import ApiError
+from client.http import ApiError, ModelInfo
 from dashboard import state
 from dashboard.upload import UploadError, check_upload
 
@@ -48,6 +48,20 @@ def choose_image(key: str = "", label: str = "Image", collection: str = "", inde
         return None
     name = st.selectbox("Sample", list(samples), key=f"{key}sample", index=min(index, len(samples) - 1))
     return name, samples[name].read_bytes()
+
+
+# What the model picker and the Models page say about a model's weights (the info API's ``weights``).
+WEIGHT_BADGES = {"builtin": "built-in", "imagenet": "ImageNet", "registered": "yours", "random": "random",
+                 "missing": "weights missing"}
+BADGE_COLOURS = {"builtin": "blue", "imagenet": "violet", "registered": "green", "random": "orange",
+                 "missing": "orange", "unavailable": "red"}
+
+
+def model_badge(model: ModelInfo) -> tuple[str, str]:
+    """(label, colour) of a model: its weights, or ``unavailable`` (a registered model that fails its check)."""
+    if not model.available:
+        return "unavailable", BADGE_COLOURS["unavailable"]
+    return WEIGHT_BADGES.get(model.weights, model.weights), BADGE_COLOURS.get(model.weights, "gray")
 
 
 def api_error(exc: ApiError, what: str) -> None:

@@ -47,8 +47,9 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* /usr/share/doc /usr/share/man \
     && useradd --system --uid 10001 --user-group --home-dir /var/lib/convlens --shell /usr/sbin/nologin convlens \
     && mkdir -p /var/lib/convlens/model-store /var/lib/convlens-key /var/lib/convlens-weights /var/lib/convlens-data \
+       /var/lib/convlens-models \
     && chown -R convlens:convlens /var/lib/convlens /var/lib/convlens-key /var/lib/convlens-weights \
-       /var/lib/convlens-data
+       /var/lib/convlens-data /var/lib/convlens-models
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /app /app
 COPY --from=build --chown=convlens:convlens /app/model-store /var/lib/convlens/model-store
@@ -62,12 +63,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     CONVLENS_KEY_DIR=/var/lib/convlens-key \
     TORCH_HOME=/var/lib/convlens-weights \
     CONVLENS_DATA_DIR=/var/lib/convlens-data \
+    CONVLENS_MODELS_DIR=/var/lib/convlens-models \
     CONVLENS_PORT=8080 \
     CONVLENS_WORKERS=1
 WORKDIR /var/lib/convlens
 USER 10001:10001
 EXPOSE 8080
-VOLUME ["/var/lib/convlens/model-store", "/var/lib/convlens-key", "/var/lib/convlens-weights", "/var/lib/convlens-data"]
+VOLUME ["/var/lib/convlens/model-store", "/var/lib/convlens-key", "/var/lib/convlens-weights", "/var/lib/convlens-data", \
+        "/var/lib/convlens-models"]
 HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=3 \
     CMD ["python3", "/app/deploy/healthcheck.py", "api"]
 ENTRYPOINT ["python3", "/app/deploy/entrypoint.py"]

@@ -52,6 +52,19 @@ PORT_ENV: dict[str, tuple[str, int]] = {
     "grpc_inference": ("CONVLENS_GRPC_INFERENCE_PORT", 7070),
     "grpc_management": ("CONVLENS_GRPC_MANAGEMENT_PORT", 7071),
 }
+# What `convlens serve start` (and so `make run`) adds to the environment of the server it starts, for local
+# development on 127.0.0.1; each only where the caller's environment does not set it (CONVLENS_MODEL_UPLOAD=0 keeps
+# upload off). The containers (deploy/api/entrypoint.py) call start() without it: upload stays off there unless
+# the operator sets CONVLENS_MODEL_UPLOAD=1 (docs/deployment.md).
+MODEL_UPLOAD_ENV = "CONVLENS_MODEL_UPLOAD"  # convlens.techniques.corpus.model_files reads it in the workers
+LOCAL_DEV_ENV: dict[str, str] = {MODEL_UPLOAD_ENV: "1"}  # add and remove models over the API
+
+
+def local_dev_env() -> dict[str, str]:
+    """:data:`LOCAL_DEV_ENV` less what ``os.environ`` already says (pass it to :func:`start` as ``env``)."""
+    return {name: value for name, value in LOCAL_DEV_ENV.items() if name not in os.environ}
+
+
 JAVA_MISSING = ("Java 17 or newer is required by TorchServe and was not found: install it "
                 "(Debian/Ubuntu: `apt-get install openjdk-17-jre-headless`) or set JAVA_HOME")
 
@@ -421,5 +434,5 @@ def status(run_dir: str | Path | None = None, ping: bool = True) -> ServerInfo:
     return dataclasses.replace(info, healthy=healthy, detail=detail)
 
 
-__all__ = ["Ports", "ServerError", "ServerInfo", "build_archives", "find_java", "read_key", "start", "status",
-           "stop", "write_config"]
+__all__ = ["LOCAL_DEV_ENV", "Ports", "ServerError", "ServerInfo", "build_archives", "find_java", "local_dev_env",
+           "read_key", "start", "status", "stop", "write_config"]

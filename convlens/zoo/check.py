@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from convlens.receptive_field import LayerInfo, default_cam_layer, default_code_layer, layer_catalogue
@@ -143,9 +144,10 @@ def open_model(folder: Path, *, name: str | None = None, root: Path | None = Non
     name = check_name(folder.name if name is None else name)
     resolved = contained_folder(root, folder)
     m = parse_manifest(resolved, name)
+    weights = contained_file(resolved, m.weights.file, "weights.file")
+    _fits_its_weights(m, resolved, weights)
     net = build(m.architecture, resolved)
     spec = _resolve(m, data_defaults(m.architecture, net))
-    weights = contained_file(resolved, m.weights.file, "weights.file")
     sha = sha256_file(weights)
     load_strict(net, read_state_dict(weights, m.weights))
     net.eval().requires_grad_(False)
@@ -166,6 +168,23 @@ def open_model(folder: Path, *, name: str | None = None, root: Path | None = Non
         layers=tuple(catalogue),
     )
     return net, card
+
+
+def _fits_its_weights(m: Manifest, folder: Path, weights: Path) -> None:
+    """A torchvision/timm architecture is built on the ``meta`` device first (shapes only, no memory): one whose
+    tensors need more than twice the weights file's bytes cannot match it, and is refused before it allocates
+    (a client must not make a worker build a huge network with a small upload). ``python:`` code is the
+    operator's and runs once."""
+    if m.architecture.kind == "python":
+        return
+    with torch.device("meta"):
+        probe = build(m.architecture, folder)
+    needed = sum(t.numel() * t.element_size() for t in probe.state_dict().values())
+    size = weights.stat().st_size
+    if needed > 2 * size + 2**20:
+        raise ManifestError("architecture.source", f"{m.architecture.source} holds {needed / 2**20:.1f} MiB of "
+                                                   f"weights but {weights.name!r} only {size / 2**20:.1f} MiB: "
+                                                   "they cannot match")
 
 
 def check(folder: Path, *, name: str | None = None, root: Path | None = None) -> ModelCard:

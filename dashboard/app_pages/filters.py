@@ -22,7 +22,7 @@ def page() -> None:
     except ApiError as exc:
         widgets.api_error(exc, "list the models")
         return
-    available = [m.name for m in models if m.weights != "missing"]
+    available = [m.name for m in models if m.available and m.weights != "missing"]
     missing = [m.name for m in models if m.weights == "missing"]
     current = state.selected_model()
     chosen = st.multiselect("Models", available, default=[current] if current in available else available[:1],

@@ -289,6 +289,23 @@ def test_an_unknown_architecture_suggests_close_names(models: Path, files: Path)
     assert "'resnet19'" in message and "resnet18" in message
 
 
+def test_a_huge_architecture_for_small_weights_is_refused_before_it_is_built(
+        models: Path, files: Path, neighbour: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """VGG-19 (548 MiB of weights) named with a 30 KiB file: refused from a meta-device build, never allocated."""
+    import torchvision.models as tvm_models
+
+    built: list[str] = []
+    real = tvm_models.get_model
+    monkeypatch.setattr(tvm_models, "get_model", lambda *a, **k: built.append(str(torch.empty(0).device)) or
+                        real(*a, **k))
+    weights = files / "w.safetensors"
+    save_file(tiny_net().state_dict(), weights)
+    message = refused("architecture.source", lambda: zoo.add("new", "torchvision:vgg19", weights, SEVEN,
+                                                              input_size=32, **IMAGENET), models, neighbour)
+    assert "548" in message and "cannot match" in message
+    assert built == ["meta"]  # the only build was on the meta device
+
+
 def test_wrong_num_classes_is_a_shape_mismatch(models: Path, files: Path, neighbour: dict[str, str]) -> None:
     torch.manual_seed(0)
     ten = tvm.resnet18(num_classes=10).state_dict()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +13,17 @@ import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from client.http import ApiError, ApiStatus, LayerCatalogue, LayerRow, ModelInfo, Progress, TechniqueInfo
+from client.http import (
+    ApiError,
+    ApiStatus,
+    LayerCatalogue,
+    LayerRow,
+    ModelEntry,
+    ModelFiles,
+    ModelInfo,
+    Progress,
+    TechniqueInfo,
+)
 from convlens import registry
 from convlens.schema import AttributionResponse, CorpusResponse, GridsResponse, SynthesisResponse, TopClass
 
@@ -26,6 +37,16 @@ def b64png(colour: tuple[int, int, int], mode: str = "RGB") -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+def registered_card(name: str, source: str = "torchvision:resnet18", classes: Sequence[str] = ("ok", "scratch", "dent"),
+                    input_size: int = 224) -> dict[str, Any]:
+    """A model card as the server sends it (``convlens.zoo.ModelCard.to_json``)."""
+    return {"name": name, "description": "", "source": source, "kind": source.partition(":")[0],
+            "classes": list(classes), "input_size": input_size, "resize_size": input_size, "channels": 3,
+            "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "parameters": 11_178_051,
+            "weights_file": "weights.safetensors", "weights_sha256": "ab" * 32, "layer_count": 67,
+            "cam_layer": "layer4", "code_layer": "avgpool"}
+
+
 @dataclass
 class FakeClient:
     fail: ApiError | None = None
@@ -36,10 +57,48 @@ class FakeClient:
         detail = "Healthy" if self.reachable else "unreachable: ConnectionError"
         return ApiStatus(self.reachable, self.reachable, detail)
 
+    # The models directory: registered models (see ``registered_card``), and the operator's upload switch.
+    registered: list[ModelInfo] = field(default_factory=list)
+    upload_enabled: bool = True
+
     def models(self) -> list[ModelInfo]:
         return [ModelInfo("builtin", "built-in CNN", "builtin", 10, 64),
                 ModelInfo("alexnet", "AlexNet", "imagenet", 1000, 224),
-                ModelInfo("vgg16", "VGG-16", "missing", 1000, 224, "fetch it with `convlens weights fetch vgg16`")]
+                ModelInfo("vgg16", "VGG-16", "missing", 1000, 224, "fetch it with `convlens weights fetch vgg16`"),
+                *self.registered]
+
+    def models_list(self) -> ModelFiles:
+        self.calls.append({"models_list": True})
+        return ModelFiles([ModelEntry(m.name, m.status, m.reason, m.card, removable=m.name != "digits")
+                           for m in self.registered], self.upload_enabled)
+
+    def model_add(self, name: str, source: str, weights: bytes, classes: Sequence[str] | str, *,
+                  weights_format: str = "safetensors", input_size: int | None = None, resize_size: int | None = None,
+                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None, channels: int | None = None,
+                  kwargs: Mapping[str, Any] | None = None, description: str = "", key: str | None = None,
+                  strip_prefix: Sequence[str] = (), cam_layer: str | None = None,
+                  code_layer: str | None = None) -> dict[str, Any]:
+        names = classes.splitlines() if isinstance(classes, str) else list(classes)
+        self.calls.append({"model_add": name, "source": source, "weights": weights, "classes": names,
+                           "weights_format": weights_format, "input_size": input_size, "resize_size": resize_size,
+                           "mean": mean, "std": std, "channels": channels, "kwargs": kwargs,
+                           "description": description, "key": key, "strip_prefix": list(strip_prefix)})
+        if self.fail is not None:
+            raise self.fail
+        if not self.upload_enabled:
+            raise ApiError(400, "add is refused: the operator has turned model upload off on this server",
+                           "params.action")
+        card = registered_card(name, source, names, input_size or 224)
+        self.registered.append(ModelInfo(name, description, "registered", len(names), card["input_size"],
+                                         card=card))
+        return card
+
+    def model_remove(self, name: str) -> ModelFiles:
+        self.calls.append({"model_remove": name})
+        if self.fail is not None:
+            raise self.fail
+        self.registered = [m for m in self.registered if m.name != name]
+        return self.models_list()
 
     def layers(self, model: str) -> LayerCatalogue:
         rows = [LayerRow("features.0", "Conv2d", (32, 32, 32), 7, 2, True, True),
