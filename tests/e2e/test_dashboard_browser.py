@@ -224,3 +224,22 @@ def test_fast_style_stylises_a_sample_at_once(live: str) -> None:
         assert page.locator('[data-testid="stAlert"]').filter(has_text="could not").count() == 0
         page.wait_for_timeout(500)
         page.screenshot(path=str(ROOT / "docs" / "dashboard-fast-style.png"), full_page=True)
+
+
+def test_models_page_lists_the_cards_and_a_registered_model_runs_the_attribution_page(live: str) -> None:
+    """The shipped digits model (a registered model: 1 channel, 32 px) has a card on the Models page and, picked
+    in the sidebar, drives the Attribution page like the built-in model does."""
+    with dashboard(live, 1100) as page:
+        page.get_by_role("link", name="Models").click()
+        page.get_by_text("Add a model").wait_for(timeout=60_000)
+        assert page.get_by_text("digits", exact=True).count() >= 1
+        assert page.get_by_text("9e45c187", exact=False).count() >= 1  # the digits weights' SHA-256 on its card
+        page.screenshot(path=str(ROOT / "docs" / "dashboard-models.png"), full_page=True)
+        page.locator('[data-testid="stSelectbox"]').filter(has_text="Model").first.click()
+        page.get_by_role("option").filter(has_text="digits").first.click()
+        page.get_by_role("link", name="Attribution").click()
+        page.get_by_text("Why “").first.wait_for(timeout=120_000)
+        page.locator('[data-testid="stImage"] img:visible').nth(3).wait_for(timeout=60_000)
+        assert page.get_by_text("Grad-CAM @ features.6").count() == 1  # the manifest's Grad-CAM layer
+        assert page.locator('[data-testid="stAlert"]').filter(has_text="could not").count() == 0
+        page.screenshot(path=str(ROOT / "docs" / "dashboard-attribution-digits.png"), full_page=True)
