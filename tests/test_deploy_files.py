@@ -79,14 +79,25 @@ def test_only_the_dashboard_and_the_inference_port_are_published() -> None:
 
 def test_named_volumes_and_the_shared_key() -> None:
     c = compose()
-    assert {"model-store", "api-key", "weights", "datasets"} <= set(c["volumes"])
+    assert {"model-store", "api-key", "weights", "datasets", "models"} <= set(c["volumes"])
     api_mounts = {v.split(":")[0]: v for v in c["services"]["api"]["volumes"]}
-    assert {"model-store", "api-key", "weights", "datasets"} <= set(api_mounts)
+    assert {"model-store", "api-key", "weights", "datasets", "models"} <= set(api_mounts)
     dash = c["services"]["dashboard"]
     assert [v for v in dash["volumes"] if v.startswith("api-key:")] == ["api-key:/var/lib/convlens-key:ro"]
     assert dash["environment"]["CONVLENS_KEY_FILE"] == "/var/lib/convlens-key/key_file.json"
     assert dash["environment"]["CONVLENS_URL"] == "http://api:8080", "the dashboard reaches the api by service name"
     assert dash["depends_on"]["api"]["condition"] == "service_healthy"
+
+
+def test_the_models_directory_is_a_writable_volume_and_upload_is_off() -> None:
+    """The api finds its models where the volume is mounted; operators (and, when allowed, clients) write there."""
+    api = compose()["services"]["api"]
+    models_dir = api["environment"]["CONVLENS_MODELS_DIR"]
+    assert f"models:{models_dir}" in api["volumes"], "mounted read-write where CONVLENS_MODELS_DIR points"
+    assert api["environment"]["CONVLENS_MODEL_UPLOAD"] == "${CONVLENS_MODEL_UPLOAD:-0}", "upload off by default"
+    dockerfile = DOCKERFILES["api"].read_text()
+    assert f"CONVLENS_MODELS_DIR={models_dir}" in dockerfile and f'"{models_dir}"' in dockerfile
+    assert re.search(rf"chown -R convlens:convlens[^&]*{re.escape(models_dir)}", dockerfile), "owned by the api user"
 
 
 def test_healthchecks_restart_policies_and_hardening() -> None:
@@ -220,7 +231,8 @@ def test_kubernetes_layout() -> None:
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert {("Deployment", "convlens-api"), ("Service", "convlens-api"), ("HorizontalPodAutoscaler", "convlens-api"),
             ("Deployment", "convlens-dashboard"), ("Secret", "convlens-api-key"),
-            ("PersistentVolumeClaim", "convlens-weights"), ("PersistentVolumeClaim", "convlens-datasets")} <= kinds
+            ("PersistentVolumeClaim", "convlens-weights"), ("PersistentVolumeClaim", "convlens-datasets"),
+            ("PersistentVolumeClaim", "convlens-models")} <= kinds
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     assert sorted(kustomization["resources"]) == sorted(p.name for p in K8S.glob("*.yaml")
                                                         if p.name != "kustomization.yaml")
@@ -233,7 +245,14 @@ def test_kubernetes_layout() -> None:
     env = {e["name"]: e for e in container["env"]}
     assert "CONVLENS_API_KEY_FILE" in env
     claims = {v["persistentVolumeClaim"]["claimName"] for v in api["volumes"] if "persistentVolumeClaim" in v}
-    assert claims == {"convlens-weights", "convlens-datasets"}
+    assert claims == {"convlens-weights", "convlens-datasets", "convlens-models"}
+    models = next(v["name"] for v in api["volumes"] if v.get("persistentVolumeClaim", {}).get("claimName")
+                  == "convlens-models")
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == models]
+    assert env["CONVLENS_MODELS_DIR"]["value"] == mount["mountPath"] and not mount.get("readOnly", False)
+    assert env["CONVLENS_MODEL_UPLOAD"]["value"] == "0"
+    pvc = by_name[("PersistentVolumeClaim", "convlens-models")]["spec"]
+    assert pvc["accessModes"] == ["ReadWriteMany"], "every replica serves what any of them added"
     hpa = by_name[("HorizontalPodAutoscaler", "convlens-api")]["spec"]
     assert hpa["scaleTargetRef"]["name"] == "convlens-api" and hpa["maxReplicas"] > hpa["minReplicas"]
     dash = by_name[("Deployment", "convlens-dashboard")]["spec"]["template"]["spec"]["containers"][0]

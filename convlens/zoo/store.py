@@ -7,6 +7,7 @@ leaves a half-written folder and never touches the others.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -59,33 +60,42 @@ class Entry:
 
 
 def cache_key(folder: Path) -> str:
-    """A key that changes whenever the model may have changed, cheap enough to compute on every request.
+    """A key that changes whenever the model may have changed, cheap enough to compute on every request
+    (tens of µs for a model folder: the server compares it before serving a cached model).
 
-    SHA-256 of the resolved folder path, ``model.toml``'s bytes, and the relative path, size, mtime (ns) and
+    SHA-256 of the folder's device, inode and mtime, ``model.toml``'s bytes, and the relative path, size, mtime (ns) and
     inode of every file in the folder (symlinked files followed). The weights are never read or hashed.
     """
-    resolved = Path(folder).resolve()
-    digest = hashlib.sha256(f"{resolved}\0".encode())
-    manifest = resolved / MANIFEST
+    resolved = os.fspath(folder)
     try:
-        if manifest.stat().st_size <= MAX_MANIFEST_BYTES:
-            digest.update(manifest.read_bytes())
+        st = os.stat(resolved)  # the folder a link points to: its device and inode, cheaper than realpath
+        parts: list[object] = [(st.st_dev, st.st_ino, st.st_mtime_ns)]
     except OSError:
-        digest.update(b"no manifest")
-    seen = 0
-    for dirpath, dirnames, filenames in os.walk(resolved):
-        dirnames.sort()
-        for fname in sorted(filenames):
-            path = Path(dirpath, fname)
+        parts = [resolved]
+    try:
+        with open(os.path.join(resolved, MANIFEST), "rb") as manifest:
+            parts.append(manifest.read(MAX_MANIFEST_BYTES + 1))
+    except OSError:
+        parts.append(b"no manifest")
+    pending = [(resolved, "")]
+    while pending and len(parts) < _MAX_KEY_FILES:
+        path, prefix = pending.pop()
+        try:
+            with os.scandir(path) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for entry in entries:
             try:
-                st = path.stat()
+                if entry.is_dir(follow_symlinks=False):  # a linked folder: its own stat only (no cycles)
+                    pending.append((entry.path, f"{prefix}{entry.name}/"))
+                    continue
+                st = entry.stat()
             except OSError:
                 continue
-            digest.update(f"{path.relative_to(resolved)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\n".encode())
-            seen += 1
-            if seen >= _MAX_KEY_FILES:
-                return digest.hexdigest()
-    return digest.hexdigest()
+            parts.append((prefix + entry.name, st.st_size, st.st_mtime_ns, st.st_ino))
+    parts[2:] = sorted(parts[2:], key=lambda p: p[0])  # type: ignore[index]
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
 def _remember(key: str, value: ModelCard | str) -> None:
@@ -125,7 +135,12 @@ def _folders(root: Path) -> list[Path]:
 
 def shipped_names() -> tuple[str, ...]:
     """Models that come with ConvLens (``convlens/builtin/models/``): listed first, never removed or replaced."""
-    return tuple(p.name for p in _folders(SHIPPED_DIR))
+    return _shipped(SHIPPED_DIR)
+
+
+@functools.lru_cache(maxsize=4)
+def _shipped(root: Path) -> tuple[str, ...]:  # part of the installed package: read once
+    return tuple(p.name for p in _folders(root))
 
 
 def list_models() -> list[Entry]:
