@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -141,3 +142,24 @@ def test_maps_of_the_digits_model_point_at_the_strokes(method: str, least: float
         {"layer": lm.default_cam_layer} if method == "gradcam" else {}))).map
     score = float(pointing_hits(maps, x[:, 0] > 0.25, tolerance=1).float().mean())
     assert score >= least, f"{method}: {score:.3f} of the maps' maxima on the strokes"
+
+
+@pytest.mark.parametrize("model", REGISTERED)
+def test_a_dataset_seen_through_a_registered_model(model: str, loaded: Loaded, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Codes, embedding, neighbours and top patches of a small dataset, through the registered model's own
+    preprocessing (a 1-channel model sees the images' luminance)."""
+    from convlens.corpus import datasets as store
+
+    monkeypatch.setenv(store.DATA_DIR_ENV, str(tmp_path / "data"))
+    store.builtin("set", 24)
+    lm = loaded[model]
+    [embedding] = run(lm, "embedding", [{}], params={"dataset": "set", "projection": "pca"})
+    assert embedding.layer == lm.code_layer and embedding.points is not None
+    assert np.asarray(embedding.points).shape == (24, 2) and np.isfinite(embedding.points).all()
+    [near] = run(lm, "neighbours", [{}], params={"dataset": "set", "query": 3, "k": 4, "space": "code"})
+    distances = [item["distance"] for item in near.items]
+    assert len(near.items) == 4 and 3 not in {item["index"] for item in near.items}  # the query is left out
+    assert distances == sorted(distances) and np.isfinite(distances).all()
+    [patches] = run(lm, "top_patches", [{}], params={"dataset": "set", "channel": 0, "k": 3})
+    assert patches.images and all(torch.isfinite(p).all() for p in patches.images.values())
