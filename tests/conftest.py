@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -36,3 +38,14 @@ def tiny_cnn() -> TinyCNN:
 def tiny_input() -> torch.Tensor:
     torch.manual_seed(1)
     return torch.randn(2, 3, 16, 16)
+
+
+@pytest.fixture
+def models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``$CONVLENS_MODELS_DIR`` in a fresh folder, and no shipped models: tests of the models directory itself."""
+    from convlens.zoo import MODELS_DIR_ENV, store
+
+    root = tmp_path / "models"
+    monkeypatch.setenv(MODELS_DIR_ENV, str(root))
+    monkeypatch.setattr(store, "SHIPPED_DIR", tmp_path / "shipped")
+    return root

@@ -8,16 +8,7 @@ import pytest
 from safetensors.torch import save_file
 
 from convlens.cli import main
-from convlens.zoo import store
 from tests.core.test_zoo import NET_PY, SEVEN, tiny_net
-
-
-@pytest.fixture
-def models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "models"
-    monkeypatch.setenv("CONVLENS_MODELS_DIR", str(root))
-    monkeypatch.setattr(store, "SHIPPED_DIR", tmp_path / "shipped")  # none: the shipped digits are tested elsewhere
-    return root
 
 
 @pytest.fixture

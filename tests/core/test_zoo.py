@@ -57,12 +57,7 @@ class Smuggled:
         self.payload = "anything"
 
 
-@pytest.fixture(autouse=True)
-def models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "models"
-    monkeypatch.setenv(zoo.MODELS_DIR_ENV, str(root))
-    monkeypatch.setattr(zoo.store, "SHIPPED_DIR", tmp_path / "shipped")  # none: this file tests the directory
-    return root
+pytestmark = pytest.mark.usefixtures("models")  # tests/conftest.py: a fresh models directory
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from safetensors.torch import save_file
 
 from convlens import zoo
@@ -16,13 +15,6 @@ from handlers.attribution import AttributionHandler
 from handlers.classify import ClassifyHandler
 from tests.core.test_zoo import NET_PY, SEVEN, tiny_net
 from tests.handlers.conftest import call, json_row, make_context, png_bytes
-
-
-@pytest.fixture
-def models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "models"
-    monkeypatch.setenv(zoo.MODELS_DIR_ENV, str(root))
-    return root
 
 
 def add_tiny(tmp_path: Path, name: str = "mine", classes: tuple[str, ...] = SEVEN) -> None:
