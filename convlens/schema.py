@@ -42,8 +42,10 @@ class SchemaError(ValueError):
         return {"error": self.message, "field": self.field}
 
 
-def check_model_name(value: str, field_name: str = "model") -> str:
+def check_model_name(value: object, field_name: str = "model") -> str:
     """A model name is 1-64 of a-z 0-9 _ - (whether the model exists is the loader's question)."""
+    if not isinstance(value, str):
+        raise SchemaError(field_name, f"expected a model name (a string), got {type(value).__name__}")
     if not MODEL_NAME.fullmatch(value):
         raise SchemaError(field_name, f"{value!r} is not a model name (1-64 characters of a-z, 0-9, '_', '-')")
     return value
