@@ -340,14 +340,6 @@ def builtin_card(name: str) -> dict[str, Any]:
             "layer_count": len(layer_catalogue(net, pre.input_size))}
 
 
-def weights_sha256(name: str) -> str | None:
-    """SHA-256 of the weights file a built-in model would load (None: not on this machine); memoised."""
-    from convlens.zoo.weights import sha256_file
-
-    path = find_weights(name)
-    return None if path is None else sha256_file(path)
-
-
 def _load_registered(name: str, weights: WeightsChoice, device: torch.device) -> LoadedModel:
     """A model folder (:mod:`convlens.zoo`); a refusal is a :class:`SchemaError` naming ``model`` with the reason.
     ``weights="random"`` re-initialises every module that can (``reset_parameters``), for sanity checks."""

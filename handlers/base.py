@@ -579,8 +579,8 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
     def _layers(self, name: str, loaded: zoo.LoadedModel | None = None) -> dict[str, Any]:
         """The layer catalogue does not depend on the weights: computed once from a random-weights build."""
         if loaded is not None or name not in self._layers_info:
-            cached = next((self.cache.get(n, w) for n, w in self.cache.keys() if n == name), None)
-            loaded = loaded or cached or zoo.load_model(name, weights="random")
+            loaded = loaded or next((self.cache.get(n, w) for n, w in self.cache.keys() if n == name), None) \
+                or zoo.load_model(name, weights="random")
             self._layers_info[name] = {
                 "model": name,
                 "input_size": loaded.preprocessing.input_size,
@@ -618,7 +618,7 @@ def builtin_model_row(name: str) -> dict[str, Any]:
     if found is None:
         hint = ("retrain it with `convlens builtin train`" if spec.tv_weights is None else
                 f"fetch it with `convlens weights fetch {name}` (or `make weights`) on a machine with internet")
-    card = {**zoo.builtin_card(name), "weights_sha256": None if found is None else zoo.weights_sha256(name)}
+    card = {**zoo.builtin_card(name), "weights_sha256": None if found is None else registered.sha256_file(found)}
     return {"name": name, "description": spec.description, "weights": kind, "status": "available",
             "num_classes": len(spec.classes), "input_size": spec.preprocessing.input_size,
             "fetch_hint": hint, "card": card}

@@ -52,7 +52,7 @@ def absolute_network(model: nn.Module) -> nn.Module:
             if module.bias is not None:
                 module.bias.abs_()
         elif any(True for _ in module.parameters(recurse=False)):
-            raise NotImplementedError(f"no rounding bound for {type(module).__name__}")
+            raise ValueError(f"no rounding bound is worked out for {type(module).__name__}: refusing to guess one")
     return net
 
 
@@ -85,12 +85,6 @@ def accumulation_length(model: nn.Module, x: Tensor) -> int:
         for h in handles:
             h.remove()
     return sum(lengths) + logits.shape[1]  # + the softmax's sum over classes
-
-
-def logit_error(model: nn.Module, x_abs: Tensor) -> Tensor:
-    """(N,) bound on the rounding error of any logit of ``model`` for every input dominated by ``x_abs``."""
-    with torch.no_grad():
-        return gamma(accumulation_length(model, x_abs)) * absolute_network(model)(x_abs).amax(1)
 
 
 def input_gradient_error(model: nn.Module, x: Tensor) -> Tensor:

@@ -35,10 +35,11 @@ from convlens.zoo.store import (
     shipped_names,
     show,
 )
+from convlens.zoo.weights import sha256_file
 
 __all__ = [
     "MAX_CLASSES", "MAX_CLASS_CHARS", "MAX_MANIFEST_BYTES", "MAX_WEIGHTS_BYTES", "MODELS_DIR_ENV",
     "Entry", "Manifest", "ManifestError", "ModelCard",
     "add", "cache_key", "check", "check_name", "inspect", "list_models", "load", "models_dir", "open_model",
-    "parse_manifest", "remove", "show", "locate", "shipped_names", "SHIPPED_DIR",
+    "parse_manifest", "remove", "sha256_file", "show", "locate", "shipped_names", "SHIPPED_DIR",
 ]
