@@ -39,9 +39,14 @@ TAU = 0.8
 OURS, OURS_APPROX, OURS_REDUCED, OURS_COPIES, CAPTUM_1, CAPTUM_64, NAIVE = (
     "ConvLens (incremental, exact: default)", f"ConvLens approximate τ={TAU} (guarded)",
     "ConvLens reduced precision (guarded)", "ConvLens whole copies", "Captum ppe=1", "Captum ppe=64", "naive loop")
+REFINE = 0.2
+OURS_REFINED = f"ConvLens adaptive refinement {REFINE} (guarded)"
 MODES: dict[str, dict[str, object]] = {OURS: {}, OURS_APPROX: {"approximation": TAU},
-                                       OURS_REDUCED: {"precision": "reduced"}, OURS_COPIES: {"incremental": False}}
-GUARDED = {OURS_APPROX: "approximate", OURS_REDUCED: "reduced_precision"}  # mode → scalar saying it was kept
+                                       OURS_REDUCED: {"precision": "reduced"}, OURS_REFINED: {"refinement": REFINE},
+                                       OURS_COPIES: {"incremental": False}}
+GUARDED = {OURS_APPROX: "approximate", OURS_REDUCED: "reduced_precision",
+           OURS_REFINED: "refined"}  # mode → scalar saying it was kept
+TRADE_OFF = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)  # refinement tolerances of the speed/correlation curve
 
 
 @dataclass
@@ -126,6 +131,25 @@ def naive(case: Case) -> Tensor:
     return out / count.clamp_min(1)
 
 
+def trade_off(case: Case, reference: Tensor, naive_s: float, captum_s: float) -> list[list[str]]:
+    """One row per refinement tolerance: windows run, time, speed-ups, correlation with Captum, kept."""
+    import time
+
+    from convlens.techniques.attribution.occlusion import OcclusionParams, occlusion
+
+    rows = []
+    for tol in TRADE_OFF:
+        params = OcclusionParams(window=case.window, stride=case.stride, fill="zero", refinement=tol)
+        start = time.perf_counter()
+        result = occlusion(case.net, case.x, case.target, params)
+        took = time.perf_counter() - start
+        rows.append([case.name, f"{tol:g}", f"{float(result.scalars['windows_run']):.0f} / {case.windows}",
+                     fmt_ms(took), f"{naive_s / took:.2f}×", f"{captum_s / took:.2f}×",
+                     f"{correlation(result.raw, reference):.4f}", f"{float(result.scalars['refined']):.0f}"])
+        print(rows[-1], flush=True)
+    return rows
+
+
 def correlation(a: Tensor, b: Tensor) -> float:
     return float(torch.corrcoef(torch.stack([a.flatten().float(), b.flatten().float()]))[0, 1])
 
@@ -159,8 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(THREADS)
     peak = matmul_peak()
     load = os.getloadavg()
-    print(f"matmul peak {peak:.0f} GFLOP/s, load average {load[0]:.2f}", flush=True)
-    rows, checks, kept = [], [], []
+    from bench.cpu_kernels import line as kernel_line
+
+    kernels = kernel_line()
+    print(f"matmul peak {peak:.0f} GFLOP/s, load average {load[0]:.2f}\n{kernels}", flush=True)
+    rows, checks, kept, curve = [], [], [], []
     for case in cases():
         reference = captum(case, 64)
         agreement = {**{mode: correlation(ours(case, mode), reference) for mode in MODES},
@@ -182,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         reps = 1 if args.quick else (3 if "resnet" in case.name else 7)
         stats = interleaved(methods, reps=reps, warmup=1, log=print)
         best_captum = min(stats[CAPTUM_1].median, stats[CAPTUM_64].median)
+        curve += trade_off(case, reference, stats[NAIVE].median, best_captum)
         for name, s in stats.items():
             gflops = flops[name] / s.median / 1e9
             rows.append([case.name, name, fmt_ms(s.median), f"{best_captum / s.median:.2f}×",
@@ -192,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                                                        else "")
     body = "\n".join([
         f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC with `{command}` on {info.get('cpu', '?')}, "
-        f"{THREADS} threads, torch {info.get('torch', '?')}, captum {info.get('captum', '?')}, load average "
-        f"{load[0]:.2f} at the start (other jobs shared the 2 cores)"
+        f"{THREADS} threads ({kernels}), torch {info.get('torch', '?')}, captum {info.get('captum', '?')}, "
+        f"load average {load[0]:.2f} at the start (other jobs shared the 2 cores)"
         + (" — **quick smoke run, one round: not a measurement**" if args.quick else "") + ".",
         "",
         "Same model object, input, windows, fill (0 in input space) and targets for everyone; median wall time of "
@@ -217,6 +245,13 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Cheaper map kept by its guard (1) or redone exactly (0): " + "; ".join(
             f"{name}, {mode}: {flag:.0f}" for name, mode, flag in kept) + ".",
+        "",
+        "Speed against agreement for adaptive refinement (one run each, same round): *tolerance* 0 runs every "
+        "window whose cell changes at all; *kept* 0 means the guard predicted a correlation under 0.99 and "
+        "finished the image exactly.",
+        "",
+        markdown_table(["case", "tolerance", "windows run", "ms", "vs naive", "vs Captum", "correlation", "kept"],
+                       curve, "lrrrrrrr"),
     ])
     print(body)
     if args.out:

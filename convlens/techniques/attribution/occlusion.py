@@ -9,6 +9,7 @@ precision (bfloat16 on CPUs that support it, float16 on GPUs).
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import weakref
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from convlens.hooks import footprint
 from convlens.registry import bounded, technique
 from convlens.results import Attribution, Progress
 from convlens.schema import SchemaError
-from convlens.techniques.attribution import incremental
+from convlens.techniques.attribution import incremental, refinement
 from convlens.techniques.attribution.common import Target, check_input, model_device, resolve_target, unit_scale
 
 Fill = Literal["zero", "mean", "blur"]
@@ -46,7 +47,12 @@ class OcclusionParams:
     falling back to whole copies for a model that does not trace. ``approximation``: Krypton's
     projective-field threshold τ — boxes are capped at τ × the map's side and changes beyond are dropped;
     kept only where 16 windows re-run exactly correlate ≥ 0.99 with it (else the image is redone exactly;
-    ``scalars["approximate"]`` says which)."""
+    ``scalars["approximate"]`` says which). ``refinement``: adaptive window refinement (see
+    :mod:`.refinement`): every second window is run, and a cell of them whose probabilities differ by more than
+    this fraction of the image's range is run in full, the rest interpolated; kept only where a sample of
+    interpolated windows run exactly predicts a map correlating ≥ 0.99 with the full one (else the image is
+    finished exactly; ``scalars["refined"]`` says which, ``scalars["windows_run"]`` how many ran). Needs a
+    stride of at most half the window, so that the windows always run still cover every pixel."""
 
     window: int = 8
     stride: int = 4
@@ -56,6 +62,7 @@ class OcclusionParams:
     precision: Literal["float32", "reduced"] = "float32"
     incremental: bool = True
     approximation: float | None = bounded(None, 0.05, 1.0)
+    refinement: float | None = bounded(None, 0.0, 1.0)
 
 
 def positions(size: int, window: int, stride: int) -> list[int]:
@@ -79,6 +86,37 @@ def reduced_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+_FAST_REDUCED: dict[str, torch.dtype] = {}
+
+
+def fast_reduced_dtype(device: torch.device) -> torch.dtype:
+    """:func:`reduced_dtype` where it is measured to be faster, else float32: a CPU may report bfloat16
+    support yet run its convolutions in an emulated path (oneDNN capped below AVX-512-BF16, e.g. by
+    ``ONEDNN_MAX_CPU_ISA``), where ``precision=reduced`` would cost more than exact. Measured once per process
+    on a 3×3 convolution the size of a ResNet stage (about 0.1 s)."""
+    candidate = reduced_dtype(device)
+    if device.type != "cpu" or candidate == torch.float32:
+        return candidate
+    if "cpu" not in _FAST_REDUCED:
+        _FAST_REDUCED["cpu"] = candidate if _conv_seconds(candidate) < 0.8 * _conv_seconds(torch.float32) \
+            else torch.float32
+    return _FAST_REDUCED["cpu"]
+
+
+def _conv_seconds(dtype: torch.dtype, reps: int = 3) -> float:
+    import time
+
+    x = torch.randn(8, 128, 28, 28, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(128, 128, 3, 3, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    best = math.inf
+    with torch.inference_mode():
+        for _ in range(reps + 1):  # the first run creates the kernel
+            start = time.perf_counter()
+            torch.nn.functional.conv2d(x, w, padding=1)
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
 def _check(params: OcclusionParams, height: int, width: int) -> None:
     if params.window < 1 or params.window > min(height, width):
         raise SchemaError("params.window", f"must be in [1, {min(height, width)}] (the input is "
@@ -91,6 +129,11 @@ def _check(params: OcclusionParams, height: int, width: int) -> None:
         raise SchemaError("params.memory_budget_mb", f"must be in [1, 65536], got {params.memory_budget_mb}")
     if params.approximation is not None and not 0.05 <= params.approximation <= 1.0:
         raise SchemaError("params.approximation", f"τ must be in [0.05, 1] or null, got {params.approximation}")
+    if params.refinement is not None and not 0.0 <= params.refinement <= 1.0:
+        raise SchemaError("params.refinement", f"must be in [0, 1] or null, got {params.refinement}")
+    if params.refinement is not None and 2 * params.stride > params.window:
+        raise SchemaError("params.refinement", f"needs a stride of at most half the window (window "
+                                               f"{params.window}, stride {params.stride})")
     if not isinstance(params.fill, str) and not 0.0 <= params.fill <= 1.0:
         raise SchemaError("params.fill", f"a grey level must be in [0, 1], got {params.fill}")
 
@@ -123,7 +166,7 @@ def occlusion(
     x = x.detach().to(device)
     tops, lefts = positions(height, params.window, params.stride), positions(width, params.window, params.stride)
     windows = [(t, left) for t in tops for left in lefts]
-    dtype = reduced_dtype(device) if params.precision == "reduced" else torch.float32
+    dtype = fast_reduced_dtype(device) if params.precision == "reduced" else torch.float32
     with torch.inference_mode(), footprint(model) as size:
         # one image at a time, like its windows: an image's map must not depend on what else came in the
         # request (a batch of N runs other kernels than a batch of 1, and the map divides small differences
@@ -183,8 +226,18 @@ def occlusion(
     drops_p, drops_l = [], []
     tau = params.approximation if graph is not None else None
     used_reduced, used_approx = dtype != torch.float32, tau is not None
+    refined = {"windows_run": 0.0, "refined": float(params.refinement is not None)}
     for i in range(n):
-        logits = window_logits(i, windows, dtype, tau, i * len(windows))
+        if params.refinement is None:
+            logits = window_logits(i, windows, dtype, tau, i * len(windows))
+            refined["windows_run"] += len(windows)
+        else:
+            logits, info = _refined(functools.partial(window_logits, i, run_dtype=dtype, tau=tau, done=None),
+                                    tops, lefts, params.refinement, int(t[i]))
+            refined = {"windows_run": refined["windows_run"] + info["windows_run"],
+                       "refined": min(refined["refined"], info["refined"])}
+            if progress is not None:
+                progress((i + 1) * len(windows), total, None)
         if (dtype != torch.float32 or tau is not None) and not _agrees(
                 logits, i, t, windows, lambda j, chosen: window_logits(j, chosen, torch.float32, None, None)):
             # reduced precision or the capped boxes lost the signal: redo the image exactly
@@ -207,9 +260,23 @@ def occlusion(
         signed={"logit_drop": signed},
         scalars={"windows": float(len(windows)), "batch_size": float(max(batches)),
                  "reduced_precision": float(used_reduced), "approximate": float(used_approx),
-                 "incremental": float(graph is not None),
+                 "incremental": float(graph is not None), **refined,
                  "max_probability_drop": raw.flatten(1).amax(1), "max_logit_drop": signed.flatten(1).amax(1)},
     )
+
+
+def _refined(run: Callable[[list[tuple[int, int]]], Tensor], tops: list[int], lefts: list[int], tolerance: float,
+             target: int) -> tuple[Tensor, dict[str, float]]:
+    """(windows, K) logits of one image by adaptive refinement over its window lattice (:mod:`.refinement`)."""
+
+    def at(chosen: list[tuple[int, int]]) -> Tensor:
+        return run([(tops[r], lefts[c]) for r, c in chosen])
+
+    def probability(logits: Tensor) -> Tensor:
+        return torch.softmax(logits.float(), -1)[..., target]
+
+    logits, info = refinement.refine(len(tops), len(lefts), tolerance, at, probability)
+    return logits.flatten(0, 1), info
 
 
 CHECK_WINDOWS = 16
