@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help install test test-kernels run stop weights bench lint builtin demo clean compose-test soak bench-serving
 
 help:
-	@echo "make run      start the API (TorchServe) and the dashboard on the built-in model"
+	@echo "make run      start the API (TorchServe behind the nginx gate) and the dashboard on the built-in model"
 	@echo "make stop     stop both"
 	@echo "make test     install what is missing and run the whole test suite"
 	@echo "make test-kernels  the numerical tests again as on CPUs of the other capabilities (AVX2, no AVX)"
@@ -63,8 +63,9 @@ compose-test: $(STAMP)
 soak: $(STAMP) $(NGINX)
 	CONVLENS_SOAK=1 $(PY) -m pytest -q -m soak tests/reliability -s
 
-# TorchServe (builds stale archives, waits for /ping) and the dashboard, both on 127.0.0.1.
-run: $(STAMP)
+# TorchServe (builds stale archives, waits for /ping) on a private port behind the gate (nginx, serve/gate.py: the
+# timeouts and JSON errors of every deployment) on 8080, and the dashboard, all on 127.0.0.1.
+run: $(STAMP) $(NGINX)
 	@command -v java >/dev/null || { echo "error: TorchServe needs Java 17+: apt-get install openjdk-17-jre-headless"; exit 1; }
 	$(VENV)/bin/convlens serve start
 	$(PY) -m dashboard.launch start --api-url http://127.0.0.1:$${CONVLENS_INFERENCE_PORT:-8080} \

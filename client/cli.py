@@ -1,7 +1,8 @@
 """The ``convlens`` command: the API commands live here, everything else in :mod:`convlens.cli`.
 
     convlens call TECHNIQUE [IMAGE ...]   one request to the running API; JSON on stdout, images as PNG
-    convlens serve start|stop|status      the TorchServe API (serve/server.py) in the background
+    convlens serve start|stop|status      the API in the background: TorchServe behind its gate (serve/local.py)
+    convlens job status|wait|cancel ID    a long job of the API (``call --background`` starts one)
 
 ``call`` and ``serve`` import neither torch nor the core's techniques: they answer in the time of the
 request (the other commands are delegated to :func:`convlens.cli.main`, which needs torch).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import json
 import os
 import sys
@@ -18,42 +20,55 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-API_COMMANDS = ("call", "serve")
+API_COMMANDS = ("call", "serve", "job")
 PORTS = (("inference", "CONVLENS_INFERENCE_PORT", 8080), ("management", "CONVLENS_MANAGEMENT_PORT", 8081),
          ("metrics", "CONVLENS_METRICS_PORT", 8082), ("grpc-inference", "CONVLENS_GRPC_INFERENCE_PORT", 7070),
          ("grpc-management", "CONVLENS_GRPC_MANAGEMENT_PORT", 7071))
 
 
-def _server_info_lines(info: Any) -> list[str]:
+def _server_info_lines(running: Any) -> list[str]:
+    """What ``serve start`` and ``serve status`` print about a :class:`serve.local.Running`."""
+    info, url = running.server, running.url
     key_file = info.key_file
+    gate = (f"gate:           nginx (serve/gate.py) in front of TorchServe on {info.inference_url}; "
+            f"log {info.run_dir / 'gate.log'}" if running.gate_url else
+            "gate:           none (--no-gate): no read timeouts, empty 413s; not how it is deployed")
     return [
-        f"ConvLens API:   {info.inference_url}/predictions/<endpoint>  (`convlens call --list` lists them)",
-        f"management:     {info.management_url}   metrics: {info.metrics_url}",
+        f"ConvLens API:   {url}/predictions/<endpoint>  (`convlens call --list` lists them)",
+        gate,
+        f"management:     {info.management_url}" + ("" if running.gate_url else f"   metrics: {info.metrics_url}"),
         f"inference key:  {key_file}  (`convlens call` and the dashboard read it)",
-        f"  export CONVLENS_KEY_FILE={key_file} CONVLENS_URL={info.inference_url}",
+        f"  export CONVLENS_KEY_FILE={key_file} CONVLENS_URL={url}",
         f"  TOKEN=$(python3 -c \"import json; print(json.load(open('{key_file}'))['inference']['key'])\")",
         f"  curl -H \"Authorization: Bearer $TOKEN\" -F image=@cat.jpg -F method=gradcam "
-        f"{info.inference_url}/predictions/saliency",
+        f"{url}/predictions/saliency",
         f"log:            {info.log_file} (and {info.run_dir / 'logs'}/)",
     ]
 
 
 def cmd_serve_start(args: argparse.Namespace) -> int:
-    from serve.server import MODEL_UPLOAD_ENV, Ports, ServerError, local_dev_env, start
+    from serve.gate import GateError
+    from serve.local import start
+    from serve.server import MODEL_UPLOAD_ENV, Ports, ServerError, all_endpoints, local_dev_env
 
     try:
         ports = Ports.resolve(inference=args.inference_port, management=args.management_port,
                               metrics=args.metrics_port, grpc_inference=args.grpc_inference_port,
                               grpc_management=args.grpc_management_port)
         dev = local_dev_env()  # local development: e.g. models may be added over the API
-        info = start(args.run_dir, ports, rebuild=args.rebuild, timeout=args.timeout, env=dev,
-                     log=lambda line: print(f"archive {line}", file=sys.stderr))
-    except ServerError as exc:
+        unknown = sorted(set(args.endpoint) - set(all_endpoints()))
+        if unknown:
+            raise ServerError(f"unknown endpoint {', '.join(unknown)}; there are: {', '.join(all_endpoints())}")
+        running = start(args.run_dir, ports, gated=not args.no_gate, upstream=args.upstream_port,
+                        endpoints=tuple(args.endpoint) or None, rebuild=args.rebuild, timeout=args.timeout, env=dev,
+                        log=lambda line: print(f"archive {line}", file=sys.stderr))
+    except (ServerError, GateError) as exc:
         print(f"convlens: error: {exc}", file=sys.stderr)
         return 1
+    info = running.server
     print(f"TorchServe {'is ' + info.detail if info.detail.startswith('already') else 'started'} "
           f"(pid {info.pid}, run directory {info.run_dir})")
-    print("\n".join(_server_info_lines(info)))
+    print("\n".join(_server_info_lines(running)))
     upload = {**os.environ, **dev}.get(MODEL_UPLOAD_ENV, "")
     if not info.detail.startswith("already"):
         print(f"model upload:   {'on' if upload.strip().lower() in ('1', 'true') else 'off'} over the API "
@@ -63,23 +78,28 @@ def cmd_serve_start(args: argparse.Namespace) -> int:
 
 
 def cmd_serve_stop(args: argparse.Namespace) -> int:
-    from serve.server import run_dir_path, stop
+    from serve.local import stop
+    from serve.server import run_dir_path
 
-    stopped = stop(args.run_dir)
-    print(f"TorchServe {'stopped' if stopped else 'was not running'} ({run_dir_path(args.run_dir)})")
+    gate_stopped, stopped = stop(args.run_dir)
+    print(f"TorchServe {'stopped' if stopped else 'was not running'}"
+          f"{', its gate stopped' if gate_stopped else ''} ({run_dir_path(args.run_dir)})")
     return 0
 
 
 def cmd_serve_status(args: argparse.Namespace) -> int:
-    from serve.server import status
+    from serve.local import status
 
-    info = status(args.run_dir)
+    running = status(args.run_dir)
+    info = running.server
     if not info.running:
         print(f"TorchServe is not running ({info.run_dir}); start it with: convlens serve start")
         return 3
-    print(f"TorchServe is running (pid {info.pid}): {'healthy' if info.healthy else info.detail}")
-    print("\n".join(_server_info_lines(info)))
-    return 0 if info.healthy else 1
+    gate = "" if running.gate_url is None else (" behind its gate" if running.gate_running else
+                                                 "; its gate is NOT running (convlens serve stop, then start)")
+    print(f"TorchServe is running (pid {info.pid}){gate}: {'healthy' if running.healthy else info.detail}")
+    print("\n".join(_server_info_lines(running)))
+    return 0 if running.healthy else 1
 
 
 def _route(name: str, techniques: Sequence[Any]) -> tuple[str, dict[str, Any], Any]:
@@ -137,6 +157,12 @@ def cmd_call(args: argparse.Namespace) -> int:
             paths = assign_inputs(args.images, takes, optional, args.technique)
             images = {name: Path(path).read_bytes() for name, path in paths.items()}
         target = target_from_text(args.target, client.classes(args.model)) if args.target is not None else None
+        if args.background:  # a job: its id at once; `convlens job wait ID` fetches the answer
+            body = {**{k: ([base64.b64encode(d).decode("ascii") for d in v] if isinstance(v, list)
+                           else base64.b64encode(v).decode("ascii")) for k, v in images.items()},
+                    "model": args.model, "target": target, "layer": args.layer, "params": params}
+            print(json.dumps({"job": client.submit(endpoint, body)}))
+            return 0
         if spec is not None and spec.family == "synthesis":
             data = client.synthesis(f"{endpoint}:{params.pop('method', '')}", images, model=args.model,
                                     target=target, layer=args.layer, params=params,
@@ -161,12 +187,48 @@ def cmd_call(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_job(status: Any) -> None:
+    print(f"{status.state} {status.step}/{status.total}", file=sys.stderr, flush=True)
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    from client.http import ApiError, ConvLensClient, default_url, read_token
+
+    client = ConvLensClient(args.url or default_url(), token=read_token(args.key_file))
+    try:
+        if args.action == "cancel":
+            cancelled = client.cancel(args.id)
+            print(json.dumps({"job": args.id, "cancelled": cancelled}))
+            return 0 if cancelled else 3
+        if args.action == "status":
+            print(json.dumps(dataclasses.asdict(client.job_status(args.id)), indent=2))
+            return 0
+        print(json.dumps(client.wait(args.id, _print_job, timeout=args.timeout), indent=2))
+        return 0
+    except ApiError as exc:
+        where = f" (field: {exc.field})" if exc.field else ""
+        print(f"convlens: error: {'HTTP ' + str(exc.status) if exc.status else 'no answer'}: {exc.message}{where}",
+              file=sys.stderr)
+        return 1
+
+
+def add_job_command(sub: Any) -> None:
+    job = sub.add_parser("job", help="a long job of the API: status, wait for its answer, cancel")
+    job.add_argument("action", choices=("status", "wait", "cancel"))
+    job.add_argument("id", help="the job id (`call --background` prints it)")
+    job.add_argument("--timeout", type=float, help="wait: cancel the job after this many seconds")
+    job.add_argument("--url", help="default $CONVLENS_URL or http://127.0.0.1:$CONVLENS_INFERENCE_PORT")
+    job.add_argument("--key-file", help="TorchServe's key_file.json (default $CONVLENS_KEY_FILE or serve/run)")
+    job.set_defaults(func=cmd_job)
+
+
 def add_api_commands(sub: Any) -> None:
     """``call`` and ``serve`` subcommands (also added to the full ``convlens --help``)."""
     serve = sub.add_parser("serve", help="the TorchServe API in the background").add_subparsers(
         dest="action", required=True)
-    for action, func, text in (("start", cmd_serve_start, "build stale archives, start TorchServe, wait for /ping"),
-                               ("stop", cmd_serve_stop, "stop the server of the run directory"),
+    for action, func, text in (("start", cmd_serve_start, "build stale archives, start TorchServe and its gate "
+                                                          "(nginx) in front, wait for /ping"),
+                               ("stop", cmd_serve_stop, "stop the server (and its gate) of the run directory"),
                                ("status", cmd_serve_status, "running? healthy? where is the key file?")):
         p = serve.add_parser(action, help=text)
         p.add_argument("--run-dir", help="config, archives, key file and logs (default: serve/run or "
@@ -176,6 +238,12 @@ def add_api_commands(sub: Any) -> None:
             for port, env, default in PORTS:
                 p.add_argument(f"--{port}-port", type=int, help=f"default ${env} or {default}")
             p.add_argument("--rebuild", action="store_true", help="rebuild the model archives even if fresh")
+            p.add_argument("--no-gate", action="store_true", help="bare TorchServe on the inference port, without "
+                                                                  "the gate's timeouts and JSON errors (tests)")
+            p.add_argument("--upstream-port", type=int, help="TorchServe's private port behind the gate (default "
+                                                              "$CONVLENS_UPSTREAM_PORT or a free one)")
+            p.add_argument("--endpoint", action="append", default=[], help="serve only this endpoint (repeat; "
+                                                                            "default: all)")
             p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the API")
 
     call = sub.add_parser("call", help="one request to the running API; prints JSON, writes PNGs")
@@ -194,7 +262,10 @@ def add_api_commands(sub: Any) -> None:
     call.add_argument("--url", help="default $CONVLENS_URL or http://127.0.0.1:$CONVLENS_INFERENCE_PORT")
     call.add_argument("--key-file", help="TorchServe's key_file.json (default $CONVLENS_KEY_FILE or serve/run)")
     call.add_argument("--timeout", type=float, default=300.0)
+    call.add_argument("--background", action="store_true", help="run it as a job: print its id at once "
+                                                                "(then `convlens job wait|status|cancel ID`)")
     call.set_defaults(func=cmd_call)
+    add_job_command(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -205,6 +205,34 @@ class Progress:
     preview: bytes | None
 
 
+@dataclass(frozen=True)
+class JobStatus:
+    """A long job (``{"status": id}``): ``state`` queued | running | done | cancelled | failed; once it ended,
+    ``status`` (the HTTP status its answer has) and ``result`` (that answer's JSON)."""
+
+    job: str
+    state: str
+    step: int
+    total: int
+    endpoint: str | None = None
+    elapsed_s: float = 0.0
+    status: int | None = None
+    result: dict[str, Any] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state not in ("queued", "running")
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> JobStatus:
+        return cls(str(data["job"]), str(data["state"]), int(data.get("step") or 0), int(data.get("total") or 0),
+                   data.get("endpoint"), float(data.get("elapsed_s") or 0.0),
+                   None if data.get("status") is None else int(data["status"]), data.get("result"))
+
+
+JOB_POLL_S = 0.5  # how often :meth:`ConvLensClient.wait` asks how a job is doing
+
+
 class ConvLensClient:
     """Typed calls to the ConvLens endpoints. One instance per process (it pools connections)."""
 
@@ -228,13 +256,16 @@ class ConvLensClient:
             return ApiStatus(True, True, r.json().get("status", "ok"))
         return ApiStatus(True, False, _error_message(r))
 
-    def post(self, endpoint: str, body: Mapping[str, Any], timeout: float | None = None) -> dict[str, Any]:
+    def post(self, endpoint: str, body: Mapping[str, Any], timeout: float | None = None,
+             on_job: Callable[[JobStatus], None] | None = None) -> dict[str, Any]:
         """POST a JSON body to ``/predictions/ENDPOINT`` and return the decoded JSON answer.
 
         A 503/507 (a worker died or is restarting) is retried once after a short pause; if it
-        fails again the error says so.
+        fails again the error says so. A request the server runs as a job (HTTP 202 with its id: it could
+        outlive the response timeout) is waited for (:meth:`wait`, ``on_job`` sees each poll) and its answer
+        returned, so a caller sees no difference but the time it takes.
         """
-        if not ENDPOINT_NAME.match(endpoint):
+        if not ENDPOINT_NAME.fullmatch(endpoint):
             raise ValueError(f"not an endpoint name: {endpoint!r}")
         r = self._post_once(endpoint, body, timeout)
         if _retryable(r):
@@ -246,9 +277,46 @@ class ConvLensClient:
         if r.status_code >= 400:
             raise _api_error(r)
         try:
-            return dict(r.json())
+            data = dict(r.json())
         except ValueError as exc:
             raise ApiError(r.status_code, "the API answered with something that is not JSON") from exc
+        if r.status_code == 202 and isinstance(data.get("job"), str):
+            return self.wait(data["job"], on_job)
+        return data
+
+    # Long jobs (docs/serving.md): answered at once with an id, polled, cancellable from any endpoint.
+
+    def submit(self, endpoint: str, body: Mapping[str, Any]) -> str:
+        """Run a request as a job (``"background": true``); its id, at once."""
+        if not ENDPOINT_NAME.fullmatch(endpoint):
+            raise ValueError(f"not an endpoint name: {endpoint!r}")
+        r = self._post_once(endpoint, {**dict(body), "background": True})
+        if r.status_code >= 400:
+            raise _api_error(r)
+        return str(r.json()["job"])
+
+    def job_status(self, job: str) -> JobStatus:
+        """How far job ``job`` got (any endpoint answers; asked of the quick info endpoint)."""
+        return JobStatus.from_json(self.post(INFO_ENDPOINT, {"status": job}))
+
+    def wait(self, job: str, on_job: Callable[[JobStatus], None] | None = None, timeout: float | None = None,
+             poll_s: float = JOB_POLL_S) -> dict[str, Any]:
+        """Poll job ``job`` until it ended; its answer (an :class:`ApiError` if that is an error). ``timeout``
+        (seconds, default none) cancels the job and raises when it is exceeded."""
+        started = time.monotonic()
+        while True:
+            status = self.job_status(job)
+            if on_job is not None:
+                on_job(status)
+            if status.finished:
+                result = dict(status.result or {})
+                if (status.status or 500) >= 400:
+                    raise ApiError(status.status or 500, str(result.get("error", status.state)), result.get("field"))
+                return result
+            if timeout is not None and time.monotonic() - started > timeout:
+                self.cancel(job)
+                raise ApiError(0, f"job {job} did not finish within {timeout:g} s; it was cancelled")
+            time.sleep(poll_s)
 
     def _post_once(self, endpoint: str, body: Mapping[str, Any], timeout: float | None = None) -> requests.Response:
         try:
@@ -281,9 +349,13 @@ class ConvLensClient:
         return GridsResponse.from_json(self.request(endpoint, images, model, None, layer, params, weights))
 
     def corpus(self, endpoint: str, model: str = "builtin", layer: str | None = None,
-               params: Mapping[str, Any] | None = None, images: Mapping[str, bytes] | None = None) -> CorpusResponse:
-        """A corpus-family endpoint (e.g. ``faithfulness``): curves, vectors or points over a dataset."""
-        return CorpusResponse.from_json(self.request(endpoint, images, model, None, layer, params))
+               params: Mapping[str, Any] | None = None, images: Mapping[str, bytes] | None = None,
+               on_job: Callable[[JobStatus], None] | None = None) -> CorpusResponse:
+        """A corpus-family endpoint (e.g. ``faithfulness``): curves, vectors or points over a dataset. A long one
+        runs as a job on the server: waited for, ``on_job`` sees its progress."""
+        body: dict[str, Any] = {name: _b64(data) for name, data in (images or {}).items()}
+        body.update({"model": model, "target": None, "layer": layer, "params": dict(params or {})})
+        return CorpusResponse.from_json(self.post(endpoint, body, **_job_kwargs(on_job)))
 
     def synthesis(self, technique: TechniqueInfo | str, images: Mapping[str, bytes] | None = None,
                   model: str = "builtin", target: int | str | None = None, layer: str | None = None,
@@ -307,7 +379,7 @@ class ConvLensClient:
 
     def _stream(self, endpoint: str, body: Mapping[str, Any], on_progress: Callable[[Progress], None]
                 ) -> SynthesisResponse:
-        if not ENDPOINT_NAME.match(endpoint):
+        if not ENDPOINT_NAME.fullmatch(endpoint):
             raise ValueError(f"not an endpoint name: {endpoint!r}")
         try:
             r = self._session.post(f"{self.base_url}/predictions/{endpoint}", json=dict(body), headers=self._headers(),
@@ -350,9 +422,16 @@ class ConvLensClient:
         data.pop("event", None)
         return SynthesisResponse.from_json(data)
 
-    def cancel(self, job: str) -> None:
-        """Ask the long job ``job`` to stop (answered by the info endpoint, not queued behind the job)."""
-        self.post(INFO_ENDPOINT, {"cancel": job})
+    def cancel(self, job: str) -> bool:
+        """Ask the long job ``job`` to stop (any endpoint answers at once; asked of the info endpoint). False if no
+        such job is running (unknown, or already finished)."""
+        try:
+            self.post(INFO_ENDPOINT, {"cancel": job})
+        except ApiError as exc:
+            if exc.status == 404 and exc.field == "cancel":
+                return False
+            raise
+        return True
 
     def codes(self, images: list[bytes], model: str = "builtin", layer: str | None = None,
               params: Mapping[str, Any] | None = None) -> CorpusResponse:
@@ -360,14 +439,16 @@ class ConvLensClient:
         return CorpusResponse.from_json(self.request("codes", {BATCH_INPUT: list(images)}, model, None, layer, params))
 
     def dataset(self, method: str, model: str = "builtin", layer: str | None = None,
-                params: Mapping[str, Any] | None = None, image: bytes | None = None) -> CorpusResponse:
+                params: Mapping[str, Any] | None = None, image: bytes | None = None,
+                on_job: Callable[[JobStatus], None] | None = None) -> CorpusResponse:
         """``/predictions/dataset``: dataset management (``datasets``) and the techniques over a named dataset
         (``embedding``, ``neighbours``, ``top_patches``); ``image``: an uploaded query, where one is taken."""
         body: dict[str, Any] = {"model": model, "layer": layer, "params": {"method": method, **dict(params or {})}}
         if image is not None:
             body["image"] = _b64(image)
         # making a large dataset or a first map of one takes minutes: wait as long as the server does
-        return CorpusResponse.from_json(self.post("dataset", body, timeout=max(self.timeout, DATASET_TIMEOUT_S)))
+        return CorpusResponse.from_json(self.post("dataset", body, timeout=max(self.timeout, DATASET_TIMEOUT_S),
+                                                  **_job_kwargs(on_job)))
 
     def models(self) -> list[ModelInfo]:
         """Every model the server knows, with the weights it would use ("missing" if not installed, "registered"
@@ -471,6 +552,11 @@ def _api_error(r: requests.Response) -> ApiError:
     except ValueError:
         pass
     return ApiError(r.status_code, _error_message(r), field)
+
+
+def _job_kwargs(on_job: Callable[[JobStatus], None] | None) -> dict[str, Any]:
+    """``on_job`` for :meth:`ConvLensClient.post` only when given (a subclass's ``post`` may not take it)."""
+    return {} if on_job is None else {"on_job": on_job}
 
 
 def _retryable(r: requests.Response) -> bool:

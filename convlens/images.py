@@ -8,12 +8,15 @@ Decoding is defensive: size limits are checked before pixels are decoded
 from __future__ import annotations
 
 import io
+import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from convlens.schema import MAX_IMAGE_PIXELS, MAX_UPLOAD_BYTES
@@ -30,27 +33,98 @@ class ImageDecodeError(ValueError):
     """The bytes are not a usable image (the message says why, for a 4xx response)."""
 
 
-def decode_image(
-    data: bytes, *, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_IMAGE_PIXELS
-) -> Image.Image:
-    """Decode encoded image bytes to an RGB ``PIL.Image`` with EXIF orientation applied."""
+@dataclass(frozen=True)
+class OpenedImage:
+    """An upload whose header has been read and checked, nothing decoded yet (``Image.open`` is lazy).
+
+    ``pixels`` is what decoding it will allocate: width × height at the size it decodes at, which for a JPEG
+    larger than the size asked for is a DCT-scaled draft (1/2, 1/4 or 1/8)."""
+
+    image: Image.Image
+    pixels: int
+    short_side: int | None  # reduce to this shorter side right after decoding (None: keep the full size)
+
+
+def open_image(data: bytes, *, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_IMAGE_PIXELS,
+               short_side: int | None = None) -> OpenedImage:
+    """Read ``data``'s header: a declared pixel count over ``max_pixels`` is refused before any pixel is decoded.
+    With ``short_side``, a JPEG is set to decode at the smallest draft scale whose shorter side is still at least
+    ``short_side``."""
     if not data:
         raise ImageDecodeError("image is empty")
     if len(data) > max_bytes:
         raise ImageDecodeError(f"image is {len(data)} bytes; the limit is {max_bytes}")
+    with _decode_errors(max_pixels):
+        img: Image.Image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+        width, height = img.size
+        if width * height > max_pixels:
+            raise ImageDecodeError(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
+        if width < 1 or height < 1:
+            raise ImageDecodeError("image has no pixels")
+        if short_side is not None and min(width, height) >= 2 * short_side and img.format == "JPEG":
+            scale = short_side / min(width, height)
+            img.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
+    return OpenedImage(img, img.size[0] * img.size[1], short_side)
+
+
+def decode_opened(opened: OpenedImage) -> Image.Image:
+    """Decode an :func:`open_image` result to RGB, EXIF orientation applied; when its shorter side is over
+    ``opened.short_side`` it is reduced to that side at once (bilinear, as :func:`resize_and_crop` does, so a
+    model's preprocessing of the reduced image equals that of the full one)."""
+    img = opened.image
+    with _decode_errors(MAX_IMAGE_PIXELS):
+        orientation = img.getexif().get(EXIF_ORIENTATION)
+        img.load()  # forces a full decode: truncated files fail here
+        img = _reduced(img, opened.short_side)
+        if orientation in ORIENTATION_FIXES:
+            img = img.transpose(ORIENTATION_FIXES[orientation])
+        img = to_rgb(img)
+    if img is not opened.image:
+        opened.image.close()  # its full-size pixels are freed now, not when the caller drops ``opened``
+    return img
+
+
+def decode_image(
+    data: bytes, *, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_IMAGE_PIXELS,
+    short_side: int | None = None,
+) -> Image.Image:
+    """Decode encoded image bytes to an RGB ``PIL.Image`` with EXIF orientation applied (reduced to
+    ``short_side`` when given and smaller; see :func:`open_image`)."""
+    return decode_opened(open_image(data, max_bytes=max_bytes, max_pixels=max_pixels, short_side=short_side))
+
+
+EXIF_ORIENTATION = 0x0112
+ORIENTATION_FIXES = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                     4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270,
+                     7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+RESIZABLE_MODES = ("RGB", "RGBA", "L", "LA", "I", "F")
+
+
+def _reduced(img: Image.Image, short_side: int | None) -> Image.Image:
+    """``img`` with its shorter side brought down to ``short_side`` (never enlarged), in a mode Pillow resizes
+    with filtering (palette and 1-bit images would be resized nearest-neighbour, 16-bit ones clipped)."""
+    width, height = img.size
+    if short_side is None or min(width, height) <= short_side:
+        return img
+    if img.mode.startswith("I;16"):
+        img = img.convert("I")
+    elif img.mode in ("P", "PA"):
+        img = img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
+    elif img.mode == "1":
+        img = img.convert("L")
+    elif img.mode not in RESIZABLE_MODES:
+        img = img.convert("RGB")
+    scale = short_side / min(width, height)
+    return img.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BILINEAR)
+
+
+@contextmanager
+def _decode_errors(max_pixels: int) -> Iterator[None]:
+    """Pillow's many failure types → one :class:`ImageDecodeError` with a message for the client."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img: Image.Image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-            width, height = img.size
-            if width * height > max_pixels:
-                raise ImageDecodeError(
-                    f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
-                )
-            if width < 1 or height < 1:
-                raise ImageDecodeError("image has no pixels")
-            img.load()  # forces a full decode: truncated files fail here
-            img = ImageOps.exif_transpose(img)
+            yield
     except ImageDecodeError:
         raise
     except UnidentifiedImageError as exc:
@@ -60,7 +134,6 @@ def decode_image(
                                f"(the limit is {max_pixels / 1e6:g} Mpx)") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"image could not be decoded (truncated or corrupt): {exc}") from exc
-    return to_rgb(img)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -27,7 +26,7 @@ from convlens.models import LoadedModel
 from convlens.receptive_field import LayerInfo
 from convlens.registry import Family, Spec
 from convlens.results import Progress
-from convlens.schema import MAX_SYNTHESIS_SIZE, MAX_TOP_K, SchemaError, WeightsKind
+from convlens.schema import MAX_SYNTHESIS_SIZE, MAX_TOP_K, SchemaError, WeightsKind, as_float, as_int
 
 Inputs = Mapping[str, Any]  # one request's named images ("image", "content", ...): a PIL image, or a list
 
@@ -42,16 +41,14 @@ class DisplayOptions:
 
     @classmethod
     def parse(cls, values: Mapping[str, Any], names: tuple[str, ...]) -> DisplayOptions:
-        alpha = values.get("alpha", cls.alpha) if "alpha" in names else cls.alpha
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        alpha = as_float("params.alpha", values.get("alpha", cls.alpha) if "alpha" in names else cls.alpha)
+        if not 0 <= alpha <= 1:
             raise SchemaError("params.alpha", f"must be a number in [0, 1], got {alpha!r}")
         cmap = values.get("colormap", cls.colormap) if "colormap" in names else cls.colormap
-        if cmap is not None and cmap not in images.COLORMAPS:
+        if cmap is not None and (not isinstance(cmap, str) or cmap not in images.COLORMAPS):
             raise SchemaError("params.colormap", f"must be one of {', '.join(images.COLORMAPS)}, got {cmap!r}")
-        topk = values.get("topk", cls.topk) if "topk" in names else cls.topk
-        if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= MAX_TOP_K:
-            raise SchemaError("params.topk", f"must be an integer in [1, {MAX_TOP_K}], got {topk!r}")
-        return cls(float(alpha), cmap, topk)
+        topk = as_int("params.topk", values.get("topk", cls.topk) if "topk" in names else cls.topk, 1, MAX_TOP_K)
+        return cls(alpha, cmap, topk)
 
 
 def parse_params(cls: type, values: Mapping[str, Any], display: tuple[str, ...] = (),
@@ -90,39 +87,50 @@ def _options(hint: Any) -> list[Any]:
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """``value`` as the first alternative of ``hint`` that takes it; numbers through ``schema.as_int`` and
+    ``schema.as_float`` (the one place a request's numbers are read)."""
     options = _options(hint)
     if value is None and type(None) in options:
         return None
     options = [a for a in options if a is not type(None)]
+    numeric_error: SchemaError | None = None
     for option in options:
         if typing.get_origin(option) is typing.Literal:
-            if value in typing.get_args(option):
+            if _is_choice(value, typing.get_args(option)):
                 return value
             continue
         if option is bool and isinstance(value, bool):
             return value
-        if option is int and isinstance(value, int) and not isinstance(value, bool):
-            return _int64(name, value)
-        if option is int and isinstance(value, str) and value.lstrip("-").isdigit():
-            return _int64(name, int(value))
-        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise SchemaError(name, f"must be a finite number, got {value!r}")
-            return float(value)
+        if option in (int, float) and _looks_numeric(value):
+            try:
+                return as_int(name, value) if option is int else as_float(name, value)
+            except SchemaError as exc:
+                numeric_error = numeric_error or exc
+            continue
         if option is str and isinstance(value, str):
             return value
         if typing.get_origin(option) is tuple:
             return _coerce_tuple(name, value, option)
         if typing.get_origin(option) is dict:
             return _coerce_mapping(name, value, option)
-    raise SchemaError(name, f"expected {_describe(hint)}, got {value!r}")
+    if numeric_error is not None and len(options) == 1:
+        raise numeric_error
+    raise SchemaError(name, f"expected {_describe(hint)}, got {_shown(value)}")
 
 
-def _int64(name: str, value: int) -> int:
-    """Python ints are unbounded, torch's are 64-bit: a larger one would fail deep inside a technique."""
-    if not -2**63 <= value < 2**63:
-        raise SchemaError(name, f"must fit in 64 bits, got {str(value)[:40]}")
-    return value
+def _looks_numeric(value: Any) -> bool:
+    """A value a number alternative should judge (its error is then the precise one): a number or a string."""
+    return isinstance(value, (int, float, str)) and not isinstance(value, bool)
+
+
+def _is_choice(value: Any, choices: tuple[Any, ...]) -> bool:
+    """Exact membership: same type and value (``1 == True`` and ``1.0 == 1`` must not pick a choice)."""
+    return any(type(value) is type(c) and value == c for c in choices)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:80]}…"
 
 
 def _coerce_tuple(name: str, value: Any, hint: Any) -> tuple[Any, ...]:
@@ -151,10 +159,7 @@ def _coerce_mapping(name: str, value: Any, hint: Any) -> dict[str, Any]:
 
 
 def _number(name: str, text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise SchemaError(name, f"expected a number, got {text!r}") from None
+    return as_float(name, text)
 
 
 def _describe(hint: Any) -> str:
@@ -234,6 +239,23 @@ def resolve_layer(loaded: LoadedModel, spec: Spec, layer: str | None) -> str | N
     return layer
 
 
+def _resolve_request_layer(loaded: LoadedModel, spec: Spec, layer: str | None, values: dict[str, Any]) -> str | None:
+    """The request's ``layer``, or ``params.layer`` (the same field spelled as a param, checked the same way and
+    named as sent); given twice, the two must agree. Removes ``layer`` from ``values``."""
+    if values.get("layer") is None:
+        values.pop("layer", None)
+        return resolve_layer(loaded, spec, layer)
+    given = values.pop("layer")
+    if not isinstance(given, str):
+        raise SchemaError("params.layer", f"expected a layer name (a string), got {type(given).__name__}")
+    if layer is not None and given != layer:
+        raise SchemaError("params.layer", f"differs from layer ({given[:80]!r} vs {layer[:80]!r}); give it once")
+    try:
+        return resolve_layer(loaded, spec, given)
+    except SchemaError as exc:
+        raise SchemaError("params.layer", exc.message) from None
+
+
 def technique_spec(name: str, field_name: str = "params.method") -> Spec:
     specs = registry.registry()
     if name not in specs:
@@ -254,7 +276,7 @@ class FamilyRunner:
                 ) -> tuple[Any, DisplayOptions, str | None]:
         values = dict(params)
         display = DisplayOptions.parse(values, self.display)
-        layer = resolve_layer(loaded, spec, layer)
+        layer = _resolve_request_layer(loaded, spec, layer, values)
         if layer is not None:
             values["layer"] = layer
         return parse_params(spec.params, values, self.display), display, layer

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -174,7 +175,7 @@ def job_id(value: Any, name: str = "job") -> str | None:
     value = form_text(value)
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or not JOB_ID.match(value):
+    if not isinstance(value, str) or not JOB_ID.fullmatch(value):
         raise SchemaError(name, "must be 1-64 characters of A-Z, a-z, 0-9, _ and -")
     return value
 
@@ -207,19 +208,63 @@ def form_text(value: Any) -> Any:
     return value
 
 
+# What a string means where a number is expected (docs/serving.md, "Numbers"): ASCII only, no padding, no
+# unicode digits ("²", "١٢"), no NaN or infinity; an integer is 1-40 ASCII digits with an optional minus sign.
+INTEGER_TEXT = re.compile(r"-?[0-9]{1,40}", re.ASCII)
+NUMBER_TEXT = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]{1,4})?", re.ASCII)
+MAX_NUMBER_TEXT = 64
+INT64 = (-2**63, 2**63 - 1)  # torch's integers are 64-bit: a larger one would fail deep inside a technique
+
+
+def as_int(name: str, value: Any, low: int | None = INT64[0], high: int | None = INT64[1]) -> int:
+    """The one coercion of a request's integer: an int, an integral finite float (JSON has one number type) or a
+    string of ASCII ``-?[0-9]+``; anything else, or a value outside [low, high], is a SchemaError naming ``name``."""
+    value = form_text(value)
+    if isinstance(value, bool):
+        raise SchemaError(name, f"expected an integer, got a boolean ({value!r})")
+    if isinstance(value, str):
+        if not INTEGER_TEXT.fullmatch(value):
+            raise SchemaError(name, f"expected an integer (ASCII digits, optional '-'), got {value[:40]!r}")
+        value = int(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise SchemaError(name, f"expected an integer, got {value!r}")
+        value = int(value)
+    elif not isinstance(value, int):
+        raise SchemaError(name, f"expected an integer, got {type(value).__name__}")
+    low = INT64[0] if low is None else max(low, INT64[0])
+    high = INT64[1] if high is None else min(high, INT64[1])
+    if not low <= value <= high:
+        raise SchemaError(name, f"must be an integer in [{low}, {high}], got {str(value)[:40]}")
+    return value
+
+
+def as_float(name: str, value: Any) -> float:
+    """The one coercion of a request's real number: an int, a finite float or an ASCII decimal string
+    (``0.5``, ``-1e-3``); NaN, infinities, booleans and anything else are a SchemaError naming ``name``."""
+    value = form_text(value)
+    if isinstance(value, bool):
+        raise SchemaError(name, f"expected a number, got a boolean ({value!r})")
+    if isinstance(value, str):
+        if len(value) > MAX_NUMBER_TEXT or not NUMBER_TEXT.fullmatch(value):
+            raise SchemaError(name, f"expected a number (ASCII decimal), got {value[:40]!r}")
+        value = float(value)
+    elif isinstance(value, int):
+        if abs(value) > 2**1023:
+            raise SchemaError(name, f"must be a finite number, got {str(value)[:40]}")
+        value = float(value)
+    elif not isinstance(value, float):
+        raise SchemaError(name, f"expected a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise SchemaError(name, f"must be a finite number, got {value!r}")
+    return value
+
+
 def _optional_int(name: str, value: Any) -> int | None:
     value = form_text(value)
     if value is None or value == "" or value == "null":
         return None
-    if isinstance(value, bool):
-        raise SchemaError(name, "expected an integer or null, got a boolean")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value):  # ASCII digits only, no padding
-        return int(value)
-    if isinstance(value, str):
-        raise SchemaError(name, f"expected an integer (ASCII digits) or null, got {value!r}")
-    raise SchemaError(name, f"expected an integer or null, got {type(value).__name__}")
+    return as_int(name, value)
 
 
 def _optional_str(name: str, value: Any) -> str | None:

@@ -7,12 +7,22 @@ client is created per process from ``CONVLENS_URL`` and the TorchServe token.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-from client.http import ApiError, ApiStatus, ConvLensClient, LayerCatalogue, ModelFiles, ModelInfo, TechniqueInfo
+from client.http import (
+    ApiError,
+    ApiStatus,
+    ConvLensClient,
+    JobStatus,
+    LayerCatalogue,
+    ModelFiles,
+    ModelInfo,
+    TechniqueInfo,
+)
 from convlens.schema import AttributionResponse, CorpusResponse, GridsResponse
 
 SAMPLES_DIR = Path(__file__).with_name("samples")
@@ -122,14 +132,17 @@ def grids(endpoint: str, image: bytes | None, model: str, layer: str | None = No
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _corpus(_client: Any, key: str, endpoint: str, model: str, params: tuple[tuple[str, Any], ...]) -> CorpusResponse:
-    return _client.corpus(endpoint, model=model, params=dict(params))
+def _corpus(_client: Any, key: str, endpoint: str, model: str, params: tuple[tuple[str, Any], ...],
+            _on_job: Callable[[JobStatus], None] | None = None) -> CorpusResponse:
+    return _client.corpus(endpoint, model=model, params=dict(params), on_job=_on_job)
 
 
-def corpus(endpoint: str, model: str, **params: Any) -> CorpusResponse:
-    """A cached call to a corpus-family endpoint (these take seconds to minutes: cache them)."""
+def corpus(endpoint: str, model: str, on_job: Callable[[JobStatus], None] | None = None,
+           **params: Any) -> CorpusResponse:
+    """A cached call to a corpus-family endpoint (these take seconds to minutes: cache them). A long one runs as a
+    job on the server; ``on_job`` sees its progress as it is polled."""
     client = get_client()
-    return _corpus(client, f"{id(client)}", endpoint, model, tuple(sorted(params.items())))
+    return _corpus(client, f"{id(client)}", endpoint, model, tuple(sorted(params.items())), on_job)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -158,9 +171,10 @@ def datasets() -> list[dict[str, Any]]:
     return _datasets(client, f"{id(client)}")
 
 
-def change_datasets(**params: Any) -> list[dict[str, Any]]:
-    """Create or remove a dataset; the caches of answers about datasets are dropped."""
-    items = list(get_client().dataset("datasets", params=params).items)
+def change_datasets(on_job: Callable[[JobStatus], None] | None = None, **params: Any) -> list[dict[str, Any]]:
+    """Create or remove a dataset; the caches of answers about datasets are dropped. A large one is made by a job
+    on the server: ``on_job`` sees its progress."""
+    items = list(get_client().dataset("datasets", params=params, on_job=on_job).items)
     _dataset.clear()
     _datasets.clear()
     return items

@@ -78,11 +78,10 @@ def _stream(info: TechniqueInfo, images: Mapping[str, bytes], params: Mapping[st
     with panel.container():
         bar = st.progress(0.0, text="Starting…")
         left, right = st.columns([1, 3])
-        # pressing Stop reruns the page, which interrupts this job mid-stream: the finally below cancels it
+        # pressing Stop reruns the page, which interrupts this job mid-stream: widgets.cancellable cancels it
         right.button("Stop", key=f"{key}_stop", icon=":material/stop:",
                      help="Cancel the job; the server stops at its next step")
         preview = left.empty()
-    finished = False
 
     def show(progress: Progress) -> None:
         bar.progress(min(1.0, progress.step / max(1, progress.total)),
@@ -90,22 +89,11 @@ def _stream(info: TechniqueInfo, images: Mapping[str, bytes], params: Mapping[st
         if progress.preview is not None:
             preview.image(progress.preview, caption="current image", width=220)
 
-    try:
-        result = client.synthesis(info, images, model=model, target=target, layer=layer, params=params, job=job,
-                                  on_progress=show)
-        finished = True
-    except ApiError as exc:
-        finished = True
-        panel.empty()
-        widgets.api_error(exc, f"run {info.title}")
+    result = widgets.cancellable(
+        lambda: client.synthesis(info, images, model=model, target=target, layer=layer, params=params, job=job,
+                                 on_progress=show), lambda: job, panel, f"run {info.title}")
+    if result is None:
         return None
-    finally:
-        if not finished:  # the page was left or Stop was pressed mid-run: stop the server's work too
-            try:
-                client.cancel(job)
-            except ApiError:
-                pass
-    panel.empty()
     if result.scalars.get("cancelled"):
         st.warning(f"Stopped after {int(result.scalars.get('steps', 0))} steps; showing the image so far.")
     return result

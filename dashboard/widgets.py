@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -62,6 +63,33 @@ def model_badge(model: ModelInfo) -> tuple[str, str]:
     if not model.available:
         return "unavailable", BADGE_COLOURS["unavailable"]
     return WEIGHT_BADGES.get(model.weights, model.weights), BADGE_COLOURS.get(model.weights, "gray")
+
+
+T = TypeVar("T")
+
+
+def cancellable(run: Callable[[], T], job: Callable[[], str | None], shown: Any, what: str) -> T | None:
+    """``run()`` (a long request) and its result; an ApiError is shown instead (None). ``shown`` (the progress
+    placeholder) is cleared either way. When the page is left or a Stop button pressed mid-run, Streamlit
+    interrupts the script here: the server's job ``job()`` is cancelled too."""
+    finished = False
+    try:
+        result = run()
+        finished = True
+    except ApiError as exc:
+        finished = True
+        shown.empty()
+        api_error(exc, what)
+        return None
+    finally:
+        running = None if finished else job()
+        if running:
+            try:
+                state.get_client().cancel(running)
+            except ApiError:
+                pass
+    shown.empty()
+    return result
 
 
 def api_error(exc: ApiError, what: str) -> None:

@@ -48,7 +48,8 @@ from ts.torch_handler.base_handler import BaseHandler
 from convlens import models as zoo
 from convlens import pipeline, registry
 from convlens import zoo as registered
-from convlens.images import ImageDecodeError, decode_image, encode_png
+from convlens.images import encode_png
+from convlens.results import Cancelled
 from convlens.schema import (
     SchemaError,
     TechniqueRequest,
@@ -59,7 +60,7 @@ from convlens.schema import (
     parse_request,
     resolve_target,
 )
-from handlers import form_fields, jobs
+from handlers import background, form_fields, jobs, known_fields, long_requests, pixel_budget, priority, request_images
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +73,13 @@ JSON_CONTENT_TYPE = "application/json"
 class RequestError(Exception):
     """A request that gets an error response (``status``) instead of a result."""
 
-    def __init__(self, status: int, message: str, field_name: str | None = None) -> None:
+    def __init__(self, status: int, message: str, field_name: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field_name
+        self.headers = dict(headers or {})  # e.g. Retry-After with a 503
 
     @classmethod
     def from_schema(cls, exc: SchemaError) -> RequestError:
@@ -99,6 +102,8 @@ class Job:
     seconds: float = 0.0  # time spent on this request alone (decode, encode)
     job_id: str | None = None  # a long job's client-chosen id (to cancel it)
     stream: bool = False  # send progress as it runs (long jobs)
+    background: bool = False  # run as a job: answered at once with its id, polled with {"status": id}
+    progress: Any = None  # the job's progress callback (convlens.results.Progress) when it runs as a job
 
     @property
     def group_key(self) -> tuple[Any, ...]:
@@ -112,6 +117,7 @@ class Job:
 class Outcome:
     status: int
     body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -232,6 +238,16 @@ def random_weights_models() -> tuple[str, ...]:
     return tuple(name.strip() for name in raw.split(",") if name.strip())
 
 
+def check_buildable(name: str) -> str:
+    """``name`` if this server may build it for a request (its weights are here, or it is on the random-weights
+    allow-list), else a RequestError naming ``model``: the info API never builds what a request could not."""
+    if name in random_weights_models() or zoo.find_weights(name) is not None:
+        return name
+    raise RequestError(400, f"{name}: its weights are not on this server and random weights are not offered for it "
+                            f"(allowed: {', '.join(random_weights_models()) or 'none'}; the operator sets "
+                            "CONVLENS_RANDOM_WEIGHTS_MODELS)", "model")
+
+
 def weights_choice(value: Any) -> str:
     value = form_text(value)
     if value is None or value == "":
@@ -260,6 +276,7 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
         self.device = torch.device("cpu")
         self.cache = ModelCache(DEFAULT_CACHE_SIZE, self._load_model)
         self._layers_info: dict[str, dict[str, Any]] = {}
+        self._reserved_pixels = 0  # decoded pixels of the batch being answered (see handlers/pixel_budget.py)
         self.initialized = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -277,9 +294,11 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
             logger.warning("cache_size %r is not an integer; using %d", size, DEFAULT_CACHE_SIZE)
             capacity = DEFAULT_CACHE_SIZE
         self.cache = ModelCache(capacity, self._load_model)
-        threads = config.get("torch_threads")
-        if threads:
-            torch.set_num_threads(int(threads))
+        self.runner = background.JobRunner(self.endpoint, int(config.get("max_jobs", 1)),
+                                           int(config.get("max_waiting_jobs", 4)),
+                                           float(config.get("max_job_seconds", background.DEFAULT_MAX_SECONDS)))
+        level, threads = priority.apply(config)  # long-job endpoints yield the CPU to quick ones
+        logger.info("%s: priority %s, torch threads %s", self.endpoint, level, threads or torch.get_num_threads())
         self.initialized = True
         for name in config.get("preload", []) or []:
             try:
@@ -344,12 +363,24 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
             for i, outcome in enumerate(outcomes):
                 if outcome is None:
                     outcomes[i] = _internal_error()
+        finally:
+            jobs = []  # the decoded images go before the memory they used is handed back
+            self._release_pixels()
         return self.postprocess(outcomes)
+
+    def _release_pixels(self) -> None:
+        """The batch is answered: its images' pixels go back to the budget (and big batches' memory to the OS)."""
+        pixels, self._reserved_pixels = self._reserved_pixels, 0
+        pixel_budget.worker_budget().release(pixels)
+        if pixels > pixel_budget.TRIM_ABOVE_PIXELS:
+            pixel_budget.return_memory_to_os()
 
     def preprocess(self, rows: Sequence[Any], outcomes: list[Outcome | None]) -> list[Job]:
         """Parse and decode each request; bad ones and info requests are answered here."""
         jobs = []
         for i, row in enumerate(rows):
+            if outcomes[i] is not None:  # answered elsewhere (a running job's request, see handlers/streams.py)
+                continue
             started = time.perf_counter()
             try:
                 fields = request_fields(row, self._declared_type(i))
@@ -357,7 +388,10 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
                     outcomes[i] = Outcome(200, self.info(fields))
                     continue
                 if "cancel" in fields:
-                    outcomes[i] = Outcome(200, cancel(fields))
+                    outcomes[i] = Outcome(200, cancel(fields, self.runner))
+                    continue
+                if "status" in fields:
+                    outcomes[i] = job_status(fields)
                     continue
                 job = self.parse(i, fields)
                 job.seconds = time.perf_counter() - started
@@ -387,25 +421,31 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
     def parse(self, index: int, fields: Mapping[str, Any]) -> Job:
         technique, inputs_taken, optional = self.technique_for(fields)
         request = parse_request(fields, inputs_taken, optional)
+        known_fields.refuse_unknown(fields, known_fields.request_fields_of((*inputs_taken, *optional)))
         weights = weights_choice(fields.get("weights"))
         if weights == "random" and request.model not in random_weights_models():
             raise SchemaError("weights", f"random weights are not offered for {request.model} on this server "
                                          f"(allowed: {', '.join(random_weights_models()) or 'none'}; "
                                          "the operator sets CONVLENS_RANDOM_WEIGHTS_MODELS)")
-        inputs: dict[str, Any] = {}
-        for name, data in request.images.items():
-            items = data if isinstance(data, list) else [data]
-            decoded = []
-            for k, item in enumerate(items):
-                try:
-                    decoded.append(decode_image(item))
-                except ImageDecodeError as exc:
-                    raise SchemaError(f"{name}.{k}" if isinstance(data, list) else name, str(exc)) from None
-            inputs[name] = decoded if isinstance(data, list) else decoded[0]
+        inputs = self.decode_images(request)
         params = {k: v for k, v in request.params.items() if k != registry.METHOD_PARAM}
-        job = Job(index, request, inputs, weights, params, technique)
+        job = Job(index, request, inputs, weights, params, technique, job_id=job_id(fields.get("job")),
+                  background=fields.get("background") in (True, "true", b"true", "1", b"1"))
         self.prepare_job(job, fields)
         return job
+
+    def decode_images(self, request: TechniqueRequest) -> dict[str, Any]:
+        """The request's images decoded and reduced to what its model needs, their pixels reserved from the
+        worker's budget until the batch is answered (see :mod:`handlers.pixel_budget`)."""
+        side = request_images.decode_side(request.model, registry.endpoint_family(self.endpoint)
+                                          if self.endpoint in registry.endpoints() else "attribution")
+        try:
+            inputs, pixels = request_images.decode_inputs(request.images, side, pixel_budget.worker_budget(),
+                                                          pixel_budget.request_limit())
+        except pixel_budget.Refused as exc:
+            raise RequestError(exc.status, exc.message, exc.field, exc.headers) from None
+        self._reserved_pixels += pixels
+        return inputs
 
     def technique_for(self, fields: Mapping[str, Any]) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
         """(technique, images it needs, images it may take) for a request; see :meth:`choose_technique`."""
@@ -437,10 +477,39 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
     def prepare_job(self, job: Job, fields: Mapping[str, Any]) -> None:
         """Endpoint-specific checks that need no model."""
 
+    def must_run_as_job(self, job: Job) -> bool:
+        """Whether a request runs as a job (answered at once with its id): asked for with ``"background": true``;
+        an endpoint adds the requests that could outlive the response timeout (see docs/serving.md)."""
+        return job.background
+
+    def submit_if_long(self, job: Job, outcomes: list[Outcome | None]) -> bool:
+        """Start ``job`` on this worker's job runner if it must run as one, answering 202 with its id."""
+        try:
+            if not self.must_run_as_job(job):
+                return False
+            job.job_id = job.job_id or long_requests.new_job_id(self.endpoint)
+            live = self.runner.submit(job.job_id, self.job_work(job))
+        except (SchemaError, RequestError, background.RunnerFull, background.JobConflict) as exc:
+            outcomes[job.index] = Outcome(*long_requests.refusal(exc))
+            return True
+        outcomes[job.index] = Outcome(202, long_requests.accepted(live, self.endpoint))
+        return True
+
+    def job_work(self, job: Job) -> background.Work:
+        """What the job runner calls: the request run alone, its progress reported and cancellable."""
+        def work(live: background.LiveJob) -> background.Answer:
+            alone = dataclasses.replace(job, index=0, progress=job.progress or long_requests.reporter(live))
+            out: list[Outcome | None] = [None]
+            with torch.enable_grad():
+                self._run_group_safely([alone], out)
+            outcome = out[0] or _internal_error()
+            return outcome.status, outcome.body
+        return work
+
     def inference(self, jobs: list[Job], outcomes: list[Outcome | None]) -> None:  # type: ignore[override]
         """Run each group of compatible requests as one batch, gradients on."""
         groups: dict[tuple[Any, ...], list[Job]] = {}
-        for job in jobs:
+        for job in [job for job in jobs if not self.submit_if_long(job, outcomes)]:
             groups.setdefault(job.group_key, []).append(job)
         with torch.enable_grad():
             for group in groups.values():
@@ -496,6 +565,8 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
             return _error(RequestError.from_schema(exc))
         if isinstance(exc, RequestError):
             return _error(exc)
+        if isinstance(exc, Cancelled):  # a job stopped with nothing to show (its runner says why)
+            return _error(RequestError(409, "cancelled", "cancel"))
         logger.error("%s: request %d (%s) failed", self.endpoint, job.index, job.request.model,
                      exc_info=(type(exc), exc, exc.__traceback__))
         return _internal_error()
@@ -512,7 +583,8 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
         """Answer a group of compatible requests (one technique, one set of parameters) in one call."""
         first = jobs[0]
         outputs = pipeline.run(loaded, first.technique, [job.inputs for job in jobs],
-                               [job.request.target for job in jobs], first.request.layer, first.params)
+                               [job.request.target for job in jobs], first.request.layer, first.params,
+                               **({} if first.progress is None else {"progress": first.progress}))
         return [self.encode(output) for output in outputs]
 
     response_type: type = dict  # the family's response dataclass (``convlens.schema``)
@@ -538,8 +610,14 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
                 logger.error("%s: request %d got no outcome", self.endpoint, i)
                 outcome = _internal_error()
             self._set_status(i, outcome.status)
+            self._set_headers(i, outcome.headers)
             out.append(json.dumps(outcome.body).encode("utf-8"))
         return out
+
+    def _set_headers(self, idx: int, headers: Mapping[str, str]) -> None:
+        if headers and self.context is not None and getattr(self.context, "request_processor", None) is not None:
+            for name, value in headers.items():
+                self.context.set_response_header(idx, name, value)
 
     def _set_status(self, idx: int, status: int) -> None:
         context = self.context
@@ -556,6 +634,7 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
 
     def info(self, fields: Mapping[str, Any]) -> dict[str, Any]:
         kind = form_text(fields.get("info"))
+        known_fields.refuse_unknown(fields, known_fields.INFO_FIELDS)
         if kind not in INFO_KINDS:
             raise SchemaError("info", f"must be one of {', '.join(INFO_KINDS)}; got {kind!r}")
         if kind == "models":
@@ -580,7 +659,7 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
         """The layer catalogue does not depend on the weights: computed once from a random-weights build."""
         if loaded is not None or name not in self._layers_info:
             loaded = loaded or next((self.cache.get(n, w) for n, w in self.cache.keys() if n == name), None) \
-                or zoo.load_model(name, weights="random")
+                or zoo.load_model(check_buildable(name), weights="random")
             self._layers_info[name] = {
                 "model": name,
                 "input_size": loaded.preprocessing.input_size,
@@ -624,13 +703,33 @@ def builtin_model_row(name: str) -> dict[str, Any]:
             "fetch_hint": hint, "card": card}
 
 
-def cancel(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"cancel": "<job>"}``: ask the long job with that id to stop at its next step."""
+def cancel(fields: Mapping[str, Any], runner: background.JobRunner | None = None) -> dict[str, Any]:
+    """``{"cancel": "<job>"}``: ask the running job with that id to stop at its next step (whichever worker runs
+    it). An id that is not running (unknown, or finished) is a 404 naming ``cancel``, and leaves nothing behind."""
     job = job_id(fields.get("cancel"), "cancel")
     if job is None:
         raise SchemaError("cancel", "needs the id of the job to cancel")
-    jobs.request_cancel(job)
-    return {"cancelled": job}
+    known_fields.refuse_unknown(fields, ("cancel",))
+    live = runner.find(job) if runner is not None else None
+    if live is not None and not live.done.is_set() and jobs.is_live(job):
+        live.stop("cancelled")
+    elif not jobs.request_cancel(job):
+        raise RequestError(404, f"no running job {job!r} (unknown, or already finished): nothing to cancel",
+                           "cancel")
+    return {"cancelled": True, "job": job}
+
+
+def job_status(fields: Mapping[str, Any]) -> Outcome:
+    """``{"status": "<job>"}``: a job's state and progress and, once it ended, its answer (any endpoint)."""
+    job = job_id(fields.get("status"), "status")
+    if job is None:
+        raise SchemaError("status", "needs the id of the job")
+    known_fields.refuse_unknown(fields, ("status",))
+    record = jobs.read(job)
+    if record is None:
+        raise RequestError(404, f"no job {job!r} (unknown, or finished more than "
+                                f"{jobs.RECORD_TTL_S // 60} minutes ago)", "status")
+    return Outcome(200, long_requests.status_body(record))
 
 
 MAX_ERROR_CHARS = 500  # messages quote the client's values: a 10 kB layer name is not sent back whole
@@ -641,7 +740,7 @@ def _bounded(message: str) -> str:
 
 
 def _error(exc: RequestError) -> Outcome:
-    return Outcome(exc.status, exc.to_json())
+    return Outcome(exc.status, exc.to_json(), exc.headers)
 
 
 def _internal_error(message: str = "internal error; see the server log") -> Outcome:

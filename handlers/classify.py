@@ -14,7 +14,7 @@ import torch
 
 from convlens.models import LoadedModel
 from convlens.pipeline import topk_classes
-from convlens.schema import MAX_TOP_K, AttributionResponse, SchemaError, TopClass
+from convlens.schema import MAX_TOP_K, AttributionResponse, SchemaError, TopClass, as_int
 from handlers.base import ConvLensHandler, Job
 
 ALLOWED_PARAMS = ("topk",)
@@ -34,12 +34,7 @@ class ClassifyHandler(ConvLensHandler):
         for key in job.params:
             if key not in ALLOWED_PARAMS:
                 raise SchemaError(f"params.{key}", f"unknown parameter; allowed: {', '.join(ALLOWED_PARAMS)}")
-        topk = job.params.get("topk", 5)
-        if isinstance(topk, str) and topk.isdigit():
-            topk = int(topk)
-        if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= MAX_TOP_K:
-            raise SchemaError("params.topk", f"must be an integer in [1, {MAX_TOP_K}], got {topk!r}")
-        job.params = {"topk": topk}
+        job.params = {"topk": as_int("params.topk", job.params.get("topk", 5), 1, MAX_TOP_K)}
 
     def run_group(self, loaded: LoadedModel, jobs: list[Job]) -> list[dict[str, Any]]:
         x = torch.cat([loaded.prepare(job.inputs["image"])[1] for job in jobs])

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from convlens.schema import CorpusResponse
-from handlers.base import ConvLensHandler, handler_config
+from handlers import archive_upload
+from handlers.base import ConvLensHandler, Job, handler_config
+from handlers.long_requests import long_request
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +30,25 @@ class CorpusHandler(ConvLensHandler):
 
     def initialize(self, context: Any) -> None:
         super().initialize(context)
+        if self.endpoint == "dataset":
+            from convlens.corpus.datasets import sweep_orphans
+
+            removed = sweep_orphans()
+            if removed:
+                logger.info("%s: removed %d unfinished dataset folder(s) of stopped workers: %s", self.endpoint,
+                            len(removed), ", ".join(removed))
         if handler_config(context).get("warm_umap", False):
             threading.Thread(target=self._warm_umap, name="warm-umap", daemon=True).start()
+
+    def parse(self, index: int, fields: Mapping[str, Any]) -> Job:
+        if archive_upload.takes_archive(self.endpoint):  # a zip sent as a file or as the body
+            fields = archive_upload.with_uploaded_archive(fields, self._declared_type(index))
+        return super().parse(index, fields)
+
+    def must_run_as_job(self, job: Job) -> bool:
+        """Asked for, or a request that could outlive the response timeout (:func:`long_request`)."""
+        runs_long = long_request(job.technique, job.params)  # checks the params even when a job is asked for
+        return job.background or runs_long
 
     def _warm_umap(self) -> None:
         from convlens.corpus.projection import warm_up

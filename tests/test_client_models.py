@@ -156,18 +156,18 @@ def test_serve_start_turns_model_upload_on_for_local_development_unless_told_oth
     """`make run` runs `convlens serve start`: upload on unless the environment says; the containers start the
     server through ``serve.server.start`` without ``local_dev_env`` (upload off unless the operator sets it)."""
     from client import cli
-    from serve import server
+    from serve import local, server
 
     monkeypatch.delenv("CONVLENS_MODEL_UPLOAD", raising=False)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     seen: dict[str, Any] = {}
 
-    def fake_start(run_dir: Any, ports: Any, **kwargs: Any) -> server.ServerInfo:
+    def fake_start(run_dir: Any, ports: Any, **kwargs: Any) -> local.Running:  # TorchServe and its gate
         seen.update(kwargs)
-        return server.ServerInfo(tmp_path, ports, True, True, 4242, "healthy")
+        return local.Running(server.ServerInfo(tmp_path, ports, True, True, 4242, "healthy"), None)
 
-    monkeypatch.setattr(server, "start", fake_start)
+    monkeypatch.setattr(local, "start", fake_start)
     assert cli.main(["serve", "start", "--run-dir", str(tmp_path)]) == 0
     assert seen["env"] == passed == server.local_dev_env()
     assert shown in capsys.readouterr().out

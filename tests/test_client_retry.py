@@ -2,58 +2,29 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 import client.http as http_client
 from client.http import ApiError, ConvLensClient
-
-
-class Scripted(BaseHTTPRequestHandler):
-    """Answers each POST with the next (status, body) of ``script``."""
-
-    script: list[tuple[int, dict[str, Any]]] = []
-    seen = 0
-
-    def do_POST(self) -> None:  # noqa: N802 — http.server's name
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        status, body = Scripted.script[min(Scripted.seen, len(Scripted.script) - 1)]
-        Scripted.seen += 1
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+from tests.scripted_http import Scripted, serving
 
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setattr(http_client, "RETRY_DELAY_S", 0.01)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving() as url:
+        yield url
 
 
 def run(url: str, script: list[tuple[int, dict[str, Any]]]) -> tuple[Any, int]:
-    Scripted.script, Scripted.seen = script, 0
+    Scripted.script, Scripted.seen = script, []
     try:
-        return ConvLensClient(url, token="t").post("classify", {"info": "classes"}), Scripted.seen
+        return ConvLensClient(url, token="t").post("classify", {"info": "classes"}), len(Scripted.seen)
     except ApiError as exc:
-        return exc, Scripted.seen
+        return exc, len(Scripted.seen)
 
 
 OK = (200, {"classes": ["a"]})

@@ -122,7 +122,7 @@ def cmd_neighbours(args: argparse.Namespace) -> int:
     inputs: dict[str, Any] = {}
     if Path(args.image).is_file():
         inputs["image"] = decode_image(Path(args.image).read_bytes())
-    elif args.image.isdigit():
+    elif args.image.isascii() and args.image.isdigit():  # "²" and "١" are digits to str.isdigit
         params["query"] = int(args.image)
     else:
         raise FileNotFoundError(f"{args.image} is neither an image file nor a dataset index")

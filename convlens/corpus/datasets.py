@@ -11,9 +11,10 @@
 Every source (a local folder, a zip, the built-in generator, the natural sample images of the
 installed wheels) is written to a temporary folder first and renamed into place in one step, so a
 failed or rejected import never leaves a half-written dataset and never touches existing ones.
-Zips are checked entry by entry before anything is written (path escapes, symlinks, entry count,
-total uncompressed size, compression ratio); non-images are skipped and counted; every image mode
-(grey, CMYK, palette, 16-bit) is converted to RGB.
+Zips are checked entry by entry before anything is written (path escapes, symlinks, encryption, compression
+method, entry count, total uncompressed size, compression ratio), read with a cap on the bytes actually inflated
+(a header may lie), and any read error is a refusal naming ``params.archive``; non-images are skipped and
+counted; every image mode (grey, CMYK, palette, 16-bit) is converted to RGB.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -54,6 +58,9 @@ MAX_ZIP_RATIO = 100.0  # uncompressed / compressed, per entry and overall
 MAX_BUILTIN = 1_000_000
 
 Progress = Callable[[int, int], None]
+TMP_PREFIX = ".tmp-"  # + the writing process's pid + "-": a dataset being written
+TRASH_PREFIX = ".trash-"  # + pid + "-": a dataset being deleted
+LEGACY_DEBRIS_AGE_S = 24 * 3600  # debris named before pids were in the name: swept once this old
 
 
 class DatasetError(SchemaError):
@@ -68,7 +75,7 @@ def data_dir() -> Path:
 
 
 def check_name(name: object, field_name: str = "params.dataset") -> str:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise DatasetError(field_name, f"must be 1-64 characters of a-z, 0-9, '_' or '-' (starting with a letter or "
                                        f"digit), got {name!r}")
     return name
@@ -161,7 +168,7 @@ def scan(root: Path, name: str | None = None) -> Dataset:
 
 def list_datasets() -> list[Dataset]:
     base = data_dir()
-    return [scan(p) for p in sorted(base.iterdir()) if p.is_dir() and NAME_PATTERN.match(p.name)]
+    return [scan(p) for p in sorted(base.iterdir()) if p.is_dir() and NAME_PATTERN.fullmatch(p.name)]
 
 
 def open_dataset(name: str) -> Dataset:
@@ -169,7 +176,7 @@ def open_dataset(name: str) -> Dataset:
     check_name(name)
     root = data_dir() / name
     if not root.is_dir():
-        known = ", ".join(p.name for p in sorted(data_dir().iterdir()) if p.is_dir() and NAME_PATTERN.match(p.name))
+        known = ", ".join(p.name for p in sorted(data_dir().iterdir()) if p.is_dir() and NAME_PATTERN.fullmatch(p.name))
         raise DatasetError("params.dataset", f"no dataset {name!r}; known: {known or 'none (create one first)'}")
     return scan(root, name)
 
@@ -178,9 +185,39 @@ def remove_dataset(name: str) -> None:
     root = data_dir() / check_name(name)
     if not root.is_dir():
         raise DatasetError("params.dataset", f"no dataset {name!r}")
-    trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=data_dir()))
+    trash = Path(tempfile.mkdtemp(prefix=f"{TRASH_PREFIX}{os.getpid()}-", dir=data_dir()))
     os.replace(root, trash / name)  # gone from the listing at once, then deleted
     shutil.rmtree(trash, ignore_errors=True)
+
+
+def _owner_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_orphans(now: float | None = None) -> list[str]:
+    """Remove the ``.tmp-<pid>-…`` and ``.trash-<pid>-…`` folders whose writing process is gone (a worker
+    killed mid-import); a folder of a live process (a concurrent worker's job) is kept. Returns the names
+    removed."""
+    now = time.time() if now is None else now
+    removed = []
+    for path in sorted(data_dir().iterdir()):
+        if not path.is_dir() or path.is_symlink() or not path.name.startswith((TMP_PREFIX, TRASH_PREFIX)):
+            continue
+        owner = path.name.split("-", 2)[1] if path.name.count("-") >= 2 else ""
+        if owner.isascii() and owner.isdigit():
+            if _owner_alive(int(owner)):
+                continue
+        elif now - path.stat().st_mtime < LEGACY_DEBRIS_AGE_S:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path.name)
+    return removed
 
 
 # ----------------------------------------------------------------------------------------- writing
@@ -194,7 +231,7 @@ class _Writer:
         self.target = data_dir() / name
         if self.target.exists():
             raise DatasetError("params.name", f"a dataset called {name!r} exists; remove it first or pick another name")
-        self.tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=data_dir()))
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=data_dir()))
         self.source = source
         self.written = 0
         self.skipped = 0
@@ -270,12 +307,22 @@ class ZipLimits:
     ratio: float = MAX_ZIP_RATIO
 
 
+def _check_readable(info: zipfile.ZipInfo) -> None:
+    """Encrypted entries and methods other than stored and deflate are refused before anything is read."""
+    if info.flag_bits & 0x1:
+        raise DatasetError("params.archive", f"entry {info.filename!r} is encrypted; send an unencrypted zip")
+    if info.compress_type not in ZIP_METHODS:
+        raise DatasetError("params.archive", f"entry {info.filename!r} uses compression method {info.compress_type}; "
+                                             f"accepted: {', '.join(ZIP_METHODS.values())}")
+
+
 def check_zip(archive: zipfile.ZipFile, limits: ZipLimits = ZipLimits()) -> list[zipfile.ZipInfo]:
     """Every file entry of ``archive`` after the safety checks, or DatasetError naming the reason.
 
     Refused: absolute paths, drive letters, backslashes, ``..`` components, symlinks (Unix mode in the
-    external attributes), more than ``limits.entries`` entries, more than ``limits.total_bytes``
-    uncompressed, an entry over ``limits.entry_bytes``, or a compression ratio above ``limits.ratio``.
+    external attributes), encrypted entries, methods other than stored and deflate, more than
+    ``limits.entries`` entries, more than ``limits.total_bytes`` uncompressed, an entry over
+    ``limits.entry_bytes``, or a compression ratio above ``limits.ratio``.
     """
     infos = archive.infolist()
     if not infos:
@@ -295,6 +342,7 @@ def check_zip(archive: zipfile.ZipFile, limits: ZipLimits = ZipLimits()) -> list
             raise DatasetError("params.archive", f"entry {name!r} is a symbolic link; links are refused")
         if info.is_dir():
             continue
+        _check_readable(info)
         if info.file_size > limits.entry_bytes:
             raise DatasetError("params.archive", f"entry {name!r} is {info.file_size} bytes uncompressed; the limit is "
                                           f"{limits.entry_bytes}")
@@ -313,30 +361,59 @@ def check_zip(archive: zipfile.ZipFile, limits: ZipLimits = ZipLimits()) -> list
     return files
 
 
-def _read_bounded(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
-    """An entry's bytes, never more than its declared size (a lying header cannot inflate more)."""
-    with archive.open(info) as handle:
-        data = handle.read(min(info.file_size, limit) + 1)
-    if len(data) > info.file_size:
-        raise DatasetError("params.archive", f"entry {info.filename!r} is larger than its header says")
-    return data
+# What reading an archive can raise besides DatasetError: bad structure or CRC (BadZipFile), an encrypted entry
+# (RuntimeError), an unsupported method (NotImplementedError), offsets outside the file (ValueError: negative
+# seek), a truncated or corrupt deflate stream (EOFError, zlib.error, OSError).
+ZIP_READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError, NotImplementedError, ValueError, OSError,
+                   EOFError, zlib.error)
+ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
+READ_CHUNK = 1 << 16
+
+
+@contextmanager
+def unreadable_zip_refused() -> Iterator[None]:
+    """The one place a zip's read errors become a DatasetError naming ``params.archive``."""
+    try:
+        yield
+    except DatasetError:
+        raise
+    except ZIP_READ_ERRORS as exc:
+        raise DatasetError("params.archive", f"not a readable zip file ({type(exc).__name__}: {exc})") from None
+
+
+def read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
+    """An entry's bytes, inflating at most ``min(declared size, limit) + 1`` bytes in small reads whatever the
+    header says; more → DatasetError. (The deflate reader inflates no more than it is asked for per read, which
+    is why only stored and deflate entries are accepted: bzip2 and LZMA reads are unbounded.)"""
+    cap = min(info.file_size, limit)
+    chunks: list[bytes] = []
+    total = 0
+    with unreadable_zip_refused(), archive.open(info) as handle:
+        while total <= cap:
+            chunk = handle.read(min(READ_CHUNK, cap + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    if total > cap:
+        raise DatasetError("params.archive", f"entry {info.filename!r} is larger than its header says or than the "
+                                             f"limit of {limit} bytes")
+    return b"".join(chunks)
 
 
 def import_zip(name: str, source: bytes | Path, limits: ZipLimits = ZipLimits(),
                progress: Progress | None = None) -> Dataset:
     """A zip (bytes or a path) → dataset ``name``. Checked before anything is written; atomic."""
     check_name(name, "params.name")
-    try:
+    with unreadable_zip_refused():
         archive = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else Path(source))
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise DatasetError("params.archive", f"not a readable zip file ({exc})") from None
     with archive:
         entries = [i for i in check_zip(archive, limits)
                    if not any(part.startswith((".", "__MACOSX")) for part in PurePosixPath(i.filename).parts)]
         labels = _labels_of([PurePosixPath(i.filename) for i in entries])
         with _Writer(name, "zip") as writer:
             for k, (info, label) in enumerate(zip(entries, labels, strict=True)):
-                data = _read_bounded(archive, info, limits.entry_bytes)
+                data = read_entry(archive, info, limits.entry_bytes)
                 writer.add_bytes(data, label, PurePosixPath(info.filename).stem)
                 if progress is not None:
                     progress(k + 1, len(entries))

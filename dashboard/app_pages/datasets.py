@@ -11,11 +11,27 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from client.http import ApiError  # noqa: E402
+from client.http import ApiError, JobStatus  # noqa: E402
 from dashboard import state, widgets  # noqa: E402
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 MAX_ZIP_MB = 11  # the API's request limit is 16 MB; base64 adds a third
+
+
+def create(name: str, params: dict[str, object]) -> bool:
+    """Create a dataset with a progress bar (a large one is a job on the server, polled); leaving the page
+    meanwhile cancels the job, and the server removes what it had written."""
+    bar = st.progress(0.0, text=f"Creating {name}…")
+    running: list[str] = []
+
+    def show(job: JobStatus) -> None:
+        running[:] = [] if job.finished else [job.job]
+        bar.progress(min(1.0, job.step / job.total) if job.total else 0.0,
+                     text=f"Creating {name}: {job.step:,} of {job.total:,} images ({job.state})")
+
+    done = widgets.cancellable(lambda: state.change_datasets(on_job=show, **params) or True,
+                               lambda: running[0] if running else None, bar, f"create {name}")
+    return done is not None
 
 
 def page() -> None:
@@ -49,16 +65,12 @@ def page() -> None:
             import base64
 
             params.update(action="import", archive=base64.b64encode(upload.getvalue()).decode("ascii"))
-    ready = bool(NAME.match(name)) and "action" in params
-    if name and not NAME.match(name):
+    ready = bool(NAME.fullmatch(name)) and "action" in params
+    if name and not NAME.fullmatch(name):
         st.warning("Names are 1-64 characters of a-z, 0-9, '_' and '-'.")
     if st.button("Create", disabled=not ready, key="ds_create", type="primary"):
-        with st.spinner(f"Creating {name}…"):
-            try:
-                state.change_datasets(**params)
-            except ApiError as exc:
-                widgets.api_error(exc, f"create {name}")
-                return
+        if not create(name, params):
+            return
         st.success(f"Created {name}.")
         st.rerun()
     if rows:

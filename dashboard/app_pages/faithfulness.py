@@ -11,7 +11,7 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from client.http import ApiError  # noqa: E402
+from client.http import ApiError, JobStatus  # noqa: E402
 from dashboard import state, widgets  # noqa: E402
 
 COLOURS = ("#e4572e", "#29335c", "#f3a712", "#669bbc", "#a8c686", "#8e5572")
@@ -52,10 +52,15 @@ def page() -> None:
     progress = st.progress(0.0, text="Measuring…")
     results = {}
     for i, name in enumerate(chosen):
-        progress.progress(i / len(chosen), text=f"{titles[name]}: pointing game, deletion, insertion, "
-                                                f"randomisation… ({i + 1}/{len(chosen)})")
+        text = f"{titles[name]}: pointing game, deletion, insertion, randomisation… ({i + 1}/{len(chosen)})"
+        progress.progress(i / len(chosen), text=text)
+
+        def show(job: JobStatus, i: int = i, text: str = text) -> None:  # a long measurement runs as a job
+            done = job.step / job.total if job.total else 0.0
+            progress.progress(min(1.0, (i + done) / len(chosen)), text=f"{text} — {job.step} of {job.total}")
+
         try:
-            results[titles[name]] = state.corpus("faithfulness", "builtin", technique=name, n=n)
+            results[titles[name]] = state.corpus("faithfulness", "builtin", on_job=show, technique=name, n=n)
         except ApiError as exc:
             progress.empty()
             widgets.api_error(exc, f"measure {titles[name]}")

@@ -123,7 +123,7 @@ def add_form() -> None:
     """Name, architecture, weights, classes, preprocessing; Add sends them and shows the card or the refusal."""
     problems: list[str] = []
     name = st.text_input("Name", key="mdl_name", help="1-64 characters of a-z, 0-9, '_' and '-'")
-    if name and not NAME.match(name):
+    if name and not NAME.fullmatch(name):
         problems.append("the name must be 1-64 characters of a-z, 0-9, '_' and '-', starting with a letter or digit")
     left, right = st.columns([1, 2])
     kind = left.radio("Architecture", ["torchvision", "timm"], horizontal=True, key="mdl_kind")

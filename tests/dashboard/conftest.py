@@ -47,6 +47,15 @@ def registered_card(name: str, source: str = "torchvision:resnet18", classes: Se
             "cam_layer": "layer4", "code_layer": "avgpool"}
 
 
+def report_job(on_job: Any, job: str) -> None:
+    """What the real client does while it polls a long job: two progress reports, the last one finished."""
+    if on_job is not None:
+        from client.http import JobStatus
+
+        on_job(JobStatus(job, "running", 500, 1000))
+        on_job(JobStatus(job, "done", 1000, 1000, status=200))
+
+
 @dataclass
 class FakeClient:
     fail: ApiError | None = None
@@ -162,8 +171,10 @@ class FakeClient:
         self.calls.append({"cancel": job})
 
     def corpus(self, endpoint: str, model: str = "builtin", layer: str | None = None,
-               params: dict[str, Any] | None = None, images: dict[str, bytes] | None = None) -> CorpusResponse:
+               params: dict[str, Any] | None = None, images: dict[str, bytes] | None = None,
+               on_job: Any = None) -> CorpusResponse:
         self.calls.append({"endpoint": endpoint, "model": model, "layer": layer, "params": dict(params or {})})
+        report_job(on_job, "faith")
         if self.fail is not None:
             raise self.fail
         fractions = [0.0, 0.5, 1.0]
@@ -177,11 +188,13 @@ class FakeClient:
     datasets_on_server: list[str] = field(default_factory=lambda: ["shapes"])
 
     def dataset(self, method: str, model: str = "builtin", layer: str | None = None,
-                params: dict[str, Any] | None = None, image: bytes | None = None) -> CorpusResponse:
+                params: dict[str, Any] | None = None, image: bytes | None = None,
+                on_job: Any = None) -> CorpusResponse:
         """The dataset endpoint: 6 images of 2 labels, whose map, neighbours and patches are canned."""
         params = dict(params or {})
         self.calls.append({"endpoint": "dataset", "method": method, "model": model, "layer": layer,
-                           "params": params, "image": image})
+                           "params": params, "image": image, "on_job": on_job is not None})
+        report_job(on_job, "ds")
         if self.fail is not None:
             raise self.fail
         labels = ["circle", "circle", "circle", "square", "square", "square"]

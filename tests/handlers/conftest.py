@@ -8,6 +8,7 @@ import json
 import struct
 import zlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -102,3 +103,12 @@ def classify_handler():  # type: ignore[no-untyped-def]
     handler = ClassifyHandler()
     handler.initialize(make_context("classify"))
     return handler
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh datasets directory (``$CONVLENS_DATA_DIR``) for the test."""
+    from convlens.corpus import datasets as store
+
+    monkeypatch.setenv(store.DATA_DIR_ENV, str(tmp_path / "data"))
+    return tmp_path / "data"

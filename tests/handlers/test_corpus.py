@@ -12,11 +12,9 @@ import pytest
 from convlens.corpus import datasets as store
 from tests.handlers.conftest import b64, call, json_row, make_context, png_bytes
 
+pytestmark = pytest.mark.usefixtures("data_dir")  # a fresh datasets directory per test
 
-@pytest.fixture(autouse=True)
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(store.DATA_DIR_ENV, str(tmp_path / "data"))
-    return tmp_path / "data"
+
 
 
 @pytest.fixture(scope="module")

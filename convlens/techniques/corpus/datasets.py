@@ -19,7 +19,8 @@ from convlens.corpus import datasets as store
 from convlens.models import LoadedModel
 from convlens.registry import technique
 from convlens.results import Corpus, Progress
-from convlens.schema import SchemaError
+from convlens.schema import SchemaError, as_int
+from convlens.techniques.corpus import work
 
 MAX_IMAGES_PER_CALL = 64
 MAX_THUMB = 256
@@ -42,6 +43,10 @@ class DatasetsParams:
     size: int = 96
     start: int = 0
     count: int = MAX_SHEET
+
+    def runs_long(self) -> bool:
+        return (self.action == "builtin" and self.n > work.SYNC_MAX_BUILTIN_IMAGES) or \
+            (self.action == "import" and len(self.archive) > work.SYNC_MAX_ARCHIVE_CHARS)
 
 
 def sheet(ds: store.Dataset, start: int, count: int, tile: int) -> Tensor:
@@ -66,9 +71,10 @@ def sheet(ds: store.Dataset, start: int, count: int, tile: int) -> Tensor:
 
 def _indices(text: str, n: int) -> list[int]:
     try:
-        out = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise SchemaError("params.indices", f"must be comma-separated integers, got {text[:40]!r}") from None
+        out = [as_int("params.indices", t.strip()) for t in text.split(",") if t.strip()]
+    except SchemaError:
+        raise SchemaError("params.indices", f"must be comma-separated integers (ASCII digits), got {text[:40]!r}"
+                          ) from None
     if not 1 <= len(out) <= MAX_IMAGES_PER_CALL:
         raise SchemaError("params.indices", f"must name 1 to {MAX_IMAGES_PER_CALL} images, got {len(out)}")
     bad = [i for i in out if not 0 <= i < n]

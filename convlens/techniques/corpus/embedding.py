@@ -19,13 +19,14 @@ from convlens.models import LoadedModel
 from convlens.registry import seed_field, technique
 from convlens.results import Corpus, Progress
 from convlens.schema import SchemaError
+from convlens.techniques.corpus.work import OverADataset
 
 MAX_GRID_SIDE = 64
 MAX_TILE = 64
 
 
 @dataclass(frozen=True)
-class EmbeddingParams:
+class EmbeddingParams(OverADataset):
     """``grid``: side of the thumbnail grid (0: no grid image); ``tile``: its thumbnails' size in px."""
 
     dataset: str = ""

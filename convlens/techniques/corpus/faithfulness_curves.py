@@ -16,6 +16,7 @@ from convlens.models import LoadedModel
 from convlens.registry import seed_field, technique
 from convlens.results import Corpus, Progress
 from convlens.schema import SchemaError
+from convlens.techniques.corpus.work import SYNC_MAX_FAITHFULNESS_IMAGES
 
 MAX_IMAGES = 500
 
@@ -32,6 +33,19 @@ class FaithfulnessParams:
     randomisation_images: int = 8
     seed: int = seed_field(HELDOUT_SEED)
 
+    def check(self) -> None:
+        """SchemaError naming the first param out of range (checked before a job is started for it)."""
+        attribution = [s.name for s in registry.of_family("attribution")]
+        if self.technique not in attribution:
+            raise SchemaError("params.technique", f"must be one of {', '.join(attribution)}, got {self.technique!r}")
+        for name, value, top in (("n", self.n, MAX_IMAGES), ("steps", self.steps, 100),
+                                 ("randomisation_images", self.randomisation_images, 64)):
+            if not 1 <= value <= top:
+                raise SchemaError(f"params.{name}", f"must be in [1, {top}], got {value}")
+
+    def runs_long(self) -> bool:
+        return self.n > SYNC_MAX_FAITHFULNESS_IMAGES
+
 
 @technique(name="faithfulness", title="Faithfulness", family="corpus", params=FaithfulnessParams, inputs=(),
            order=90, reference="Zhang et al. 2016; Petsiuk et al. 2018; Adebayo et al. 2018")
@@ -40,16 +54,10 @@ def faithfulness_curves(loaded: LoadedModel, inputs: Mapping[str, Tensor],
     """series: ``deletion`` and ``insertion`` (probability vs share of pixels), ``randomisation``
     (similarity vs layers randomised, top first; ``items`` name the layers); scalars: the AUCs, the
     pointing game and the model's accuracy on the same images."""
-    attribution = [s.name for s in registry.of_family("attribution")]
-    if params.technique not in attribution:
-        raise SchemaError("params.technique", f"must be one of {', '.join(attribution)}, got {params.technique!r}")
+    params.check()
     if loaded.name != "builtin":
         raise SchemaError("model", "faithfulness is measured against the built-in dataset's object masks: "
                                    "use the builtin model")
-    for name, value, top in (("n", params.n, MAX_IMAGES), ("steps", params.steps, 100),
-                             ("randomisation_images", params.randomisation_images, 64)):
-        if not 1 <= value <= top:
-            raise SchemaError(f"params.{name}", f"must be in [1, {top}], got {value}")
     total = 2 * params.n + 1
     report = (lambda done: progress(done, total, None)) if progress is not None else (lambda done: None)
     pointing = faithfulness.pointing_game(loaded, params.technique, n=params.n, seed=params.seed,

@@ -19,13 +19,14 @@ from convlens.models import LoadedModel
 from convlens.registry import technique
 from convlens.results import Corpus, Progress
 from convlens.schema import SchemaError
+from convlens.techniques.corpus.work import OverADataset
 
 MAX_K = 64
 TILE = 64
 
 
 @dataclass(frozen=True)
-class NeighboursParams:
+class NeighboursParams(OverADataset):
     """``query``: a dataset index (used when no image is uploaded); ``k`` neighbours in each ``space``."""
 
     dataset: str = ""

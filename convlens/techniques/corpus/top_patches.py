@@ -18,13 +18,14 @@ from convlens.models import LoadedModel
 from convlens.registry import technique
 from convlens.results import Corpus, Progress
 from convlens.schema import SchemaError
+from convlens.techniques.corpus.work import OverADataset
 
 MAX_K = 64
 MAX_OVERVIEW = 512
 
 
 @dataclass(frozen=True)
-class TopPatchesParams:
+class TopPatchesParams(OverADataset):
     """``channel``: the channel to show (None: an overview with every channel's strongest patch);
     ``tile``: the patches' size in the grid, px (0: the receptive field's own size)."""
 

@@ -16,7 +16,7 @@ from convlens.hooks import capture
 from convlens.models import LoadedModel
 from convlens.registry import bounded, seed_field, technique
 from convlens.results import Cancelled, Progress, Synthesis
-from convlens.schema import MAX_STEPS, MAX_SYNTHESIS_SIZE
+from convlens.schema import MAX_STEPS, MAX_SYNTHESIS_SIZE, SchemaError
 from convlens.techniques.synthesis import objectives as obj
 from convlens.techniques.synthesis.common import Inputs, fit, loop_scalars, synthesis
 from convlens.techniques.synthesis.loop import optimize
@@ -82,9 +82,26 @@ def efros_leung(loaded: LoadedModel, inputs: Inputs, target: int | None,
     neighbours first), each copied from a random source pixel among the best Gaussian-weighted SSD matches."""
     started = time.perf_counter()
     source = fit(inputs["image"], params.source_size)[0].cpu()
-    out = grow(source, params.size, params.window, params.error, params.seed, progress)
+    window = params.window + 1 - params.window % 2  # what grow() uses: the next odd side
+    if window > min(source.shape[-2:]):
+        raise SchemaError("params.window", f"a {window}-pixel window does not fit in the "
+                                           f"{source.shape[-1]}×{source.shape[-2]} source (params.source_size "
+                                           f"{params.source_size}); use a smaller window or a larger source_size")
+    reached = [0, 0.0]  # steps reported, 1.0 once a cancel stopped it
+
+    def watched(step: int, total: int, preview: Tensor | None) -> None:
+        reached[0] = step
+        try:
+            if progress is not None:
+                progress(step, total, preview)
+        except Cancelled:
+            reached[1] = 1.0
+            raise
+
+    out = grow(source, params.size, params.window, params.error, params.seed, watched)
     return synthesis({"result": out, "source": source}, {},
-                     {"seconds": round(time.perf_counter() - started, 4), "window": float(params.window)},
+                     {"seconds": round(time.perf_counter() - started, 4), "window": float(params.window),
+                      "cancelled": reached[1], "steps": float(reached[0])},
                      {"network": "none (non-parametric sampling)"})
 
 
