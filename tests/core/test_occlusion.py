@@ -15,10 +15,10 @@ from convlens.pipeline import parse_params
 from convlens.schema import SchemaError
 from convlens.techniques.attribution.occlusion import (
     OcclusionParams,
+    fast_reduced_dtype,
     fill_image,
     occlusion,
     positions,
-    reduced_dtype,
 )
 from tests import numerics
 
@@ -92,7 +92,7 @@ def test_reduced_precision_agrees_with_float32(builtin_batch) -> None:  # type: 
     loaded, x, labels = builtin_batch
     full = occlusion(loaded.net, x, labels, OcclusionParams())
     reduced = occlusion(loaded.net, x, labels, OcclusionParams(precision="reduced"))
-    assert reduced.scalars["reduced_precision"] == float(reduced_dtype(x.device) != torch.float32)
+    assert reduced.scalars["reduced_precision"] == float(fast_reduced_dtype(x.device) != torch.float32)
     for a, b in zip(full.raw, reduced.raw, strict=True):
         corr = torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1]
         assert corr >= 0.99

@@ -260,7 +260,7 @@ def test_reduced_precision_rounds_the_change_not_the_activation() -> None:
 
 
 def test_whole_copies_in_reduced_precision_keep_a_float32_head(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(occlusion_module, "reduced_dtype", lambda device: torch.bfloat16)
+    monkeypatch.setattr(occlusion_module, "fast_reduced_dtype", lambda device: torch.bfloat16)
     monkeypatch.setattr(occlusion_module, "_agrees", lambda *args: True)  # keep the reduced result
     net, x = ConfidentHead().eval(), torch.rand(1, 3, 16, 16)
     exact = occlusion(net, x, 0, OcclusionParams(window=4, stride=4, fill="zero", incremental=False))
@@ -274,7 +274,7 @@ def test_whole_copies_in_reduced_precision_keep_a_float32_head(monkeypatch: pyte
 def test_reduced_precision_keeps_a_confident_resnets_map(monkeypatch: pytest.MonkeyPatch) -> None:
     # A confident ResNet (p ≈ 0.99) whose windows move the target by < 0.01: bfloat16 activations with a float32
     # head correlate 0.998 with float32 here; bfloat16 changes 0.99996.
-    monkeypatch.setattr(occlusion_module, "reduced_dtype", lambda device: torch.bfloat16)
+    monkeypatch.setattr(occlusion_module, "fast_reduced_dtype", lambda device: torch.bfloat16)
     torch.manual_seed(0)
     net = torchvision.models.resnet18(num_classes=10).eval()
     with torch.no_grad():
