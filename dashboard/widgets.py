@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -84,10 +85,8 @@ def cancellable(run: Callable[[], T], job: Callable[[], str | None], shown: Any,
     finally:
         running = None if finished else job()
         if running:
-            try:
+            with contextlib.suppress(ApiError):  # best effort: the page is already going away
                 state.get_client().cancel(running)
-            except ApiError:
-                pass
     shown.empty()
     return result
 

@@ -487,13 +487,24 @@ class ConvLensHandler(BaseHandler):  # type: ignore[misc]
         try:
             if not self.must_run_as_job(job):
                 return False
-            job.job_id = job.job_id or long_requests.new_job_id(self.endpoint)
-            live = self.runner.submit(job.job_id, self.job_work(job))
-        except (SchemaError, RequestError, background.RunnerFull, background.JobConflict) as exc:
+        except (SchemaError, RequestError) as exc:
             outcomes[job.index] = Outcome(*long_requests.refusal(exc))
             return True
-        outcomes[job.index] = Outcome(202, long_requests.accepted(live, self.endpoint))
+        live = self.start_job(job, outcomes)
+        if live is not None:
+            outcomes[job.index] = Outcome(202, long_requests.accepted(live, self.endpoint))
         return True
+
+    def start_job(self, job: Job, outcomes: list[Outcome | None], stream: bool = False,
+                  request_id: str | None = None) -> background.LiveJob | None:
+        """``job`` on this worker's job runner (an id made for it if it has none); None with its refusal (503
+        when the runner is full, 409 when the id is taken) in ``outcomes`` if it could not start."""
+        job.job_id = job.job_id or long_requests.new_job_id(self.endpoint)
+        try:
+            return self.runner.submit(job.job_id, self.job_work(job), stream, request_id)
+        except (background.RunnerFull, background.JobConflict) as exc:
+            outcomes[job.index] = Outcome(*long_requests.refusal(exc))
+            return None
 
     def job_work(self, job: Job) -> background.Work:
         """What the job runner calls: the request run alone, its progress reported and cancellable."""

@@ -156,15 +156,10 @@ class SynthesisHandler(ConvLensHandler):
         stays free); ``"background": true`` still answers 202 at once, as on any endpoint."""
         if job.background or not streams.is_continuous(self.context) or registry.get(job.technique).batched:
             return super().submit_if_long(job, outcomes)
-        job.job_id = job.job_id or long_requests.new_job_id(self.endpoint)
-        try:
-            live = self.runner.submit(job.job_id, self.job_work(job), job.stream,
-                                      self.context.request_ids.get(job.index))
-        except (background.RunnerFull, background.JobConflict) as exc:
-            outcomes[job.index] = Outcome(*long_requests.refusal(exc))
-            return True
-        self._last_sent[live.job] = time.monotonic()
-        outcomes[job.index] = streams.held(live)
+        live = self.start_job(job, outcomes, job.stream, self.context.request_ids.get(job.index))
+        if live is not None:
+            self._last_sent[live.job] = time.monotonic()
+            outcomes[job.index] = streams.held(live)
         return True
 
     def job_work(self, job: Job) -> background.Work:

@@ -119,11 +119,12 @@ def refine(rows: int, cols: int, tolerance: float, run: Callable[[list[Position]
     evaluate(sample)  # type: ignore[arg-type]
     sampled = torch.tensor(sample, dtype=torch.long).view(-1, 2)
     errors = score(values[sampled[:, 0], sampled[:, 1]]) - score(guess[sampled[:, 0], sampled[:, 1]])
-    full = score(interpolate(values, known).flatten(0, 1))
-    kept = expected_correlation(full, errors, int((~known).sum())) >= MIN_CORRELATION
+    refined = interpolate(values, known)
+    kept = expected_correlation(score(refined.flatten(0, 1)), errors, int((~known).sum())) >= MIN_CORRELATION
     if not kept:
         evaluate([(r, c) for r in range(rows) for c in range(cols)])
-    return interpolate(values, known), {"windows_run": float(known.sum()), "refined": float(kept)}
+        refined = values
+    return refined, {"windows_run": float(known.sum()), "refined": float(kept)}
 
 
 def _spread(items: list[list[int]], k: int) -> list[list[int]]:
