@@ -77,8 +77,8 @@ def rows_file(case: str) -> Path:
 def handler_for(endpoint: str, batch: int) -> tuple[Any, Any]:
     from ts.context import Context
 
-    from handlers.classify import ClassifyHandler
     from handlers.corpus import CorpusHandler
+    from handlers.prediction import PredictionHandler as ClassifyHandler
 
     handler = CorpusHandler() if endpoint == "codes" else ClassifyHandler()
     context = Context(endpoint, "/nonexistent", {"model": {"modelName": endpoint}}, batch, None, "0.12.0",

@@ -158,7 +158,7 @@ def add_builtin_copy(work: Path, name: str) -> None:
 def new_handler(kind: str) -> Any:
     """A handler initialised the way a TorchServe worker does it (nothing preloaded)."""
     from handlers.attribution import AttributionHandler
-    from handlers.classify import ClassifyHandler
+    from handlers.prediction import PredictionHandler as ClassifyHandler
     from tests.handlers.conftest import make_context
 
     handler = {"classify": ClassifyHandler, "saliency": AttributionHandler}[kind]()
@@ -351,7 +351,7 @@ def build_rows(r: Results) -> tuple[list[Row], list[str]]:
                      f"{fmt_ms(lookup)} ms more ({lookup / base:.1%} of a built-in request; the goal allows "
                      f"{fmt_ms(base * (CACHED_GOAL - 1))} ms)")
     notes.append("*Cached*: the one thing a cached registered model adds to a request is its version key, computed "
-                 "on every request so an edited model is reloaded (`ModelCache.get` in `handlers/base.py` → "
+                 "on every request so an edited model is reloaded (`ModelCache.get` in `handlers/model_cache.py` → "
                  "`convlens.models.model_version` → `zoo.cache_key`: locate the folder, read `model.toml`, stat "
                  "every file, SHA-256); the forward pass, the network class and the weights are the same. "
                  "Measured — " + "; ".join(parts) + "."

@@ -47,10 +47,10 @@ from convlens.techniques.stylize.stylize import (  # noqa: E402
     checkpoint_styles,
     load_stylenet,
 )
-from convlens.techniques.stylize.train import load_image, rgb_tensor, write_card  # noqa: E402
 from convlens.techniques.synthesis.common import fit  # noqa: E402
 from convlens.techniques.synthesis.perceptual import network  # noqa: E402
 from convlens.techniques.synthesis.style import StyleParams, losses, style_grams, style_transfer  # noqa: E402
+from convlens.training.stylize import load_image, rgb_tensor, write_card  # noqa: E402
 
 HEADING = "## Fast style transfer (bench/style.py)"
 PHOTO = ROOT / "dashboard" / "samples" / "photos" / "astronaut.png"

@@ -20,6 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from convlens.output_lines import result_lines
+from convlens.outputs import Outputs
+from convlens.schema import INFO_ENDPOINT, METHOD_PARAM, SALIENCY_ENDPOINT, route
+
 API_COMMANDS = ("call", "serve", "job")
 PORTS = (("inference", "CONVLENS_INFERENCE_PORT", 8080), ("management", "CONVLENS_MANAGEMENT_PORT", 8081),
          ("metrics", "CONVLENS_METRICS_PORT", 8082), ("grpc-inference", "CONVLENS_GRPC_INFERENCE_PORT", 7070),
@@ -40,8 +44,7 @@ def _server_info_lines(running: Any) -> list[str]:
         f"inference key:  {key_file}  (`convlens call` and the dashboard read it)",
         f"  export CONVLENS_KEY_FILE={key_file} CONVLENS_URL={url}",
         f"  TOKEN=$(python3 -c \"import json; print(json.load(open('{key_file}'))['inference']['key'])\")",
-        f"  curl -H \"Authorization: Bearer $TOKEN\" -F image=@cat.jpg -F method=gradcam "
-        f"{url}/predictions/saliency",
+        f"  curl -H \"Authorization: Bearer $TOKEN\" -F image=@cat.jpg {url}/predictions/{SALIENCY_ENDPOINT}",
         f"log:            {info.log_file} (and {info.run_dir / 'logs'}/)",
     ]
 
@@ -103,17 +106,17 @@ def cmd_serve_status(args: argparse.Namespace) -> int:
 
 
 def _route(name: str, techniques: Sequence[Any]) -> tuple[str, dict[str, Any], Any]:
-    """A technique or endpoint name → (endpoint, params it implies, the technique it runs or None)."""
+    """A technique or endpoint name → (endpoint, params it implies, the technique it runs or None). A technique
+    is asked for by :func:`convlens.schema.route`; an endpoint runs its default technique."""
     for t in techniques:
         if t.name == name:
-            shared = sum(1 for u in techniques if u.endpoint == t.endpoint) > 1
-            return t.endpoint, ({"method": name} if shared else {}), t
+            return (*route(t.name, t.endpoint), t)
     for t in techniques:
         if t.endpoint == name:
             return name, {}, t
-    if name == "classify":
+    if name == INFO_ENDPOINT:  # a server whose catalogue does not list the technique behind its info endpoint
         return name, {}, None
-    known = sorted({"classify", *(t.name for t in techniques), *(t.endpoint for t in techniques)})
+    known = sorted({INFO_ENDPOINT, *(t.name for t in techniques), *(t.endpoint for t in techniques)})
     raise ValueError(f"unknown technique or endpoint {name!r}; the server offers: {', '.join(known)}")
 
 
@@ -123,7 +126,7 @@ def _print_progress(progress: Any) -> None:
 
 def cmd_call(args: argparse.Namespace) -> int:
     from client.http import ApiError, ConvLensClient, default_key_file, default_url, read_token
-    from convlens.schema import BATCH_INPUT, assign_inputs, parse_assignment, target_from_text
+    from convlens.schema import parse_assignment, target_from_text
 
     token = read_token(args.key_file)
     if token is None:
@@ -145,17 +148,9 @@ def cmd_call(args: argparse.Namespace) -> int:
         endpoint, params, spec = _route(args.technique, techniques)
         params.update(given)
         if args.method:
-            params["method"] = args.method
-            spec = next((t for t in techniques if t.name == args.method), spec)
-        takes, optional = (spec.inputs, spec.optional_inputs) if spec is not None else (("image",), ())
-        images: dict[str, Any]
-        if takes == (BATCH_INPUT,):  # a batch: every IMAGE given
-            if not args.images:
-                raise ValueError(f"{args.technique} takes IMAGE [IMAGE ...]; got none")
-            images = {BATCH_INPUT: [Path(path).read_bytes() for path in args.images]}
-        else:
-            paths = assign_inputs(args.images, takes, optional, args.technique)
-            images = {name: Path(path).read_bytes() for name, path in paths.items()}
+            params[METHOD_PARAM] = args.method
+        spec = next((t for t in techniques if t.name == params.get(METHOD_PARAM)), spec)
+        images = _read_images(args.images, spec, args.technique)
         target = target_from_text(args.target, client.classes(args.model)) if args.target is not None else None
         if args.background:  # a job: its id at once; `convlens job wait ID` fetches the answer
             body = {**{k: ([base64.b64encode(d).decode("ascii") for d in v] if isinstance(v, list)
@@ -163,10 +158,9 @@ def cmd_call(args: argparse.Namespace) -> int:
                     "model": args.model, "target": target, "layer": args.layer, "params": params}
             print(json.dumps({"job": client.submit(endpoint, body)}))
             return 0
-        if spec is not None and spec.family == "synthesis":
-            data = client.synthesis(f"{endpoint}:{params.pop('method', '')}", images, model=args.model,
-                                    target=target, layer=args.layer, params=params,
-                                    on_progress=_print_progress).to_json()
+        if spec is not None and spec.family == "synthesis":  # streamed: its progress on stderr
+            data = client.synthesis(endpoint, images, model=args.model, target=target, layer=args.layer,
+                                    params=params, on_progress=_print_progress).to_json()
         else:
             data = client.request(endpoint, images, model=args.model, target=target, layer=args.layer,
                                   params=params, weights=args.weights)
@@ -175,7 +169,27 @@ def cmd_call(args: argparse.Namespace) -> int:
         print(f"convlens: error: {'HTTP ' + str(exc.status) if exc.status else 'no answer'}: {exc.message}{where}",
               file=sys.stderr)
         return 1
-    out = Path(args.out)
+    ran = next((t for t in techniques if t.name == data.get("technique")), spec)  # an endpoint's default technique
+    _print_answer(data, ran.outputs if ran is not None else Outputs(), Path(args.out))
+    return 0
+
+
+def _read_images(paths: Sequence[str], spec: Any, technique: str) -> dict[str, Any]:
+    """The command line's image files → the technique's named inputs (a list for a batch input)."""
+    from convlens.schema import BATCH_INPUT, assign_inputs
+
+    takes, optional = (spec.inputs, spec.optional_inputs) if spec is not None else (("image",), ())
+    if takes == (BATCH_INPUT,):  # a batch: every IMAGE given
+        if not paths:
+            raise ValueError(f"{technique} takes IMAGE [IMAGE ...]; got none")
+        return {BATCH_INPUT: [Path(path).read_bytes() for path in paths]}
+    named = assign_inputs(paths, takes, optional, technique)
+    return {name: Path(path).read_bytes() for name, path in named.items()}
+
+
+def _print_answer(data: dict[str, Any], declared: Outputs, out: Path) -> None:
+    """Images written as ``NAME.png`` under ``out`` (their declared names), the answer as JSON on stdout (file
+    paths for images) and, on stderr, each output with its caption and unit."""
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     for name, b64 in data.get("images", {}).items():
@@ -184,7 +198,8 @@ def cmd_call(args: argparse.Namespace) -> int:
         written[name] = str(path)
     data["images"] = written
     print(json.dumps(data, indent=2))
-    return 0
+    for line in result_lines(declared, written, data.get("scalars") or {}, data.get("labels") or {}):
+        print(line, file=sys.stderr)
 
 
 def _print_job(status: Any) -> None:
@@ -247,14 +262,14 @@ def add_api_commands(sub: Any) -> None:
             p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the API")
 
     call = sub.add_parser("call", help="one request to the running API; prints JSON, writes PNGs")
-    call.add_argument("technique", nargs="?", help="a technique (gradcam, occlusion, filters, ...) or an endpoint "
-                                                   "(classify, saliency); `--list` shows what the server offers")
+    call.add_argument("technique", nargs="?", help="a technique or an endpoint (its default technique); `--list` "
+                                                   "shows what the server offers")
     call.add_argument("images", nargs="*", metavar="IMAGE", help="the technique's images, in order")
     call.add_argument("--list", action="store_true", help="list the server's techniques and endpoints")
     call.add_argument("--model", default="builtin")
     call.add_argument("--target", help="class index or class label (e.g. 3 or circle)")
     call.add_argument("--layer")
-    call.add_argument("--method", help="shorthand for --param method=M")
+    call.add_argument("--method", help=f"shorthand for --param {METHOD_PARAM}=M")
     call.add_argument("--param", action="append", default=[], metavar="K=V",
                       help="params entry, the value parsed as JSON when it is (e.g. alpha=0.3, topk=3)")
     call.add_argument("--weights", choices=("pretrained", "random"), help="random: ask for an untrained network")

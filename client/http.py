@@ -19,15 +19,27 @@ from typing import Any
 
 import requests
 
-from convlens.schema import BATCH_INPUT, AttributionResponse, CorpusResponse, GridsResponse, SynthesisResponse
+from convlens.outputs import Outputs
+from convlens.schema import (
+    BATCH_INPUT,
+    CLASSIFY,
+    CODES,
+    DATASET_ENDPOINT,
+    INFO_ENDPOINT,
+    MODEL_FILES,
+    SALIENCY_ENDPOINT,
+    AttributionResponse,
+    CorpusResponse,
+    GridsResponse,
+    SynthesisResponse,
+    route,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 ENDPOINT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 RETRY_STATUSES = (503, 507)  # a worker died or is restarting: TorchServe recovers within seconds
 RETRY_DELAY_S = 3.0
 DATASET_TIMEOUT_S = 900.0  # the dataset endpoint's responseTimeout (serve/model-config/dataset.yaml)
-INFO_ENDPOINT = "classify"  # where the info API ({"info": "models" | "layers" | "classes"}) is answered
-MODEL_FILES = "model_files"  # the dataset endpoint's technique that lists, adds and removes models
 _REPO = Path(__file__).resolve().parents[1]
 DEFAULT_KEY_FILE = _REPO / "serve" / "run" / "key_file.json"  # written by TorchServe (`convlens serve start`)
 
@@ -188,12 +200,15 @@ class TechniqueInfo:
     reference: str
     params: tuple[dict[str, Any], ...]
     optional_inputs: tuple[str, ...] = ()  # images it may take (e.g. neighbours' uploaded query)
+    outputs: Outputs = Outputs()  # what its results hold (convlens.outputs): images, scalars, labels, series, items
+    page: str = ""  # the dashboard page that shows it specially (registry ``Spec.page``); "" its family's page
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TechniqueInfo:
         return cls(data["name"], data["title"], data["family"], data["endpoint"], tuple(data["inputs"]),
                    data["layer"], data["default_layer"], data.get("reference", ""), tuple(data.get("params", [])),
-                   tuple(data.get("optional_inputs", [])))
+                   tuple(data.get("optional_inputs", [])), Outputs.from_json(data.get("outputs", [])),
+                   str(data.get("page", "")))
 
 
 @dataclass(frozen=True)
@@ -349,11 +364,12 @@ class ConvLensClient:
         return GridsResponse.from_json(self.request(endpoint, images, model, None, layer, params, weights))
 
     def corpus(self, endpoint: str, model: str = "builtin", layer: str | None = None,
-               params: Mapping[str, Any] | None = None, images: Mapping[str, bytes] | None = None,
+               params: Mapping[str, Any] | None = None, images: Mapping[str, bytes | list[bytes]] | None = None,
                on_job: Callable[[JobStatus], None] | None = None) -> CorpusResponse:
         """A corpus-family endpoint (e.g. ``faithfulness``): curves, vectors or points over a dataset. A long one
         runs as a job on the server: waited for, ``on_job`` sees its progress."""
-        body: dict[str, Any] = {name: _b64(data) for name, data in (images or {}).items()}
+        body: dict[str, Any] = {name: [_b64(d) for d in data] if isinstance(data, list) else _b64(data)
+                                for name, data in (images or {}).items()}  # a list for a batch input (codes)
         body.update({"model": model, "target": None, "layer": layer, "params": dict(params or {})})
         return CorpusResponse.from_json(self.post(endpoint, body, **_job_kwargs(on_job)))
 
@@ -365,12 +381,12 @@ class ConvLensClient:
         ``on_progress`` the answer is streamed and ``on_progress`` sees every progress message; ``job`` names the
         run so :meth:`cancel` can stop it (it then answers with what it has, ``scalars["cancelled"] == 1``)."""
         if isinstance(technique, TechniqueInfo):
-            endpoint, method = technique.endpoint, technique.name
+            endpoint, implied = route(technique.name, technique.endpoint)
         else:
             endpoint, _, method = technique.partition(":")
+            endpoint, implied = route(method, endpoint) if method else (endpoint, {})
         body: dict[str, Any] = {name: base64.b64encode(data).decode("ascii") for name, data in (images or {}).items()}
-        body.update({"model": model, "target": target, "layer": layer,
-                     "params": {**({"method": method} if method else {}), **dict(params or {})}})
+        body.update({"model": model, "target": target, "layer": layer, "params": {**implied, **dict(params or {})}})
         if job is not None:
             body["job"] = job
         if on_progress is None:
@@ -436,18 +452,21 @@ class ConvLensClient:
     def codes(self, images: list[bytes], model: str = "builtin", layer: str | None = None,
               params: Mapping[str, Any] | None = None) -> CorpusResponse:
         """``/predictions/codes``: a batch of encoded images → one CNN code (float vector) each."""
-        return CorpusResponse.from_json(self.request("codes", {BATCH_INPUT: list(images)}, model, None, layer, params))
+        endpoint, implied = route(CODES, CODES)
+        return CorpusResponse.from_json(self.request(endpoint, {BATCH_INPUT: list(images)}, model, None, layer,
+                                                     {**implied, **dict(params or {})}))
 
     def dataset(self, method: str, model: str = "builtin", layer: str | None = None,
                 params: Mapping[str, Any] | None = None, image: bytes | None = None,
                 on_job: Callable[[JobStatus], None] | None = None) -> CorpusResponse:
         """``/predictions/dataset``: dataset management (``datasets``) and the techniques over a named dataset
         (``embedding``, ``neighbours``, ``top_patches``); ``image``: an uploaded query, where one is taken."""
-        body: dict[str, Any] = {"model": model, "layer": layer, "params": {"method": method, **dict(params or {})}}
+        endpoint, implied = route(method, DATASET_ENDPOINT)
+        body: dict[str, Any] = {"model": model, "layer": layer, "params": {**implied, **dict(params or {})}}
         if image is not None:
             body["image"] = _b64(image)
         # making a large dataset or a first map of one takes minutes: wait as long as the server does
-        return CorpusResponse.from_json(self.post("dataset", body, timeout=max(self.timeout, DATASET_TIMEOUT_S),
+        return CorpusResponse.from_json(self.post(endpoint, body, timeout=max(self.timeout, DATASET_TIMEOUT_S),
                                                   **_job_kwargs(on_job)))
 
     def models(self) -> list[ModelInfo]:
@@ -535,13 +554,16 @@ class ConvLensClient:
 
     def classify(self, image: bytes, model: str = "builtin", topk: int = 5, target: int | str | None = None,
                  weights: str | None = None) -> AttributionResponse:
-        return self.explain("classify", image, model=model, target=target, params={"topk": topk}, weights=weights)
+        endpoint, implied = route(CLASSIFY, CLASSIFY)
+        return self.explain(endpoint, image, model=model, target=target, params={**implied, "topk": topk},
+                            weights=weights)
 
     def saliency(
         self, image: bytes, method: str, model: str = "builtin", target: int | str | None = None,
         layer: str | None = None, weights: str | None = None, **params: Any,
     ) -> AttributionResponse:
-        return self.explain("saliency", image, model, target, layer, {"method": method, **params}, weights)
+        endpoint, implied = route(method, SALIENCY_ENDPOINT)
+        return self.explain(endpoint, image, model, target, layer, {**implied, **params}, weights)
 
 
 def _api_error(r: requests.Response) -> ApiError:
@@ -584,8 +606,3 @@ def _error_message(r: requests.Response) -> str:
         pass
     return f"HTTP {r.status_code}: {r.text[:200]}"
 
-
-def decode_images(response: AttributionResponse | GridsResponse | SynthesisResponse | CorpusResponse
-                  ) -> dict[str, bytes]:
-    """name → PNG bytes."""
-    return {name: base64.b64decode(data) for name, data in response.images.items()}

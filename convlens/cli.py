@@ -93,7 +93,7 @@ def cmd_style_train(args: argparse.Namespace) -> int:
     import torch
 
     from convlens.techniques.stylize.net import NetConfig
-    from convlens.techniques.stylize.train import TrainConfig, Trainer, content_pool, load_image
+    from convlens.training.stylize import TrainConfig, Trainer, content_pool, load_image
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -151,7 +151,7 @@ def _boosts(pairs: list[str] | None) -> dict[str, float] | None:
 
 
 def cmd_style_export(args: argparse.Namespace) -> int:
-    from convlens.techniques.stylize.train import export
+    from convlens.training.stylize import export
 
     state = export(args.checkpoint, args.out, ema=args.ema)
     out = Path(args.out)
@@ -301,6 +301,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from convlens.images import decode_image, encode_png
     from convlens.models import load_model
+    from convlens.output_lines import result_lines
     from convlens.pipeline import run, technique_spec
     from convlens.schema import assign_inputs, parse_assignment, target_from_text
 
@@ -330,15 +331,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if output.labels:
         summary["labels"] = output.labels
     print(json.dumps(summary, indent=2))
+    for line in result_lines(spec.declared, written, output.scalars, output.labels):  # each output, in words
+        print(line, file=sys.stderr)
     return 0
 
 
 def build_parser(extend: Callable[[Any], None] | None = None) -> argparse.ArgumentParser:
     """The core's commands; ``extend(subparsers)`` adds more (the console script adds call and serve)."""
-    from convlens import registry
-    from convlens.builtin.dataset import HELDOUT_SEED
-    attribution = tuple(s.name for s in registry.of_family("attribution"))
-
     parser = argparse.ArgumentParser(prog="convlens", description="What a CNN has learned, and why it decides.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -348,6 +347,24 @@ def build_parser(extend: Callable[[Any], None] | None = None) -> argparse.Argume
     layers.add_argument("model", help="a built-in or registered model (convlens models)")
     layers.add_argument("--random", action="store_true", help="random weights (no pretrained file needed)")
     layers.set_defaults(func=cmd_layers)
+
+    _add_builtin_commands(sub)
+    _add_style_commands(sub)
+    _add_weights_commands(sub)
+    _add_local_commands(sub)
+    from convlens.corpus.cli import add_corpus_commands
+
+    add_corpus_commands(sub)
+    from convlens.zoo.cli import add_model_commands
+
+    add_model_commands(sub)
+    if extend is not None:
+        extend(sub)
+    return parser
+
+
+def _add_builtin_commands(sub: Any) -> None:
+    from convlens.builtin.dataset import HELDOUT_SEED
 
     builtin = sub.add_parser("builtin", help="the built-in offline model").add_subparsers(dest="action", required=True)
     train = builtin.add_parser("train", help="train the built-in model and save the checkpoint")
@@ -367,6 +384,8 @@ def build_parser(extend: Callable[[Any], None] | None = None) -> argparse.Argume
     sample.add_argument("--seed", type=int, default=HELDOUT_SEED)
     sample.set_defaults(func=cmd_builtin_sample)
 
+
+def _add_style_commands(sub: Any) -> None:
     style = sub.add_parser("style", help="fast style networks").add_subparsers(dest="action", required=True)
     st = style.add_parser("train", help="train one conditional-IN network for several styles")
     st.add_argument("--style", action="append", required=True, metavar="IMG", help="a style image (repeat)")
@@ -401,11 +420,20 @@ def build_parser(extend: Callable[[Any], None] | None = None) -> argparse.Argume
     ex.add_argument("--ema", action="store_true", help="ship the weights' moving average (trained with --ema)")
     ex.set_defaults(func=cmd_style_export)
 
+
+def _add_weights_commands(sub: Any) -> None:
     weights = sub.add_parser("weights", help="ImageNet weights").add_subparsers(dest="action", required=True)
     fetch = weights.add_parser("fetch", help="download into the torch hub cache (needs internet)")
     fetch.add_argument("models", nargs="*", metavar="MODEL")
     fetch.set_defaults(func=cmd_weights_fetch)
     weights.add_parser("list", help="where each model's weights are").set_defaults(func=cmd_weights_list)
+
+
+def _add_local_commands(sub: Any) -> None:
+    """Commands that run techniques in this process: faithfulness, explain, demo, run."""
+    from convlens import registry
+    from convlens.builtin.dataset import HELDOUT_SEED
+    attribution = tuple(s.name for s in registry.of_family("attribution"))
 
     faith = sub.add_parser("faithfulness", help="pointing game, deletion/insertion, randomisation check")
     faith.add_argument("--method", choices=attribution, required=True)
@@ -444,15 +472,6 @@ def build_parser(extend: Callable[[Any], None] | None = None) -> argparse.Argume
     runner.add_argument("--random", action="store_true", help="random weights, explicitly")
     runner.add_argument("--out", default="out/run")
     runner.set_defaults(func=cmd_run)
-    from convlens.corpus.cli import add_corpus_commands
-
-    add_corpus_commands(sub)
-    from convlens.zoo.cli import add_model_commands
-
-    add_model_commands(sub)
-    if extend is not None:
-        extend(sub)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None, extend: Callable[[Any], None] | None = None) -> int:

@@ -8,63 +8,22 @@ Decoding is defensive: size limits are checked before pixels are decoded
 from __future__ import annotations
 
 import io
-import math
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
+# Reading and checking an upload needs Pillow only: convlens.decoding (the dashboard uses it too); re-exported here.
+from convlens.decoding import ALLOWED_FORMATS as ALLOWED_FORMATS
+from convlens.decoding import ImageDecodeError as ImageDecodeError
+from convlens.decoding import OpenedImage as OpenedImage
+from convlens.decoding import decode_errors as _decode_errors
+from convlens.decoding import open_image as open_image
 from convlens.schema import MAX_IMAGE_PIXELS, MAX_UPLOAD_BYTES
 
 Normalizer = Callable[[Tensor], Tensor]  # [0, 1] pixels → model input
-
-
-# What uploads may be: Pillow is told to try these decoders only (TIFF, ICO, PPM, EPS — the last hands its
-# bytes to Ghostscript — and the rest are never tried on untrusted input).
-ALLOWED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
-
-
-class ImageDecodeError(ValueError):
-    """The bytes are not a usable image (the message says why, for a 4xx response)."""
-
-
-@dataclass(frozen=True)
-class OpenedImage:
-    """An upload whose header has been read and checked, nothing decoded yet (``Image.open`` is lazy).
-
-    ``pixels`` is what decoding it will allocate: width × height at the size it decodes at, which for a JPEG
-    larger than the size asked for is a DCT-scaled draft (1/2, 1/4 or 1/8)."""
-
-    image: Image.Image
-    pixels: int
-    short_side: int | None  # reduce to this shorter side right after decoding (None: keep the full size)
-
-
-def open_image(data: bytes, *, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_IMAGE_PIXELS,
-               short_side: int | None = None) -> OpenedImage:
-    """Read ``data``'s header: a declared pixel count over ``max_pixels`` is refused before any pixel is decoded.
-    With ``short_side``, a JPEG is set to decode at the smallest draft scale whose shorter side is still at least
-    ``short_side``."""
-    if not data:
-        raise ImageDecodeError("image is empty")
-    if len(data) > max_bytes:
-        raise ImageDecodeError(f"image is {len(data)} bytes; the limit is {max_bytes}")
-    with _decode_errors(max_pixels):
-        img: Image.Image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-        width, height = img.size
-        if width * height > max_pixels:
-            raise ImageDecodeError(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
-        if width < 1 or height < 1:
-            raise ImageDecodeError("image has no pixels")
-        if short_side is not None and min(width, height) >= 2 * short_side and img.format == "JPEG":
-            scale = short_side / min(width, height)
-            img.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
-    return OpenedImage(img, img.size[0] * img.size[1], short_side)
 
 
 def decode_opened(opened: OpenedImage) -> Image.Image:
@@ -116,24 +75,6 @@ def _reduced(img: Image.Image, short_side: int | None) -> Image.Image:
         img = img.convert("RGB")
     scale = short_side / min(width, height)
     return img.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BILINEAR)
-
-
-@contextmanager
-def _decode_errors(max_pixels: int) -> Iterator[None]:
-    """Pillow's many failure types → one :class:`ImageDecodeError` with a message for the client."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            yield
-    except ImageDecodeError:
-        raise
-    except UnidentifiedImageError as exc:
-        raise ImageDecodeError("not a recognised image format (send PNG, JPEG, WebP, BMP or GIF)") from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"image is too large to decode safely: more than {max_pixels} pixels "
-                               f"(the limit is {max_pixels / 1e6:g} Mpx)") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageDecodeError(f"image could not be decoded (truncated or corrupt): {exc}") from exc
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

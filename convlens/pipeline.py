@@ -13,7 +13,7 @@ import json
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,31 +24,31 @@ from convlens import images, registry, render
 from convlens.hooks import UnknownLayerError, UnsupportedArchitectureError
 from convlens.models import LoadedModel
 from convlens.receptive_field import LayerInfo
-from convlens.registry import Family, Spec
+from convlens.registry import Spec
+from convlens.render import Output
 from convlens.results import Progress
-from convlens.schema import MAX_SYNTHESIS_SIZE, MAX_TOP_K, SchemaError, WeightsKind, as_float, as_int
+from convlens.schema import MAX_SYNTHESIS_INPUT_SIDE, SchemaError, as_float, as_int
 
 Inputs = Mapping[str, Any]  # one request's named images ("image", "content", ...): a PIL image, or a list
 
 
 @dataclass(frozen=True)
 class DisplayOptions:
-    """How results are drawn (not what is computed): parsed from ``params`` next to the technique's own."""
+    """How results are drawn (not what is computed): parsed from ``params`` next to the technique's own, with
+    the same checks (:func:`parse_params`)."""
 
-    alpha: float = 0.5
+    alpha: float = registry.bounded(0.5, 0, 1)
     colormap: str | None = None  # None: the family's choice (inferno for heat maps)
-    topk: int = 5
+    topk: int = registry.topk_field()
 
     @classmethod
     def parse(cls, values: Mapping[str, Any], names: tuple[str, ...]) -> DisplayOptions:
-        alpha = as_float("params.alpha", values.get("alpha", cls.alpha) if "alpha" in names else cls.alpha)
-        if not 0 <= alpha <= 1:
-            raise SchemaError("params.alpha", f"must be a number in [0, 1], got {alpha!r}")
-        cmap = values.get("colormap", cls.colormap) if "colormap" in names else cls.colormap
-        if cmap is not None and (not isinstance(cmap, str) or cmap not in images.COLORMAPS):
-            raise SchemaError("params.colormap", f"must be one of {', '.join(images.COLORMAPS)}, got {cmap!r}")
-        topk = as_int("params.topk", values.get("topk", cls.topk) if "topk" in names else cls.topk, 1, MAX_TOP_K)
-        return cls(alpha, cmap, topk)
+        """The options among ``names`` (those the family draws with) found in ``values``; defaults otherwise."""
+        options: DisplayOptions = parse_params(cls, {k: values[k] for k in names if k in values})
+        if options.colormap is not None and options.colormap not in images.COLORMAPS:
+            raise SchemaError("params.colormap", f"must be one of {', '.join(images.COLORMAPS)}, "
+                                                 f"got {options.colormap!r}")
+        return options
 
 
 def parse_params(cls: type, values: Mapping[str, Any], display: tuple[str, ...] = (),
@@ -172,33 +172,10 @@ def _describe(hint: Any) -> str:
     return " | ".join(parts)
 
 
-@dataclass(frozen=True)
-class Output:
-    """One answered request, ready to encode: image tensors in [0, 1], plain values otherwise."""
-
-    technique: str
-    family: Family
-    model: str
-    weights: WeightsKind
-    layer: str | None
-    images: dict[str, Tensor]
-    scalars: dict[str, float]
-    target: int | None = None
-    target_label: str | None = None
-    topk: list[tuple[int, str, float]] = field(default_factory=list)
-    objective: str = ""
-    items: list[dict[str, Any]] = field(default_factory=list)
-    series: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
-    vectors: list[list[float]] | None = None
-    points: list[list[float]] | None = None
-    labels: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def method(self) -> str:
-        return self.technique
-
-
-Explanation = Output
+def check_target(loaded: LoadedModel, target: int | None) -> None:
+    """A class index the model has (None: its prediction), else a SchemaError naming ``target``."""
+    if target is not None and not 0 <= target < len(loaded.classes):
+        raise SchemaError("target", f"must be in [0, {len(loaded.classes) - 1}] for {loaded.name}, got {target}")
 
 
 def topk_classes(logits: Tensor, classes: tuple[str, ...], k: int) -> list[tuple[int, str, float]]:
@@ -266,6 +243,12 @@ def technique_spec(name: str, field_name: str = "params.method") -> Spec:
 # ------------------------------------------------------------------------------------ families
 
 
+def answer(loaded: LoadedModel, spec: Spec, layer: str | None, **head: Any) -> Output:
+    """The head of one answer (what ran, on which model); the family's renderer fills in the rest."""
+    return Output(technique=spec.name, family=spec.family, model=loaded.name, weights=loaded.weights, layer=layer,
+                  **head)
+
+
 class FamilyRunner:
     """How a family's techniques are called and their results drawn. ``display``: the drawing options
     it reads from ``params``."""
@@ -287,6 +270,27 @@ class FamilyRunner:
         raise NotImplementedError
 
 
+class PredictionRunner(FamilyRunner):
+    """A batch of images → the net run once on all of them (the technique returns the logits) → each image's
+    top-k classes and its target's probability and logit. Its techniques' params carry ``topk``."""
+
+    def run(self, loaded: LoadedModel, spec: Spec, inputs: Sequence[Inputs], targets: Sequence[int | None],
+            technique_params: Any, display: DisplayOptions, layer: str | None,
+            progress: Progress | None) -> list[Output]:
+        x = torch.cat([loaded.prepare(_one_image(spec, one))[1] for one in inputs])
+        with torch.no_grad():
+            logits = spec.run(loaded.net, x, technique_params, progress=progress).float()
+        probs = torch.softmax(logits, dim=1)
+        k = getattr(technique_params, "topk", display.topk)
+        out = []
+        for i, given in enumerate(targets):
+            t = given if given is not None else int(logits[i].argmax())
+            out.append(answer(loaded, spec, layer, target=t, target_label=loaded.label(t),
+                              topk=topk_classes(logits[i], loaded.classes, k),
+                              scalars={"probability": float(probs[i, t]), "logit": float(logits[i, t])}))
+        return out
+
+
 class AttributionRunner(FamilyRunner):
     """A batch of images with one target each → one heat map each, in one call of the technique."""
 
@@ -295,10 +299,6 @@ class AttributionRunner(FamilyRunner):
     def run(self, loaded: LoadedModel, spec: Spec, inputs: Sequence[Inputs], targets: Sequence[int | None],
             technique_params: Any, display: DisplayOptions, layer: str | None,
             progress: Progress | None) -> list[Output]:
-        for target in targets:
-            if target is not None and not 0 <= target < len(loaded.classes):
-                raise SchemaError("target", f"must be in [0, {len(loaded.classes) - 1}] for {loaded.name}, "
-                                            f"got {target}")
         prepared = [loaded.prepare(_one_image(spec, one)) for one in inputs]
         x = torch.cat([t for _, t in prepared])
         target_t = _targets(loaded, x, targets)
@@ -310,14 +310,13 @@ class AttributionRunner(FamilyRunner):
             raise SchemaError("params.method", f"{loaded.name}: {exc}") from None
         out = []
         for i, (display_image, _) in enumerate(prepared):
-            drawn = render.attribution(result, i, display_image, display.alpha, display.colormap or "inferno")
             t = int(result.target[i])
-            out.append(Output(
-                technique=spec.name, family=spec.family, model=loaded.name, weights=loaded.weights,
-                layer=getattr(technique_params, "layer", None), images=drawn.images, scalars=drawn.scalars,
-                target=t, target_label=loaded.label(t) if result.objective.startswith("class") else f"channel {t}",
-                topk=topk_classes(result.logits[i], loaded.classes, display.topk), objective=result.objective,
-            ))
+            head = answer(loaded, spec, getattr(technique_params, "layer", None), target=t,
+                          target_label=loaded.label(t) if result.objective.startswith("class") else f"channel {t}",
+                          topk=topk_classes(result.logits[i], loaded.classes, display.topk),
+                          objective=result.objective)
+            out.append(render.attribution(head, result, i, display_image, display.alpha,
+                                          display.colormap or "inferno"))
         return out
 
 
@@ -350,9 +349,8 @@ class ActivationsRunner(FamilyRunner):
         for one in inputs:
             display_image, x = loaded.prepare(_one_image(spec, one)) if spec.inputs else (None, None)
             result = spec.run(loaded.net, x, technique_params, progress=progress)
-            drawn = render.grids(result, display_image, display.alpha, display.colormap)
-            out.append(Output(technique=spec.name, family=spec.family, model=loaded.name, weights=loaded.weights,
-                              layer=layer, images=drawn.images, scalars=drawn.scalars, items=drawn.items))
+            out.append(render.grids(answer(loaded, spec, layer), result, display_image, display.alpha,
+                                    display.colormap))
         return out
 
 
@@ -370,10 +368,7 @@ class CorpusRunner(FamilyRunner):
                                 else loaded.prepare(img)[1])
                          for name, img in one.items() if name in takes}
             result = spec.run(loaded, images_in, technique_params, progress=progress)
-            drawn = render.corpus(result)
-            out.append(Output(technique=spec.name, family=spec.family, model=loaded.name, weights=loaded.weights,
-                              layer=layer, images=drawn.images, scalars=drawn.scalars, items=drawn.items,
-                              series=drawn.series, vectors=drawn.vectors, points=drawn.points))
+            out.append(render.corpus(answer(loaded, spec, layer), result))
         return out
 
 
@@ -386,10 +381,7 @@ class SynthesisRunner(FamilyRunner):
             progress: Progress | None) -> list[Output]:
         out = []
         taken_all = []
-        for one, target in zip(inputs, targets, strict=True):
-            if target is not None and not 0 <= target < len(loaded.classes):
-                raise SchemaError("target", f"must be in [0, {len(loaded.classes) - 1}] for {loaded.name}, "
-                                            f"got {target}")
+        for one in inputs:
             missing = [name for name in spec.inputs if name not in one]
             if missing:
                 raise SchemaError(missing[0], f"is required by {spec.name}")
@@ -400,18 +392,16 @@ class SynthesisRunner(FamilyRunner):
         for k, (taken, target) in enumerate(zip(taken_all, targets, strict=True)):
             result = results[k] if results is not None else \
                 spec.run(loaded, taken, target, technique_params, progress=progress)
-            drawn = render.synthesis(result)
             t = target if target is not None else int(result.scalars.get("target", -1))
-            out.append(Output(technique=spec.name, family=spec.family, model=loaded.name, weights=loaded.weights,
-                              layer=layer, images=drawn.images, scalars=drawn.scalars, series=drawn.series,
-                              target=t if t >= 0 else None, target_label=loaded.label(t) if t >= 0 else None,
-                              labels=dict(result.labels)))
+            head = answer(loaded, spec, layer, target=t if t >= 0 else None,
+                          target_label=loaded.label(t) if t >= 0 else None)
+            out.append(render.synthesis(head, result))
         return out
 
 
 def synthesis_input(img: Image.Image) -> Tensor:
     """A request's image as (3, H, W) in [0, 1], the longer side bounded by twice the synthesis limit."""
-    limit = 2 * MAX_SYNTHESIS_SIZE
+    limit = MAX_SYNTHESIS_INPUT_SIDE
     if max(img.size) > limit:
         factor = limit / max(img.size)
         img = img.resize((max(1, round(img.width * factor)), max(1, round(img.height * factor))),
@@ -419,7 +409,8 @@ def synthesis_input(img: Image.Image) -> Tensor:
     return images.to_tensor(images.to_rgb(img))
 
 
-RUNNERS: dict[str, FamilyRunner] = {"attribution": AttributionRunner(), "activations": ActivationsRunner(),
+RUNNERS: dict[str, FamilyRunner] = {"prediction": PredictionRunner(), "attribution": AttributionRunner(),
+                                    "activations": ActivationsRunner(),
                                     "synthesis": SynthesisRunner(), "corpus": CorpusRunner()}
 
 
@@ -445,17 +436,15 @@ def run(
         return []
     runner = RUNNERS[spec.family]
     technique_params, display, layer = runner.prepare(loaded, spec, layer, params or {})
-    return runner.run(loaded, spec, inputs, targets, technique_params, display, layer, progress)
+    for target in targets:
+        check_target(loaded, target)
+    outputs = runner.run(loaded, spec, inputs, targets, technique_params, display, layer, progress)
+    for output in outputs:
+        spec.declared.check(spec.name, output.sections())  # type: ignore[arg-type]
+    return outputs
 
 
 def explain(loaded: LoadedModel, img: Image.Image, method: str, target: int | None = None,
             layer: str | None = None, params: Mapping[str, Any] | None = None) -> Output:
     """Run an attribution technique on one decoded image."""
     return run(loaded, method, [{"image": img}], [target], layer, params)[0]
-
-
-def explain_batch(loaded: LoadedModel, imgs: Sequence[Image.Image], method: str,
-                  targets: Sequence[int | None] | None = None, layer: str | None = None,
-                  params: Mapping[str, Any] | None = None) -> list[Output]:
-    """One attribution technique, one set of parameters, several images in a single batch."""
-    return run(loaded, method, [{"image": img} for img in imgs], targets, layer, params)

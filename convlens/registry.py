@@ -22,13 +22,37 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-Family = Literal["attribution", "activations", "synthesis", "corpus"]
-FAMILIES: tuple[Family, ...] = ("attribution", "activations", "synthesis", "corpus")
+from convlens import schema
+from convlens.outputs import Declared, Image, Item, Outputs, Scalar
+from convlens.schema import MAX_TOP_K
+
+Family = Literal["prediction", "attribution", "activations", "synthesis", "corpus"]
+FAMILIES: tuple[Family, ...] = ("prediction", "attribution", "activations", "synthesis", "corpus")
 FAMILY_DESCRIPTIONS: dict[Family, str] = {
+    "prediction": "image → the model's classes",
     "attribution": "image → heat map over the input",
     "activations": "image or nothing → named grids of images",
     "synthesis": "zero, one or two images → image(s), iterative with progress",
     "corpus": "a dataset → vectors, points or patches",
+}
+# What every technique of a family answers besides its own declared outputs (the family's runner draws these).
+FAMILY_OUTPUTS: dict[Family, Outputs] = {
+    "prediction": Outputs(),
+    "attribution": Outputs((
+        Image("input", "what the model saw"), Image("map", "attribution map", kind="map"),
+        Image("overlay", "map over the input", kind="map", role="primary"), Scalar("score", "the value explained"))),
+    "activations": Outputs((
+        Image("input", "what the model saw", optional=True),
+        Image("focus", "the chosen channel", kind="map", optional=True),
+        Image("overlay", "the chosen channel over the input", kind="map", optional=True),
+        Scalar("grid_pad", "pixels between tiles", "px"),
+        Scalar("{grid}_tile_height", "tile height in the {grid} mosaic", "px"),
+        Scalar("{grid}_tile_width", "tile width in the {grid} mosaic", "px"),
+        Scalar("{grid}_columns", "tiles per row of the {grid} mosaic"),
+        Item("grid", "the mosaic the tile is in"), Item("row", "the tile's row"), Item("col", "the tile's column"))),
+    "synthesis": Outputs((
+        Scalar("seconds", "time spent", "s"), Scalar("cancelled", "1 when stopped early", optional=True))),
+    "corpus": Outputs(),
 }
 # What a technique needs of ``layer``:
 #   none      takes no layer;             optional  any layer may be given (e.g. guided's neuron objective);
@@ -37,12 +61,13 @@ LayerNeed = Literal["none", "optional", "spatial", "conv"]
 # How the layer is chosen when the request names none (resolved by ``convlens.models.LoadedModel``).
 DefaultLayer = Literal["none", "last_spatial", "middle_spatial", "first_conv", "code"]
 
-# Endpoints that serve no technique: the classifier and its info API.
-EXTRA_ENDPOINTS: tuple[str, ...] = ("classify",)
-# An endpoint that serves several techniques picks one with ``params.<METHOD_PARAM>``.
-METHOD_PARAM = "method"
+# The family whose technique's endpoint also answers the info API (``{"info": ...}``, see :func:`info_endpoint`).
+INFO_FAMILY: Family = "prediction"
+# An endpoint that serves several techniques picks one with ``params.<METHOD_PARAM>`` (declared in convlens.schema,
+# which the client shares; ``schema.route`` is the rule from a technique to its request).
+METHOD_PARAM = schema.METHOD_PARAM
 # The input name that holds a list of images (one request, many images: ``/predictions/codes``).
-BATCH_INPUT = "images"
+BATCH_INPUT = schema.BATCH_INPUT
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -67,6 +92,15 @@ class Spec:
     # synthesis: ``run`` takes every request's inputs and targets at once and returns one result per request
     # (fast feed-forward techniques that gain from TorchServe's batching); otherwise one request per call
     batched: bool = False
+    outputs: tuple[Declared, ...] = ()  # its own outputs; the family's (FAMILY_OUTPUTS) come first
+    # the dashboard page (a module of dashboard/app_pages/) that shows it in a layout of its own; "" for its
+    # family's generic page
+    page: str = ""
+
+    @property
+    def declared(self) -> Outputs:
+        """Every output a result of this technique may hold: the family's, then its own."""
+        return FAMILY_OUTPUTS[self.family] + self.outputs
 
     @property
     def route(self) -> str:
@@ -79,6 +113,8 @@ class Spec:
             "inputs": list(self.inputs), "optional_inputs": list(self.optional_inputs), "layer": self.layer,
             "default_layer": self.default_layer,
             "reference": self.reference, "params": describe_params(self.params), "batched": self.batched,
+            "outputs": self.declared.to_json(),
+            "page": self.page,
         }
 
 
@@ -94,6 +130,11 @@ MAX_SEED = 2**32 - 1  # NumPy, scikit-learn and UMAP take no larger seed; torch'
 def seed_field(default: int = 0) -> Any:
     """A ``seed`` params field: any integer in [0, 2³² − 1]."""
     return bounded(default, 0, MAX_SEED)
+
+
+def topk_field(default: int = 5) -> Any:
+    """A ``topk`` params field (how many classes an answer lists): an integer in [1, ``MAX_TOP_K``]."""
+    return bounded(default, 1, MAX_TOP_K)
 
 
 def describe_params(cls: type) -> list[dict[str, Any]]:
@@ -124,6 +165,7 @@ def technique(**declaration: Any) -> Callable[[F], F]:
         spec = Spec(run=fn, **declaration)
         if spec.family not in FAMILIES:
             raise ValueError(f"{spec.name}: unknown family {spec.family!r}")
+        spec.declared.check_captions(spec.name)
         if not dataclasses.is_dataclass(spec.params) or not spec.params.__dataclass_params__.frozen:  # type: ignore[attr-defined]
             raise TypeError(f"{spec.name}: params must be a frozen dataclass")
         clash = _REGISTRY.get(spec.name)
@@ -179,8 +221,14 @@ def endpoint_family(endpoint: str) -> Family:
 
 
 def all_endpoints() -> tuple[str, ...]:
-    """Every endpoint the server offers (what the archives are built for)."""
-    return (*EXTRA_ENDPOINTS, *endpoints())
+    """Every endpoint the server offers (what the archives are built for), the info API's first."""
+    return tuple(endpoints())
+
+
+def info_endpoint() -> str:
+    """The endpoint clients ask the info API on: the one of the :data:`INFO_FAMILY` technique (any endpoint
+    answers it; this one is quick and always served)."""
+    return of_family(INFO_FAMILY)[0].route
 
 
 def default_technique(endpoint: str) -> Spec:

@@ -1,11 +1,16 @@
-"""Results → named images (tensors in [0, 1]) and plain values: one renderer per family.
+"""Results → :class:`Output`, the one answer type: named images (tensors in [0, 1]) and plain values, one
+renderer per family.
 
-Encoding to PNG happens at the edge (handlers, CLI); here every image is still a tensor.
+A family's runner makes the answer's head (technique, model, target, ...) and its renderer fills in what the
+technique computed; nothing is copied between types after that. Encoding to PNG happens at the edge (handlers,
+CLI); here every image is still a tensor.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from convlens import images
+from convlens.registry import Family
 from convlens.results import Attribution, Corpus, Grid, Grids, Synthesis
 
 MIN_TILE_PX = 24  # small tiles (an 8×8 map, a 3×3 kernel) are enlarged, nearest-neighbour, to at least this
@@ -20,21 +26,53 @@ GRID_PAD = 2
 
 
 @dataclass(frozen=True)
-class Rendered:
-    images: dict[str, Tensor]
-    scalars: dict[str, float]
+class Output:
+    """One answered request, ready to encode: image tensors in [0, 1], plain values otherwise.
+
+    The sections ``images``, ``scalars``, ``labels``, ``series`` and the fields of ``items`` are the ones its
+    technique declares (:mod:`convlens.outputs`); the rest is the answer's head.
+    """
+
+    technique: str
+    family: Family
+    model: str
+    weights: str
+    layer: str | None = None
+    images: dict[str, Tensor] = field(default_factory=dict)
+    scalars: dict[str, float] = field(default_factory=dict)
+    target: int | None = None
+    target_label: str | None = None
+    topk: list[tuple[int, str, float]] = field(default_factory=list)
+    objective: str = ""
     items: list[dict[str, Any]] = field(default_factory=list)
     series: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
     vectors: list[list[float]] | None = None
     points: list[list[float]] | None = None
     labels: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def method(self) -> str:
+        return self.technique
+
+    def sections(self) -> dict[str, list[str]]:
+        """The keys of each declared section (what :meth:`convlens.outputs.Outputs.check` compares)."""
+        return {"images": list(self.images), "scalars": list(self.scalars), "labels": list(self.labels),
+                "series": list(self.series), "items": sorted({k for item in self.items for k in item})}
+
+    def to_json(self, encode_image: Callable[[Tensor], str]) -> dict[str, Any]:
+        """Every field as JSON values, images through ``encode_image`` (a response type picks its fields)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**values, "images": {k: encode_image(v) for k, v in self.images.items()},
+                "topk": [{"index": i, "label": label, "probability": p} for i, label, p in self.topk],
+                "series": {k: [list(xs), list(ys)] for k, (xs, ys) in self.series.items()},
+                "items": list(self.items), "scalars": dict(self.scalars), "labels": dict(self.labels)}
+
 
 def _value(v: float | Tensor, i: int) -> float:
     return float(v[i]) if isinstance(v, Tensor) and v.ndim > 0 else float(v)
 
 
-def attribution(result: Attribution, i: int, display: Tensor, alpha: float, colormap: str) -> Rendered:
+def attribution(head: Output, result: Attribution, i: int, display: Tensor, alpha: float, colormap: str) -> Output:
     """Image ``i`` of a batch: ``input``, ``map``, ``overlay`` and one picture per signed map."""
     heat = result.map[i].detach().cpu()
     named = {"input": display, "map": heat, "overlay": images.overlay(display, heat, alpha, colormap)}
@@ -42,7 +80,7 @@ def attribution(result: Attribution, i: int, display: Tensor, alpha: float, colo
         s = signed[i:i + 1].detach().float().cpu()
         named[name] = images.gradient_image(s)[0] if s.ndim == 4 else images.diverging(s[0])
     scalars = {"score": float(result.score[i]), **{k: _value(v, i) for k, v in result.scalars.items()}}
-    return Rendered(named, scalars)
+    return dataclasses.replace(head, images=named, scalars=scalars)
 
 
 def tile_scale(tile: Tensor) -> int:
@@ -60,7 +98,7 @@ def grid_image(grid: Grid, colormap: str | None = None) -> tuple[Tensor, int]:
     return images.grid(list(tiles), grid.columns, pad=GRID_PAD), scale
 
 
-def grids(result: Grids, display: Tensor | None, alpha: float, colormap: str | None) -> Rendered:
+def grids(head: Output, result: Grids, display: Tensor | None, alpha: float, colormap: str | None) -> Output:
     """Each grid as a mosaic (its name), the input, and the focus map alone and over the input.
 
     ``items`` get the tile's place in the mosaic (``grid``, ``row``, ``col``); ``scalars`` say how
@@ -86,20 +124,25 @@ def grids(result: Grids, display: Tensor | None, alpha: float, colormap: str | N
                                   align_corners=False)[0, 0].clamp(0, 1)
             named["focus"] = focus
             named["overlay"] = images.overlay(display, focus, alpha, colormap or "viridis")
-    return Rendered(named, scalars, items)
+    return dataclasses.replace(head, images=named, scalars=scalars, items=items)
 
 
-def synthesis(result: Synthesis) -> Rendered:
+def synthesis(head: Output, result: Synthesis) -> Output:
     history = {k: (list(map(float, range(len(v)))), [float(x) for x in v]) for k, v in result.history.items()}
-    return Rendered({k: v.detach().cpu().clamp(0, 1) for k, v in result.images.items()}, dict(result.scalars),
-                    series=history, labels=dict(result.labels))
+    return dataclasses.replace(head, images=_pictures(result.images), scalars=dict(result.scalars), series=history,
+                               labels=dict(result.labels))
 
 
-def corpus(result: Corpus) -> Rendered:
+def corpus(head: Output, result: Corpus) -> Output:
     def rows(t: Tensor | None) -> list[list[float]] | None:
         return None if t is None else t.detach().float().cpu().tolist()
 
-    return Rendered({k: v.detach().cpu().clamp(0, 1) for k, v in result.images.items()}, dict(result.scalars),
-                    list(result.items), dict(result.series), rows(result.vectors), rows(result.points))
+    return dataclasses.replace(head, images=_pictures(result.images), scalars=dict(result.scalars),
+                               items=list(result.items), series=dict(result.series), vectors=rows(result.vectors),
+                               points=rows(result.points))
+
+
+def _pictures(named: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().clamp(0, 1) for k, v in named.items()}
 
 

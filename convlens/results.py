@@ -45,9 +45,6 @@ class Attribution:
     signed: dict[str, Tensor] = field(default_factory=dict)
 
 
-Heatmap = Attribution
-
-
 @dataclass(frozen=True)
 class Grid:
     """Tiles of equal size laid out row by row.

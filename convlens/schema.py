@@ -26,9 +26,33 @@ MAX_TOP_K = 20
 # Server-side bounds of the synthesis family (4xx naming the field beyond them).
 MAX_STEPS = 2000
 MAX_SYNTHESIS_SIZE = 512
+MAX_SYNTHESIS_INPUT_SIDE = 2 * MAX_SYNTHESIS_SIZE  # the longer side a synthesis input image keeps
 MAX_STYLES = 4
 BATCH_INPUT = "images"  # an input of this name is a list of images (``convlens.registry.BATCH_INPUT``)
+METHOD_PARAM = "method"  # ``params.method`` picks the technique an endpoint runs (``convlens.registry.METHOD_PARAM``)
+# The endpoints and techniques the client's convenience methods name (``client.http``: classify, saliency, codes,
+# dataset, models_*): declared once here, checked against the registry by tests/core/test_schema_names.py.
+INFO_ENDPOINT = "classify"  # answers the info API ({"info": ...}), job status and cancel
+CLASSIFY = "classify"  # the prediction technique (top-k classes) and its endpoint
+SALIENCY_ENDPOINT = "saliency"  # the gradient attribution techniques, one picked by params.method
+CODES = "codes"  # one CNN code per image of a batch: a technique and its endpoint
+DATASET_ENDPOINT = "dataset"  # the techniques over a named dataset, and dataset and model management
+MODEL_FILES = "model_files"  # the dataset endpoint's technique that lists, adds and removes models
+DATASETS = "datasets"  # the dataset endpoint's technique that lists, makes and removes datasets (and thumbnails)
 MAX_BATCH_IMAGES = 256
+
+
+def route(name: str, endpoint: str) -> tuple[str, dict[str, Any]]:
+    """The one rule from a technique to its request: POST to ``endpoint`` with ``params.method`` naming it.
+
+    ``name`` and ``endpoint`` are a technique's ``name`` and ``endpoint`` as the info API describes it
+    (``client.http.TechniqueInfo``; ``convlens.registry.Spec.name`` and ``Spec.route``). The method is sent
+    even where the endpoint serves one technique: every endpoint accepts its own techniques' names, so the
+    request never depends on which technique is the endpoint's default. Returns a fresh dict (callers add to it).
+    """
+    if not name or not endpoint:
+        raise ValueError(f"a technique needs a name and an endpoint, got {name!r} at {endpoint!r}")
+    return endpoint, {METHOD_PARAM: name}
 
 
 class SchemaError(ValueError):
@@ -68,9 +92,6 @@ class TechniqueRequest:
     def image(self) -> bytes | None:
         image = self.images.get("image")
         return image if isinstance(image, bytes) else None
-
-
-AttributionRequest = TechniqueRequest
 
 
 class _Json:
@@ -358,11 +379,6 @@ def resolve_target(label: str, classes: Sequence[str], model: str) -> int:
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise SchemaError("target", f"{label!r} is neither a class index nor a class label of {model}{hint} "
                                 "(an index is an integer)")
-
-
-def parse_attribution_request(payload: Mapping[str, Any]) -> TechniqueRequest:
-    """A request with exactly one ``image``."""
-    return parse_request(payload, ("image",))
 
 
 def choice(name: str, value: Any, allowed: tuple[str, ...], default: str) -> str:

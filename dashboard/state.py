@@ -23,7 +23,8 @@ from client.http import (
     ModelInfo,
     TechniqueInfo,
 )
-from convlens.schema import AttributionResponse, CorpusResponse, GridsResponse
+from client.results import Result
+from convlens.schema import DATASETS, AttributionResponse, CorpusResponse, GridsResponse, route
 
 SAMPLES_DIR = Path(__file__).with_name("samples")
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif"]
@@ -111,6 +112,28 @@ def _techniques(_client: Any, key: str) -> list[TechniqueInfo]:
     return list(_client.techniques())
 
 
+def request_of(info: TechniqueInfo) -> tuple[str, dict[str, Any]]:
+    """The endpoint a technique is posted to and the params that name it (``convlens.schema.route``): the one place
+    the dashboard turns a technique into a request."""
+    return route(info.name, info.endpoint)
+
+
+def served_by(page_file: str) -> list[TechniqueInfo]:
+    """The techniques a special page shows (those whose registry ``page`` is the page module's name)."""
+    page = Path(page_file).stem
+    return [t for t in techniques() if t.page == page]
+
+
+def technique(name: str) -> TechniqueInfo:
+    """A technique the server declares, by name (e.g. ``convlens.schema.DATASETS``)."""
+    return next(t for t in techniques() if t.name == name)
+
+
+def result(info: TechniqueInfo, response: Any) -> Result:
+    """A response read through its technique's declared outputs."""
+    return Result(response, info.outputs)
+
+
 def techniques(family: str | None = None) -> list[TechniqueInfo]:
     """The server's techniques (from its registry), optionally of one family, in display order."""
     client = get_client()
@@ -131,18 +154,29 @@ def grids(endpoint: str, image: bytes | None, model: str, layer: str | None = No
     return _grids(client, f"{id(client)}", endpoint, digest, image, model, layer, tuple(sorted(params.items())))
 
 
+def _digest(data: bytes | list[bytes]) -> str:
+    """An image's digest, or a batch's (one digest per image, in order)."""
+    if isinstance(data, list):
+        return hashlib.sha256(b"".join(hashlib.sha256(d).digest() for d in data)).hexdigest()
+    return hashlib.sha256(data).hexdigest()
+
+
 @st.cache_data(max_entries=32, show_spinner=False)
 def _corpus(_client: Any, key: str, endpoint: str, model: str, params: tuple[tuple[str, Any], ...],
-            _on_job: Callable[[JobStatus], None] | None = None) -> CorpusResponse:
-    return _client.corpus(endpoint, model=model, params=dict(params), on_job=_on_job)
+            _on_job: Callable[[JobStatus], None] | None = None, layer: str | None = None,
+            image_digests: tuple[str, ...] = (), _images: dict[str, Any] | None = None) -> CorpusResponse:
+    extra = {"layer": layer, "images": _images} if layer is not None or _images else {}
+    return _client.corpus(endpoint, model=model, params=dict(params), on_job=_on_job, **extra)
 
 
-def corpus(endpoint: str, model: str, on_job: Callable[[JobStatus], None] | None = None,
-           **params: Any) -> CorpusResponse:
+def corpus(endpoint: str, model: str, on_job: Callable[[JobStatus], None] | None = None, layer: str | None = None,
+           images: dict[str, Any] | None = None, **params: Any) -> CorpusResponse:
     """A cached call to a corpus-family endpoint (these take seconds to minutes: cache them). A long one runs as a
     job on the server; ``on_job`` sees its progress as it is polled."""
     client = get_client()
-    return _corpus(client, f"{id(client)}", endpoint, model, tuple(sorted(params.items())), on_job)
+    digests = tuple(f"{n}:{_digest(d)}" for n, d in sorted((images or {}).items()))
+    return _corpus(client, f"{id(client)}", endpoint, model, tuple(sorted(params.items())), on_job, layer, digests,
+                   images)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -161,7 +195,7 @@ def dataset(method: str, model: str, layer: str | None = None, image: bytes | No
 
 @st.cache_data(ttl=15, max_entries=4, show_spinner=False)
 def _datasets(_client: Any, key: str) -> list[dict[str, Any]]:
-    return list(_client.dataset("datasets", params={"action": "list"}).items)
+    return list(_client.dataset(DATASETS, params={"action": "list"}).items)
 
 
 def datasets() -> list[dict[str, Any]]:
@@ -174,7 +208,7 @@ def datasets() -> list[dict[str, Any]]:
 def change_datasets(on_job: Callable[[JobStatus], None] | None = None, **params: Any) -> list[dict[str, Any]]:
     """Create or remove a dataset; the caches of answers about datasets are dropped. A large one is made by a job
     on the server: ``on_job`` sees its progress."""
-    items = list(get_client().dataset("datasets", params=params, on_job=on_job).items)
+    items = list(get_client().dataset(DATASETS, params=params, on_job=on_job).items)
     _dataset.clear()
     _datasets.clear()
     return items

@@ -1,8 +1,9 @@
 """ConvLens dashboard entry point: ``streamlit run dashboard/streamlit_app.py``.
 
 The sidebar holds the model picker (every model that loads, with a badge for its weights: built-in, ImageNet,
-yours, random; unavailable models listed with the reason) and the API status; pages live in
-``dashboard/app_pages/``.
+yours, random; unavailable models listed with the reason) and the API status. The page list comes from the
+server's registry (:mod:`dashboard.navigation`): each family's generic page (:mod:`dashboard.family_view`) and
+the special pages of ``dashboard/app_pages/``.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from pathlib import Path
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run` puts only this folder on the path
+# `streamlit run` puts only this folder on the path; the pages (run by st.navigation in this process) rely on this
+ROOT = str(Path(__file__).resolve().parents[1])
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
 from client.http import ApiError  # noqa: E402
-from dashboard import state  # noqa: E402
+from dashboard import family_view, navigation, state  # noqa: E402
 from dashboard.widgets import model_badge  # noqa: E402  (its WEIGHT_BADGES: built-in, ImageNet, yours, random)
 
 
@@ -61,33 +65,10 @@ def sidebar() -> None:
 
 st.set_page_config(page_title="ConvLens", page_icon=":material/visibility:", layout="wide")
 sidebar()
-PAGES_DIR = Path(__file__).with_name("app_pages")
-pages = {
-    "Why this decision?": [
-        st.Page(str(PAGES_DIR / "attribution.py"), title="Attribution", icon=":material/target:", default=True),
-        st.Page(str(PAGES_DIR / "faithfulness.py"), title="Faithfulness", icon=":material/fact_check:"),
-    ],
-    "What did it learn?": [
-        st.Page(str(PAGES_DIR / "activations.py"), title="Activations", icon=":material/grid_view:"),
-        st.Page(str(PAGES_DIR / "filters.py"), title="Filters", icon=":material/filter:"),
-    ],
-    "What does it imagine?": [
-        st.Page(str(PAGES_DIR / "imagine.py"), title="Classes and neurons", icon=":material/auto_awesome:"),
-        st.Page(str(PAGES_DIR / "fooling.py"), title="Fooling", icon=":material/theater_comedy:"),
-        st.Page(str(PAGES_DIR / "inversion.py"), title="Inversion", icon=":material/flip:"),
-        st.Page(str(PAGES_DIR / "deepdream.py"), title="DeepDream", icon=":material/cloud:"),
-        st.Page(str(PAGES_DIR / "texture.py"), title="Texture", icon=":material/texture:"),
-        st.Page(str(PAGES_DIR / "style.py"), title="Style", icon=":material/palette:"),
-        st.Page(str(PAGES_DIR / "fast_style.py"), title="Fast style", icon=":material/bolt:"),
-    ],
-    "What does it make of a dataset?": [
-        st.Page(str(PAGES_DIR / "datasets.py"), title="Datasets", icon=":material/folder:"),
-        st.Page(str(PAGES_DIR / "embedding.py"), title="Embedding", icon=":material/scatter_plot:"),
-        st.Page(str(PAGES_DIR / "neighbours.py"), title="Neighbours", icon=":material/join:"),
-        st.Page(str(PAGES_DIR / "top_patches.py"), title="Top patches", icon=":material/view_module:"),
-    ],
-    "Which models are there?": [
-        st.Page(str(PAGES_DIR / "models.py"), title="Models", icon=":material/model_training:"),
-    ],
-}
-st.navigation(pages, expanded=True).run()  # every page listed: there are more than ten
+try:
+    catalogue = state.techniques()
+except ApiError as exc:  # the page list comes from the server's registry
+    st.error(f"The API could not list its techniques: {exc.message}", icon=":material/error:")
+    st.stop()
+groups = navigation.plan(catalogue)
+st.navigation(navigation.streamlit_pages(groups, family_view.page), expanded=True).run()  # every page listed

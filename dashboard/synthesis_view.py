@@ -8,41 +8,54 @@ import hashlib
 import json
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
 import streamlit as st
 
 from client.http import ApiError, LayerCatalogue, Progress, TechniqueInfo
+from client.results import Shown
 from convlens.schema import SynthesisResponse
 from dashboard import state, widgets
 
 MAX_KEPT_RESULTS = 16  # per session: results by settings digest
 
 
-def technique(name: str) -> TechniqueInfo | None:
-    """A synthesis technique the server declares, or None (with a message) when it offers none such."""
+def served(page_file: str) -> list[TechniqueInfo] | None:
+    """The synthesis techniques a special page shows (``state.served_by``), or None (with a message) when the
+    server offers none such."""
     try:
-        found = {t.name: t for t in state.techniques("synthesis")}
+        found = state.served_by(page_file)
     except ApiError as exc:
         widgets.api_error(exc, "list its techniques")
         return None
-    if name not in found:
-        st.error(f"The server offers no `{name}` technique.", icon=":material/error:")
+    if not found:
+        st.error(f"The server offers no technique for the `{Path(page_file).stem}` page.", icon=":material/error:")
         return None
-    return found[name]
+    return found
 
 
-def technique_and_layers(name: str) -> tuple[TechniqueInfo, LayerCatalogue] | None:
-    """A page's technique and the selected model's layer catalogue, or None (with a message)."""
-    info = technique(name)
-    if info is None:
+def served_and_layers(page_file: str) -> tuple[list[TechniqueInfo], LayerCatalogue] | None:
+    """A page's techniques and the selected model's layer catalogue, or None (with a message)."""
+    found = served(page_file)
+    if found is None:
         return None
     try:
-        return info, state.layers(state.selected_model())
+        return found, state.layers(state.selected_model())
     except ApiError as exc:
         widgets.api_error(exc, "read the layer catalogue")
         return None
+
+
+def makes_grid(info: TechniqueInfo) -> bool:
+    """Whether a technique's primary image is a grid (a gallery, a ladder, a comparison) rather than one picture."""
+    return any(d.kind == "grid" for d in info.outputs.with_role("primary", "images"))
+
+
+def primary(info: TechniqueInfo, result: SynthesisResponse) -> Shown:
+    """The image a result is about (declared with role "primary"), with its caption filled."""
+    return next(state.result(info, result).with_role("primary", "images"))
 
 
 def _digest(info: TechniqueInfo, images: Mapping[str, bytes], target: int | None, layer: str | None,
@@ -99,27 +112,31 @@ def _stream(info: TechniqueInfo, images: Mapping[str, bytes], params: Mapping[st
     return result
 
 
-def network_note(result: SynthesisResponse) -> None:
+def network_note(result: Any) -> None:
     """Which network and weights produced a result — always said, never implied."""
     note = f"Model `{result.model}` ({result.weights} weights)"
-    if "network" in result.labels:
-        note += f" · measured with: {result.labels['network']}"
+    labels = getattr(result, "labels", None) or {}
+    if "network" in labels:
+        note += f" · measured with: {labels['network']}"
     if result.weights == "random":
         st.warning("This comes from a network with RANDOM weights.")
     st.caption(note)
 
 
-def before_after(result: SynthesisResponse, before: str, caption: str, file_stem: str, key: str) -> None:
-    """The input and the result side by side, then the network note, the download and the loss chart."""
+def before_after(info: TechniqueInfo, result: SynthesisResponse, caption: str, file_stem: str, key: str) -> None:
+    """The input (the first declared picture) and the result side by side, then the network note, the download and
+    the loss chart."""
+    main = primary(info, result)
+    before = next(s for s in state.result(info, result).images() if s.key != main.key)
     a, b = st.columns(2)
-    a.image(widgets.png(result.images[before]), caption=before, width="stretch")
-    b.image(widgets.png(result.images["result"]), width="stretch", caption=caption)
-    finish(result, file_stem, key)
+    a.image(widgets.png(before.value), caption=before.caption, width="stretch")
+    b.image(widgets.png(main.value), width="stretch", caption=caption)
+    finish(info, result, file_stem, key)
 
 
-def finish(result: SynthesisResponse, file_stem: str, key: str) -> None:
+def finish(info: TechniqueInfo, result: SynthesisResponse, file_stem: str, key: str) -> None:
     network_note(result)
-    download(result, "result", file_stem, key)
+    download(result, primary(info, result).key, file_stem, key)
     history_chart(result, key)
 
 

@@ -13,5 +13,4 @@ from handlers.base import ConvLensHandler
 
 
 class ActivationsHandler(ConvLensHandler):
-    endpoint = "activations"
     response_type = GridsResponse

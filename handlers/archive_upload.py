@@ -31,10 +31,15 @@ RAW_BODY = ("a zip sent as the whole request body has no dataset name (TorchServ
             "on to the handler): " + HOW)
 
 
+def archive_techniques(endpoint: str | None = None) -> tuple[str, ...]:
+    """The techniques (of ``endpoint``, or all) that have an ``archive`` parameter."""
+    specs = registry.endpoints().get(endpoint, []) if endpoint is not None else registry.registry().values()
+    return tuple(spec.name for spec in specs if ARCHIVE in {f.name for f in dataclasses.fields(spec.params)})
+
+
 def takes_archive(endpoint: str) -> bool:
     """Whether a technique of ``endpoint`` has an ``archive`` parameter."""
-    return any(ARCHIVE in {f.name for f in dataclasses.fields(spec.params)}
-               for spec in registry.endpoints().get(endpoint, []))
+    return bool(archive_techniques(endpoint))
 
 
 def _is_bytes(value: Any) -> bool:
@@ -57,7 +62,7 @@ def _params(fields: Mapping[str, Any]) -> dict[str, Any]:
 
 def _zip_parts(fields: Mapping[str, Any], content_type: str, importing: bool) -> list[str]:
     """The fields that carry an uploaded zip: ``archive`` as a file, any part starting like a zip, and the raw
-    body (``image``, as :func:`handlers.base.request_fields` names it) when declared a zip or for an import."""
+    body (``image``, as :func:`handlers.parsing.request_fields` names it) when declared a zip or for an import."""
     parts = []
     for key, value in fields.items():
         if key == "params" or not _is_bytes(value):
@@ -96,7 +101,7 @@ def with_uploaded_archive(fields: Mapping[str, Any], content_type: str = "") -> 
     method = params.get(registry.METHOD_PARAM, form_text(fields.get(registry.METHOD_PARAM)))
     _lift(fields, params)
     action = params.setdefault("action", IMPORT)
-    if action != IMPORT or method not in (None, "", "datasets"):
+    if action != IMPORT or method not in (None, "", *archive_techniques()):
         raise SchemaError(part, f"a zip is taken only by action=import (got action {action!r}, method {method!r})")
     if params.get(ARCHIVE):
         raise SchemaError("params.archive", f"sent twice: in params and as the file {part!r}")

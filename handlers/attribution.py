@@ -15,5 +15,4 @@ from handlers.base import ConvLensHandler
 
 
 class AttributionHandler(ConvLensHandler):
-    endpoint = "saliency"
     response_type = AttributionResponse

@@ -18,19 +18,20 @@ from typing import Any
 
 from convlens.schema import CorpusResponse
 from handlers import archive_upload
-from handlers.base import ConvLensHandler, Job, handler_config
+from handlers.base import ConvLensHandler
 from handlers.long_requests import long_request
+from handlers.model_cache import handler_config
+from handlers.parsing import Job, declared_type
 
 logger = logging.getLogger(__name__)
 
 
 class CorpusHandler(ConvLensHandler):
-    endpoint = "corpus"
     response_type = CorpusResponse
 
     def initialize(self, context: Any) -> None:
         super().initialize(context)
-        if self.endpoint == "dataset":
+        if archive_upload.takes_archive(self.endpoint):  # the worker that imports datasets
             from convlens.corpus.datasets import sweep_orphans
 
             removed = sweep_orphans()
@@ -42,7 +43,7 @@ class CorpusHandler(ConvLensHandler):
 
     def parse(self, index: int, fields: Mapping[str, Any]) -> Job:
         if archive_upload.takes_archive(self.endpoint):  # a zip sent as a file or as the body
-            fields = archive_upload.with_uploaded_archive(fields, self._declared_type(index))
+            fields = archive_upload.with_uploaded_archive(fields, declared_type(self.context, index))
         return super().parse(index, fields)
 
     def must_run_as_job(self, job: Job) -> bool:

@@ -14,11 +14,11 @@ from typing import Any
 
 from convlens import models as zoo
 from convlens.images import ImageDecodeError, OpenedImage, decode_opened, open_image
-from convlens.schema import MAX_SYNTHESIS_SIZE, SchemaError
+from convlens.schema import MAX_SYNTHESIS_INPUT_SIDE, SchemaError
 from convlens.zoo.manifest import MAX_RESIZE_SIZE
 from handlers import pixel_budget
 
-SYNTHESIS_SIDE = 2 * MAX_SYNTHESIS_SIZE  # the synthesis family keeps uploads up to this longer side
+SYNTHESIS_SIDE = MAX_SYNTHESIS_INPUT_SIDE  # the synthesis family keeps uploads up to this longer side
 
 
 def decode_side(model: str, family: str) -> int:

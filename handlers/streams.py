@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from handlers import background
-from handlers.base import Outcome
+from handlers.errors import Outcome
 
 TICK_S = 0.25  # the longest a call waits for news of a running job
 # While any request is open TorchServe calls the handler back to back; no call for this long means it dropped

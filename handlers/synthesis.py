@@ -27,8 +27,11 @@ from convlens import models as zoo
 from convlens import pipeline, registry
 from convlens.results import Cancelled
 from convlens.schema import SynthesisResponse, job_id
-from handlers import background, jobs, long_requests, streams
-from handlers.base import ConvLensHandler, Job, Outcome, encode_b64_png
+from handlers import background, jobs, long_requests, responses, streams
+from handlers.base import ConvLensHandler
+from handlers.errors import Outcome, internal_error
+from handlers.parsing import Job, is_true
+from handlers.responses import encode_b64_png
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +40,11 @@ STREAM_CONTENT_TYPE = "application/x-ndjson"  # a streamed answer: one JSON obje
 
 
 class SynthesisHandler(ConvLensHandler):
-    endpoint = "synthesis"
     response_type = SynthesisResponse
 
     def prepare_job(self, job: Job, fields: Mapping[str, Any]) -> None:
         job.job_id = job_id(fields.get("job"))
-        stream = fields.get("stream")
-        job.stream = stream in (True, "true", b"true", "1", b"1")
+        job.stream = is_true(fields.get("stream"))
 
     def run_group(self, loaded: zoo.LoadedModel, group: list[Job]) -> list[dict[str, Any]]:
         """One job at a time, each with its own progress (and stream); a fast ``batched`` technique (one
@@ -118,7 +119,7 @@ class SynthesisHandler(ConvLensHandler):
                 outcomes[i] = streams.held(live)
         held_before = sum(o is not None for o in outcomes)
         try:
-            self.inference(self.preprocess(rows, outcomes), outcomes)
+            self.run_jobs(self.read_requests(rows, outcomes), outcomes)
         except Exception:  # noqa: BLE001 — one answer per request, whatever happens
             logger.exception("%s: batch of %d failed", self.endpoint, len(rows))
         held = [o.live for o in outcomes if isinstance(o, streams.Held) and o.live is not None]
@@ -133,10 +134,7 @@ class SynthesisHandler(ConvLensHandler):
         self.context.stopping_criteria = {i: (lambda _answer, i=i: stop.get(i)) for i in range(len(outcomes))}
         for i, outcome in enumerate(outcomes):
             if not isinstance(outcome, streams.Held) or outcome.live is None:
-                outcome = outcome or Outcome(500, {"error": "internal error; see the server log", "field": None})
-                self._set_status(i, outcome.status)
-                self._set_headers(i, outcome.headers)
-                out.append(json.dumps(outcome.body).encode("utf-8"))
+                out.append(responses.write(self.context, i, outcome or internal_error()))
                 continue
             piece = streams.chunk(outcome.live, self._last_sent, self._opened)
             if piece is None:  # no answer this call: TorchServe keeps the request open

@@ -3,9 +3,9 @@
     python -m serve.archives [--out DIR] [--force]
 
 One archive per endpoint of :func:`convlens.registry.all_endpoints` (the registry decides; nothing
-here lists endpoints). Each holds its family's handler (``handlers/<family>.py``, ``handlers/classify.py``
-for the classifier) and its model-config YAML (``serve/model-config/<endpoint>.yaml`` if there is one,
-else ``<family>.yaml``) — no serialized model: the handler loads the
+here lists endpoints). Each holds its family's handler (``handlers/<family>.py``) and its model-config YAML
+(``serve/model-config/<endpoint>.yaml`` if there is one, else ``<family>.yaml``) — no serialized model: the
+handler loads the
 backbones through ``convlens.models.load_model`` and imports ``handlers.base`` and
 ``convlens`` from the installed project (``serve/server.py`` also puts the repository on
 the workers' ``PYTHONPATH``). An archive is rebuilt when it is missing, when a handler,
@@ -39,7 +39,7 @@ def all_endpoints() -> tuple[str, ...]:
 
 
 def handler_name(endpoint: str) -> str:
-    """The handler module of an endpoint: its own file if there is one (classify), else its family's."""
+    """The handler module of an endpoint: its own file if there is one, else its family's."""
     if (HANDLERS_DIR / f"{endpoint}.py").is_file():
         return endpoint
     from convlens import registry

@@ -325,11 +325,7 @@ def start(
     java = find_java()
     if java is None:
         raise ServerError(JAVA_MISSING)
-    for name, port in dataclasses.asdict(ports).items():
-        if _port_in_use(port):
-            env_name = PORT_ENV[name][0]
-            raise ServerError(f"port {port} ({name}) on {HOST} is in use; choose another with "
-                              f"--{name.replace('_', '-')}-port or ${env_name}")
+    _check_ports_free(ports)
     run_dir.mkdir(parents=True, exist_ok=True)
     model_store = run_dir / "model-store"
     build_archives(model_store, force=rebuild, overrides=model_config, endpoints=endpoints, log=log)
@@ -338,18 +334,7 @@ def start(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     (run_dir / "key_file.json").unlink(missing_ok=True)
-    proc_env = {**os.environ, **(env or {})}
-    proc_env.update({
-        # The handlers import `handlers` and `convlens` from this checkout.
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), proc_env.get("PYTHONPATH", "")) if p),
-        # TorchServe keeps its pid file, unpacked archives and worker sockets in the temp dir:
-        # one per run directory, so several servers (a test, a benchmark, `make run`) can coexist.
-        "TEMP": str(tmp), "TMPDIR": str(tmp),
-        "LOG_LOCATION": str(run_dir / "logs"), "METRICS_LOCATION": str(run_dir / "logs"),
-        "PYTHONUNBUFFERED": "1",
-    })
-    if os.environ.get("JAVA_HOME") is None:
-        proc_env["JAVA_HOME"] = str(Path(java).resolve().parents[1])
+    proc_env = _server_env(run_dir, tmp, java, env)
     cmd = [sys.executable, "-m", "ts.model_server", "--start", "--foreground", "--ncs",
            "--ts-config", str(config), "--log-config", str(LOG_CONFIG), "--model-store", str(model_store),
            "--models", *(f"{e}={e}.mar" for e in endpoints)]
@@ -364,8 +349,38 @@ def start(
         "endpoints": list(endpoints),
     }, indent=2))
     info = ServerInfo(run_dir, ports, True, False, proc.pid, "starting")
-    if not wait:
-        return info
+    return _wait_healthy(info, proc, endpoints, log_file, timeout) if wait else info
+
+
+def _check_ports_free(ports: Ports) -> None:
+    for name, port in dataclasses.asdict(ports).items():
+        if _port_in_use(port):
+            env_name = PORT_ENV[name][0]
+            raise ServerError(f"port {port} ({name}) on {HOST} is in use; choose another with "
+                              f"--{name.replace('_', '-')}-port or ${env_name}")
+
+
+def _server_env(run_dir: Path, tmp: Path, java: str, env: Mapping[str, str] | None) -> dict[str, str]:
+    """The environment of TorchServe and its workers."""
+    proc_env = {**os.environ, **(env or {})}
+    proc_env.update({
+        # The handlers import `handlers` and `convlens` from this checkout.
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), proc_env.get("PYTHONPATH", "")) if p),
+        # TorchServe keeps its pid file, unpacked archives and worker sockets in the temp dir:
+        # one per run directory, so several servers (a test, a benchmark, `make run`) can coexist.
+        "TEMP": str(tmp), "TMPDIR": str(tmp),
+        "LOG_LOCATION": str(run_dir / "logs"), "METRICS_LOCATION": str(run_dir / "logs"),
+        "PYTHONUNBUFFERED": "1",
+    })
+    if os.environ.get("JAVA_HOME") is None:
+        proc_env["JAVA_HOME"] = str(Path(java).resolve().parents[1])
+    return proc_env
+
+
+def _wait_healthy(info: ServerInfo, proc: subprocess.Popen[bytes], endpoints: tuple[str, ...], log_file: Path,
+                  timeout: float) -> ServerInfo:
+    """``info`` once every endpoint answers; stops the server and raises if it exits or times out first."""
+    run_dir = info.run_dir
     deadline = time.monotonic() + timeout
     detail = "starting"
     try:

@@ -107,8 +107,8 @@ def test_model_info_reads_built_in_and_registered_rows() -> None:
 
 def test_a_model_added_with_the_client_is_classified_and_removed(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from handlers.classify import ClassifyHandler
     from handlers.corpus import CorpusHandler
+    from handlers.prediction import PredictionHandler as ClassifyHandler
 
     monkeypatch.setenv(zoo.MODELS_DIR_ENV, str(tmp_path / "models"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))

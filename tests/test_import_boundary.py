@@ -49,7 +49,7 @@ def test_client_and_dashboard_import_neither_torch_nor_the_technique_code() -> N
     heavy = {"torch", "torchvision", "numpy", "ts", "handlers", "serve"}
     assert offenders("client", heavy - {"serve"}) == []  # `convlens serve` starts the server: serve is allowed
     assert offenders("dashboard", heavy) == []
-    allowed_core = {"convlens.schema"}
+    allowed_core = {"convlens.schema", "convlens.outputs", "convlens.decoding"}  # decoding: Pillow only
     core_uses = [f"{p.relative_to(ROOT)}: {node.module}" for folder in ("client", "dashboard")
                  for p in (ROOT / folder).rglob("*.py") for node in ast.walk(ast.parse(p.read_text()))
                  if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("convlens")
@@ -58,7 +58,13 @@ def test_client_and_dashboard_import_neither_torch_nor_the_technique_code() -> N
 
 
 def test_schema_imports_no_torch() -> None:
-    code = "import sys, convlens.schema; print('torch' in sys.modules, 'PIL' in sys.modules)"
+    code = "import sys, convlens.schema, convlens.outputs; print('torch' in sys.modules, 'PIL' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_the_decoding_core_imports_neither_torch_nor_numpy() -> None:
+    code = "import sys, convlens.decoding; print('torch' in sys.modules, 'numpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 

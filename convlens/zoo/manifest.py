@@ -249,16 +249,7 @@ def parse_manifest(folder: Path, name: str | None = None) -> Manifest:
     """Read and validate ``folder/model.toml`` and the classes it names. ``name``: the model's name when it
     differs from the folder's (a model being added sits in a ``.tmp-`` folder)."""
     expected = check_name(name if name is not None else folder.name)
-    path = folder / MANIFEST
-    if not path.is_file():
-        raise ManifestError(MANIFEST, f"not found in the folder {folder.name!r}")
-    contained_file(folder, MANIFEST, MANIFEST)
-    if path.stat().st_size > MAX_MANIFEST_BYTES:
-        raise ManifestError(MANIFEST, f"is larger than {MAX_MANIFEST_BYTES // 1024} KiB")
-    try:
-        doc = tomllib.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ManifestError(MANIFEST, f"is not valid TOML: {exc}") from None
+    doc = _read_toml(folder)
     top = _Table(doc, "", _TOP)
     actual = check_name(top.string("name", required=True))
     if actual != expected:
@@ -269,7 +260,27 @@ def parse_manifest(folder: Path, name: str | None = None) -> Manifest:
     for required in ("architecture", "weights", "classes"):
         if required not in doc:
             raise ManifestError(required, "the table is required")
+    architecture, weights = _architecture(doc, folder), _weights(doc, folder)
+    classes, classes_file = _classes(doc, folder)
+    pre = _preprocessing(doc)
+    cam, code = _layers(doc)
+    return Manifest(actual, description, architecture, weights, classes, pre, cam, code, classes_file)
 
+
+def _read_toml(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise ManifestError(MANIFEST, f"not found in the folder {folder.name!r}")
+    contained_file(folder, MANIFEST, MANIFEST)
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise ManifestError(MANIFEST, f"is larger than {MAX_MANIFEST_BYTES // 1024} KiB")
+    try:
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ManifestError(MANIFEST, f"is not valid TOML: {exc}") from None
+
+
+def _architecture(doc: dict[str, Any], folder: Path) -> Architecture:
     arch = _Table(doc["architecture"], "architecture.", _TABLES["architecture"])
     architecture = parse_source(arch.string("source", required=True))
     kwargs = arch.data.get("kwargs", {})
@@ -279,7 +290,10 @@ def parse_manifest(folder: Path, name: str | None = None) -> Manifest:
                                 dict(kwargs))
     if architecture.file is not None:
         contained_file(folder, architecture.file, "architecture.source")
+    return architecture
 
+
+def _weights(doc: dict[str, Any], folder: Path) -> WeightsSpec:
     w = _Table(doc["weights"], "weights.", _TABLES["weights"])
     weights_file = w.string("file", required=True) or ""
     if not weights_file.endswith(WEIGHT_SUFFIXES):
@@ -293,16 +307,20 @@ def parse_manifest(folder: Path, name: str | None = None) -> Manifest:
     strip = [strip] if isinstance(strip, str) else strip
     if not isinstance(strip, list) or not all(isinstance(p, str) and p for p in strip):
         raise ManifestError("weights.strip_prefix", f"must be a list of non-empty strings, got {strip!r}")
+    return WeightsSpec(weights_file, key, tuple(strip))
 
+
+def _classes(doc: dict[str, Any], folder: Path) -> tuple[tuple[str, ...], str | None]:
     c = _Table(doc["classes"], "classes.", _TABLES["classes"])
     classes_file = c.string("file")
     if (classes_file is None) == ("names" not in c.data):
         raise ManifestError("classes", "give exactly one of 'file' (one class a line) or 'names' (a list)")
     if classes_file is not None:
-        classes = read_classes_file(contained_file(folder, classes_file, "classes.file"))
-    else:
-        classes = validate_classes(c.data["names"], "classes.names")
+        return read_classes_file(contained_file(folder, classes_file, "classes.file")), classes_file
+    return validate_classes(c.data["names"], "classes.names"), None
 
+
+def _preprocessing(doc: dict[str, Any]) -> PreprocessingSpec:
     p = _Table(doc.get("preprocessing", {}), "preprocessing.", _TABLES["preprocessing"])
     pre = PreprocessingSpec(
         input_size=p.integer("input_size", MIN_INPUT_SIZE, MAX_INPUT_SIZE),
@@ -313,11 +331,13 @@ def parse_manifest(folder: Path, name: str | None = None) -> Manifest:
     )
     if pre.channels == 2:
         raise ManifestError("preprocessing.channels", "must be 1 or 3, got 2")
+    return pre
 
+
+def _layers(doc: dict[str, Any]) -> tuple[str | None, str | None]:
     layers = _Table(doc.get("layers", {}), "layers.", _TABLES["layers"])
     cam, code = layers.string("cam"), layers.string("code")
     for key_name, layer in (("layers.cam", cam), ("layers.code", code)):
         if layer is not None and not LAYER_PATTERN.fullmatch(layer):
             raise ManifestError(key_name, f"must be a dotted module name such as 'layer4.1', got {layer!r}")
-    return Manifest(actual, description, architecture, WeightsSpec(weights_file, key, tuple(strip)), classes, pre,
-                    cam, code, classes_file)
+    return cam, code

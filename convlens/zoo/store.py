@@ -227,14 +227,7 @@ def add(
     A name that exists is refused unless ``replace``. Raises :class:`ManifestError`; nothing is written then.
     """
     root = models_dir()
-    check_name(name)
-    from convlens.models import REGISTRY  # the built-in zoo (imports this package lazily too)
-
-    if name in REGISTRY or name in shipped_names():
-        raise ManifestError("name", f"{name!r} is the name of a model shipped with ConvLens; choose another")
-    final = root / name
-    if (final.exists() or final.is_symlink()) and not replace:
-        raise ManifestError("name", f"a model named {name!r} already exists; remove it first or replace it")
+    final = _free_place(root, name, replace)
     arch = parse_source(source)
     if arch.kind == "python" and code is None:
         raise ManifestError("architecture.source", "python: sources are operator code: add them from the command "
@@ -242,17 +235,12 @@ def add(
     if code is not None and arch.kind != "python":
         raise ManifestError("architecture.source", f"a code file goes with a python: source, not {source!r}")
     code_file = None if code is None else _input_file(code, "architecture.source")
-    weights = _input_file(weights_path, "weights.file")
-    suffix = weights.suffix.lower()
-    if suffix not in WEIGHT_SUFFIXES:
-        raise ManifestError("weights.file", f"must end in {', '.join(WEIGHT_SUFFIXES)}, got {weights.name!r}")
-    if weights.stat().st_size > MAX_WEIGHTS_BYTES:
-        raise ManifestError("weights.file", f"{weights.name!r} is larger than {MAX_WEIGHTS_BYTES // 1024**3} GiB")
+    weights = _weights_file(weights_path)
     if isinstance(classes, os.PathLike):
         names = read_classes_file(_input_file(classes, "classes.file"))
     else:
         names = validate_classes(list(classes) if isinstance(classes, (list, tuple)) else classes, "classes.names")
-    weights_name = "weights" + suffix
+    weights_name = "weights" + weights.suffix.lower()
     pre = {"input_size": input_size, "resize_size": resize_size, "channels": channels,
            "mean": None if mean is None else list(mean), "std": None if std is None else list(std)}
     text = dumps({
@@ -265,20 +253,49 @@ def add(
         "preprocessing": {k: v for k, v in pre.items() if v is not None},
         "layers": {k: v for k, v in (("cam", cam_layer), ("code", code_layer)) if v is not None},
     })
+    files = {weights_name: weights, **({arch.file: code_file} if code_file is not None and arch.file else {})}
+    return _place(root, final, name, files, names, text, replace)
+
+
+def _place(root: Path, final: Path, name: str, files: Mapping[str, Path], names: Sequence[str], manifest: str,
+           replace: bool) -> ModelCard:
+    """Write the folder under a temporary name (the ``files`` copied, the classes and the manifest written),
+    check it, and rename it into place; nothing is left behind if anything fails."""
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
-        shutil.copyfile(weights, tmp / weights_name)
+        for relative, source in files.items():
+            (tmp / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, tmp / relative)
         (tmp / CLASSES_FILE).write_text("\n".join(names) + "\n", encoding="utf-8")
-        if code_file is not None and arch.file is not None:
-            (tmp / arch.file).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(code_file, tmp / arch.file)
-        (tmp / MANIFEST).write_text(text, encoding="utf-8")
+        (tmp / MANIFEST).write_text(manifest, encoding="utf-8")
         card = check(tmp, name=name, root=root)
         _commit(tmp, final, replace)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return card
+
+
+def _free_place(root: Path, name: str, replace: bool) -> Path:
+    """Where the model ``name`` goes: refused if it names a shipped model, or an existing one unless ``replace``."""
+    check_name(name)
+    from convlens.models import REGISTRY  # the built-in zoo (imports this package lazily too)
+
+    if name in REGISTRY or name in shipped_names():
+        raise ManifestError("name", f"{name!r} is the name of a model shipped with ConvLens; choose another")
+    final = root / name
+    if (final.exists() or final.is_symlink()) and not replace:
+        raise ManifestError("name", f"a model named {name!r} already exists; remove it first or replace it")
+    return final
+
+
+def _weights_file(path: Path | str) -> Path:
+    weights = _input_file(path, "weights.file")
+    if weights.suffix.lower() not in WEIGHT_SUFFIXES:
+        raise ManifestError("weights.file", f"must end in {', '.join(WEIGHT_SUFFIXES)}, got {weights.name!r}")
+    if weights.stat().st_size > MAX_WEIGHTS_BYTES:
+        raise ManifestError("weights.file", f"{weights.name!r} is larger than {MAX_WEIGHTS_BYTES // 1024**3} GiB")
+    return weights
 
 
 def _commit(tmp: Path, final: Path, replace: bool) -> None:

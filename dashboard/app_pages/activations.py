@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +9,11 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from client.http import ApiError
+from client.results import Result
+from dashboard import state, widgets
 
-from client.http import ApiError  # noqa: E402
-from dashboard import state, widgets  # noqa: E402
+TITLE, ICON = "Activations", ":material/grid_view:"  # how the sidebar lists this page (dashboard.navigation)
 
 
 def tile(grid: Image.Image, item: dict[str, Any], height: int, width: int, pad: int) -> Image.Image:
@@ -38,6 +38,13 @@ def grid_figure(grid: Image.Image, grid_b64: str, items: list[dict[str, Any]], h
     return fig
 
 
+def show_metrics(result: Result) -> None:
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Channels", int(result.scalar("channels")))
+    m2.metric("Dead for this image", int(result.scalar("dead_channels")), help="no unit of the channel is positive")
+    m3.metric("Map size", f"{int(result.scalar('height'))}×{int(result.scalar('width'))}")
+
+
 def page() -> None:
     st.header("Activations")
     st.caption("Every channel of one layer for one image, as Chollet §9.4.1 shows them. Hover a tile for its "
@@ -60,33 +67,35 @@ def page() -> None:
                     format_func=lambda s: "by channel" if s == "channel" else "by mean activation")
     normalize = c3.radio("Scale", ["channel", "layer"], horizontal=True, key="act_normalize",
                          format_func=lambda s: "each channel" if s == "channel" else "whole layer")
+    [info] = state.served_by(__file__)
+    endpoint, named = state.request_of(info)
     with st.spinner("Computing activations…"):
         try:
-            response = state.grids("activations", image, model, layer, sort=sort, normalize=normalize)
+            response = state.grids(endpoint, image, model, layer, sort=sort, normalize=normalize, **named)
         except ApiError as exc:
             widgets.api_error(exc, "compute the activations")
             return
-    s = response.scalars
-    m1, m2, m3 = st.columns(3)
-    m1.metric("Channels", int(s["channels"]))
-    m2.metric("Dead for this image", int(s["dead_channels"]), help="no unit of the channel is positive")
-    m3.metric("Map size", f"{int(s['height'])}×{int(s['width'])}")
-    grid = widgets.png(response.images["grid"])
-    height, width, pad = int(s["grid_tile_height"]), int(s["grid_tile_width"]), int(s["grid_pad"])
-    event = st.plotly_chart(grid_figure(grid, response.images["grid"], response.items, height, width, pad),
-                            key="act_grid",
+    result = state.result(info, response)
+    show_metrics(result)
+    items = result.items()
+    grid_key = str(items[0]["grid"])
+    grid_b64 = result.image(grid_key)
+    grid = widgets.png(grid_b64)
+    tiles = {s.declared.name: int(s.value) for s in result.present("scalars") if s.placeholders.get("grid") == grid_key}
+    height, width, pad = tiles["{grid}_tile_height"], tiles["{grid}_tile_width"], int(result.scalar("grid_pad"))
+    event = st.plotly_chart(grid_figure(grid, grid_b64, items, height, width, pad), key="act_grid",
                             on_select="rerun", selection_mode="points", width="stretch")
     picked = [p.get("customdata") for p in (event.selection.points if event and event.selection else [])]
-    channels = [it["channel"] for it in response.items]
+    channels = [it["channel"] for it in items]
     if picked and picked[0] in channels:
         st.session_state["act_channel"] = picked[0]
-    strongest = max(range(len(channels)), key=lambda k: response.items[k]["mean"])
+    strongest = max(range(len(channels)), key=lambda k: items[k]["mean"])
     if st.session_state.get("act_channel") not in channels:
         st.session_state.pop("act_channel", None)
     channel = st.selectbox("Channel", channels, key="act_channel", index=strongest,
-                           format_func=lambda c: f"{c} (mean {response.items[channels.index(c)]['mean']:.3g})")
-    item = response.items[channels.index(channel)]
-    base = widgets.png(response.images["input"])
+                           format_func=lambda c: f"{c} (mean {items[channels.index(c)]['mean']:.3g})")
+    item = items[channels.index(channel)]
+    base = widgets.png(next(s.value for s in result.images() if s.declared.kind == "picture"))
     heat = tile(grid, item, height, width, pad).resize(base.size, Image.Resampling.BILINEAR)
     alpha = st.slider("Overlay opacity", 0.0, 1.0, 0.6, 0.05, key="act_alpha")
     left, right = st.columns(2)
@@ -97,4 +106,5 @@ def page() -> None:
                        mime="image/png", key="act_download")
 
 
-page()
+if __name__ == "__main__":  # run as a page (st.navigation, AppTest); imported, it only describes itself
+    page()

@@ -4,15 +4,13 @@ or an uploaded zip (label subfolders; checked on the server before anything is w
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from client.http import ApiError, JobStatus
+from dashboard import state, widgets
 
-from client.http import ApiError, JobStatus  # noqa: E402
-from dashboard import state, widgets  # noqa: E402
+TITLE, ICON = "Datasets", ":material/folder:"  # how the sidebar lists this page (dashboard.navigation)
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 MAX_ZIP_MB = 11  # the API's request limit is 16 MB; base64 adds a third
@@ -85,4 +83,5 @@ def page() -> None:
             st.rerun()
 
 
-page()
+if __name__ == "__main__":  # run as a page (st.navigation, AppTest); imported, it only describes itself
+    page()

@@ -6,21 +6,21 @@ downloaded."""
 from __future__ import annotations
 
 import base64
-import sys
-from pathlib import Path
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from client.http import ApiError  # noqa: E402
-from dashboard import state, widgets  # noqa: E402
-from dashboard.hover_scatter import (  # noqa: E402
+from client.http import ApiError
+from client.results import Result
+from convlens.schema import DATASETS
+from dashboard import state, widgets
+from dashboard.hover_scatter import (
     hover_scatter,
     scatter_args,
     sheet_key,
     write_sheets_in_background,
 )
+
+TITLE, ICON = "Embedding", ":material/scatter_plot:"  # how the sidebar lists this page (dashboard.navigation)
 
 PALETTE = ("#e4572e", "#29335c", "#f3a712", "#669bbc", "#a8c686", "#8e5572", "#17bebb", "#c5283d", "#6d597a",
            "#3a5a40", "#ff9f1c", "#5e548e", "#2ec4b6", "#8d99ae", "#ef476f", "#118ab2")
@@ -31,26 +31,29 @@ METHODS = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}
 def show_images(dataset: str, indices: list[int], model: str) -> None:
     chosen = indices[:MAX_SHOWN]
     try:
-        thumbs = state.dataset("datasets", model, name=dataset, action="images",
+        thumbs = state.dataset(DATASETS, model, name=dataset, action="images",
                                indices=",".join(str(i) for i in chosen))
     except ApiError as exc:
         widgets.api_error(exc, "fetch the images")
         return
+    result = state.result(state.technique(DATASETS), thumbs)
+    by_index = {int(s.placeholders["index"]): s.value for s in result.images()}
     columns = st.columns(8)
-    for k, item in enumerate(thumbs.items):
+    for k, item in enumerate(result.items()):
         with columns[k % 8]:
-            st.image(widgets.png(thumbs.images[f"i{item['index']}"]), caption=f"{item['index']}: {item['label']}")
+            st.image(widgets.png(by_index[item["index"]]), caption=f"{item['index']}: {item['label']}")
 
 
 def hover_thumbnails(dataset: str, key: str, images: int, model: str) -> None:
     """Start writing the sprite sheets the hover shows thumbnails from (once per dataset content, on a
     background thread: the points are drawn and the page answers at once)."""
-    client = state.get_client()
+    client, info = state.get_client(), state.technique(DATASETS)
 
     def fetch(start: int, count: int, tile: int) -> str:
-        out = client.dataset("datasets", model=model, params={
+        out = client.dataset(info.name, model=model, params={
             "action": "sheet", "name": dataset, "start": start, "count": count, "size": tile})
-        return str(out.images["sheet"])
+        [sheet] = list(Result(out, info.outputs).images())
+        return str(sheet.value)
 
     if write_sheets_in_background(key, images, fetch) is not None:
         st.caption("Thumbnails for the hover are being fetched: hovering shows images within seconds.")
@@ -67,6 +70,7 @@ def page() -> None:
     names = [d["name"] for d in rows]
     by_name = {d["name"]: d for d in rows}
     model = state.selected_model()
+    [info] = state.served_by(__file__)
     left, mid, right = st.columns(3)
     dataset = left.selectbox("Dataset", names, key="emb_dataset")
     method = mid.radio("Method", list(METHODS), format_func=METHODS.get, horizontal=True, key="emb_method")
@@ -74,18 +78,19 @@ def page() -> None:
     seed = int(st.number_input("Seed", 0, 10_000, 0, key="emb_seed"))
     with st.spinner(f"CNN codes and {METHODS[method]} (cached after the first time)…"):
         try:
-            result = state.dataset("embedding", model, dataset=dataset, projection=method, seed=seed)
+            response = state.dataset(info.name, model, dataset=dataset, projection=method, seed=seed)
         except ApiError as exc:
             widgets.api_error(exc, f"map {dataset}")
             return
-    points = result.points or []
-    s = result.scalars
-    codes_time = "cached" if s.get("codes_cached") else f"{s.get('codes_seconds', 0.0):.1f} s"
-    map_time = "cached" if s.get("projection_cached") else f"{s.get('projection_seconds', 0.0):.1f} s"
-    st.caption(f"{len(points):,} images · codes of {s.get('dim', 0):.0f} dimensions at layer `{result.layer}` · "
-               f"codes {codes_time} · map {map_time}")
+    points = response.points or []
+    result = state.result(info, response)
+    codes_time = "cached" if result.scalar("codes_cached", 0) else f"{result.scalar('codes_seconds', 0.0):.1f} s"
+    map_time = ("cached" if result.scalar("projection_cached", 0) else
+                f"{result.scalar('projection_seconds', 0.0):.1f} s")
+    st.caption(f"{len(points):,} images · codes of {result.scalar('dim', 0):.0f} dimensions at layer "
+               f"`{response.layer}` · codes {codes_time} · map {map_time}")
     key = sheet_key(dataset, str(by_name[dataset].get("fingerprint", "")), len(points))
-    chosen = hover_scatter(scatter_args(points, result.items, colour_by, PALETTE, key), key="emb_chart")
+    chosen = hover_scatter(scatter_args(points, result.items(), colour_by, PALETTE, key), key="emb_chart")
     hover_thumbnails(dataset, key, len(points), model)
     if chosen:
         st.subheader(f"Selected: {len(chosen)} image{'s' if len(chosen) > 1 else ''}"
@@ -96,14 +101,16 @@ def page() -> None:
         if st.button("Make the grid", key="emb_grid_go"):
             with st.spinner("Snapping to the grid…"):
                 try:
-                    grid = state.dataset("embedding", model, dataset=dataset, projection=method, seed=seed, grid=side)
+                    grid = state.dataset(info.name, model, dataset=dataset, projection=method, seed=seed,
+                                         grid=side)
                 except ApiError as exc:
                     widgets.api_error(exc, "make the grid")
                     return
-            data = base64.b64decode(grid.images["grid"])
+            data = base64.b64decode(state.result(info, grid).image("grid"))
             st.image(data, caption=f"{side}×{side} thumbnails", width="stretch")
             st.download_button("Download grid.png", data, file_name=f"{dataset}-{method}-grid.png",
                                mime="image/png", key="emb_grid_download")
 
 
-page()
+if __name__ == "__main__":  # run as a page (st.navigation, AppTest); imported, it only describes itself
+    page()

@@ -7,26 +7,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from client.http import ApiError, TechniqueInfo
+from client.results import Result
+from convlens.schema import MAX_STYLES, SynthesisResponse
+from dashboard import state, synthesis_view, widgets
+from dashboard.app_pages import style as style_page
 
-from client.http import ApiError, TechniqueInfo  # noqa: E402
-from convlens.schema import MAX_STYLES, SynthesisResponse  # noqa: E402
-from dashboard import state, synthesis_view, widgets  # noqa: E402
+TITLE, ICON = "Fast style", ":material/bolt:"  # how the sidebar lists this page (dashboard.navigation)
 
 MAX_KEPT = 32
 SIZES = (128, 192, 256, 384, 512)
 
 
 def style_names(info: TechniqueInfo) -> list[str]:
-    """The network's styles: the allow-list the server declares for ``params.style``."""
-    declared = {p["name"]: p for p in info.params}
-    return [str(c) for c in declared.get("style", {}).get("choices", [])]
+    """The network's styles: the allow-list the server declares for its one choice param."""
+    return [str(c) for p in info.params for c in p.get("choices", [])]
 
 
 def blend_controls(names: list[str]) -> dict[str, float] | None:
@@ -52,7 +52,7 @@ def fast_result(info: TechniqueInfo, content: bytes, params: dict[str, Any]) -> 
     kept: dict[str, SynthesisResponse] = st.session_state.setdefault("fast_style_results", {})
     if digest not in kept:
         try:
-            kept[digest] = state.get_client().synthesis(info, {"content": content}, model=model, params=params)
+            kept[digest] = state.get_client().synthesis(info, {info.inputs[0]: content}, model=model, params=params)
         except ApiError as exc:
             widgets.api_error(exc, "stylise")
             return None
@@ -61,15 +61,39 @@ def fast_result(info: TechniqueInfo, content: bytes, params: dict[str, Any]) -> 
     return kept[digest]
 
 
-def gatys_inputs(content: bytes, blend: dict[str, float]) -> tuple[dict[str, bytes], list[float]] | None:
+def gatys_inputs(gatys: TechniqueInfo, content: bytes, blend: dict[str, float]
+                 ) -> tuple[dict[str, bytes], list[float]] | None:
     """The same styles as images for Gatys (from the shipped style samples), with their weights in order."""
     samples = state.samples("styles")
     paths = {name: samples.get(name.replace("_", " ")) for name in blend}
     if any(p is None for p in paths.values()):
         return None
-    slots = ["style", *(f"style_{k}" for k in range(2, MAX_STYLES + 1))]
-    images = {"content": content, **{slots[k]: p.read_bytes() for k, p in enumerate(paths.values()) if p}}
-    return images, list(blend.values())
+    styles = [(name, p.read_bytes()) for name, p in paths.items() if p]
+    return style_page.style_inputs(gatys, content, styles), list(blend.values())
+
+
+def show_fast(column: Any, info: TechniqueInfo, fast: SynthesisResponse) -> None:
+    result = state.result(info, fast)
+    column.image(widgets.png(synthesis_view.primary(info, fast).value), width="stretch",
+                 caption=f"fast · {result.scalar('seconds') * 1e3:.0f} ms forward, {fast.elapsed_ms:.0f} ms on "
+                         f"the server · {result.label('styles')}")
+
+
+def show_gatys(gatys_info: TechniqueInfo, prepared: tuple[dict[str, bytes], list[float]] | None, size: int
+               ) -> Result | None:
+    """Gatys for the same content, styles and weights, on request."""
+    if prepared is None:
+        st.info("Gatys needs each style's image; a style without a shipped sample has none.")
+        return None
+    gatys = synthesis_view.run(gatys_info, prepared[0], {"style_blend": prepared[1], "size": size}, "fast_gatys",
+                               label="Run Gatys for comparison")
+    if gatys is None:
+        return None
+    result = state.result(gatys_info, gatys)
+    st.image(widgets.png(synthesis_view.primary(gatys_info, gatys).value), width="stretch",
+             caption=f"Gatys · {result.scalar('seconds'):.1f} s, {int(result.scalar('steps'))} steps · style loss "
+                     f"{result.scalar('style_loss'):.3g}")
+    return result
 
 
 def page() -> None:
@@ -77,12 +101,13 @@ def page() -> None:
     st.caption("One forward pass of a small transformation network trained by this project on the built-in "
                "styles (one set of instance-norm scales and shifts per style; a blend mixes them), beside "
                "Gatys et al.'s per-image optimisation with the same content, styles and weights.")
-    info = synthesis_view.technique("stylize")
-    if info is None:
+    found, gatys_served = synthesis_view.served(__file__), synthesis_view.served(style_page.__file__)
+    if found is None:
         return
+    [info] = found
     names = style_names(info)
     if not names:
-        st.error("The server's stylize technique declares no styles.")
+        st.error(f"The server's {info.title} declares no styles.")
         return
     left, right = st.columns([1, 2])
     with left:
@@ -95,30 +120,22 @@ def page() -> None:
         return
     with right:
         fast = fast_result(info, content[1], {"blend": blend, "strength": strength, "size": size})
-        gatys_info = synthesis_view.technique("style")
-        gatys = None
-        prepared = gatys_inputs(content[1], blend)
+        gatys_info = style_page.split(gatys_served)[0] if gatys_served else None
         a, b, c = st.columns(3)
         a.image(content[1], caption=f"content: {content[0]}", width="stretch")
         if fast is not None:
-            b.image(widgets.png(fast.images["result"]), width="stretch",
-                    caption=f"fast · {fast.scalars['seconds'] * 1e3:.0f} ms forward, {fast.elapsed_ms:.0f} ms on "
-                            f"the server · {fast.labels.get('styles', '')}")
+            show_fast(b, info, fast)
         with c:
-            if gatys_info is None or prepared is None:
-                st.info("Gatys needs each style's image; a style without a shipped sample has none.")
-            else:
-                gatys = synthesis_view.run(gatys_info, prepared[0], {"style_blend": prepared[1], "size": size},
-                                           "fast_gatys", label="Run Gatys for comparison")
-                if gatys is not None:
-                    st.image(widgets.png(gatys.images["result"]), width="stretch",
-                             caption=f"Gatys · {gatys.scalars['seconds']:.1f} s, {int(gatys.scalars['steps'])} "
-                                     f"steps · style loss {gatys.scalars['style_loss']:.3g}")
-        if fast is not None and gatys is not None and fast.scalars["seconds"] > 0:
-            st.metric("Fast is faster by", f"{gatys.scalars['seconds'] / fast.scalars['seconds']:.0f}×")
+            gatys = None if gatys_info is None else show_gatys(gatys_info, gatys_inputs(gatys_info, content[1], blend),
+                                                              size)
+        if fast is not None and gatys is not None and state.result(info, fast).scalar("seconds") > 0:
+            st.metric("Fast is faster by",
+                      f"{gatys.scalar('seconds') / state.result(info, fast).scalar('seconds'):.0f}×")
         if fast is not None:
             synthesis_view.network_note(fast)
-            synthesis_view.download(fast, "result", Path(content[0]).stem + "_fast", "fast")
+            synthesis_view.download(fast, synthesis_view.primary(info, fast).key, Path(content[0]).stem + "_fast",
+                                    "fast")
 
 
-page()
+if __name__ == "__main__":  # run as a page (st.navigation, AppTest); imported, it only describes itself
+    page()

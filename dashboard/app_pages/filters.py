@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from client.http import ApiError
+from dashboard import state, widgets
 
-from client.http import ApiError  # noqa: E402
-from dashboard import state, widgets  # noqa: E402
+TITLE, ICON = "Filters", ":material/filter:"  # how the sidebar lists this page (dashboard.navigation)
 
 
 def page() -> None:
@@ -43,24 +40,26 @@ def page() -> None:
         first = convs.index(catalogue.first_conv_layer) if catalogue.first_conv_layer in convs else 0
         layer = st.selectbox("Layer", convs, key="filters_layer", index=first)
     max_filters = st.slider("Filters shown", 8, 256, 64, 8, key="filters_max")
+    [info] = state.served_by(__file__)
+    endpoint, named = state.request_of(info)
     progress = st.progress(0.0, text="Loading filters…")
     for column, name in zip(st.columns(len(chosen)), chosen, strict=True):
         progress.progress(chosen.index(name) / len(chosen), text=f"{name}…")
         try:
-            response = state.grids("filters", None, name, layer, max_filters=max_filters)
+            response = state.grids(endpoint, None, name, layer, max_filters=max_filters, **named)
         except ApiError as exc:
             with column:
                 widgets.api_error(exc, f"show the filters of {name}")
             continue
-        s = response.scalars
         with column:
-            grid = widgets.png(response.images["grid"])
-            st.image(grid, width="stretch", caption=f"{name} · `{response.layer}` · {int(s['shown'])} of "
-                                                    f"{int(s['filters'])} filters, {int(s['kernel_height'])}×"
-                                                    f"{int(s['kernel_width'])}, {response.weights} weights")
+            [shown] = list(state.result(info, response).images())  # the gallery, captioned by its declaration
+            grid = widgets.png(shown.value)
+            st.image(grid, width="stretch", caption=f"{name} · `{response.layer}` · {shown.caption}, "
+                                                    f"{response.weights} weights")
             st.download_button(f"Download {name}", widgets.to_png_bytes(grid), file_name=f"{name}_filters.png",
                                mime="image/png", key=f"filters_download_{name}")
     progress.empty()
 
 
-page()
+if __name__ == "__main__":  # run as a page (st.navigation, AppTest); imported, it only describes itself
+    page()

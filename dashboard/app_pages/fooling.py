@@ -2,54 +2,57 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from client.results import Result
+from dashboard import state, synthesis_view, widgets
 
-from dashboard import synthesis_view, widgets  # noqa: E402
+TITLE, ICON = "Fooling", ":material/theater_comedy:"  # how the sidebar lists this page (dashboard.navigation)
 
 
 def page() -> None:
     st.header("Fooling images")
     st.caption("A change too small to notice (an L∞ budget in 1/255 steps) that makes the model say a class "
                "of your choice — Szegedy et al. 2014, CS231n lecture 12.")
-    found = synthesis_view.technique_and_layers("fooling")
+    found = synthesis_view.served_and_layers(__file__)
     if found is None:
         return
-    info, catalogue = found
-    classes = catalogue.classes
+    [info], catalogue = found
     left, right = st.columns([1, 2])
     with left:
-        chosen = widgets.choose_image("fooling_")
-        target = synthesis_view.target_picker(classes, "fooling", "Make it say")
+        chosen = widgets.choose_image(f"{info.name}_")
+        target = synthesis_view.target_picker(catalogue.classes, info.name, "Make it say")
         with st.expander("Budget and steps"):
-            params = widgets.param_controls(info, "fooling")
+            params = widgets.param_controls(info, info.name)
     if chosen is None:
         return
     name, image = chosen
     with right:
-        result = synthesis_view.run(info, {"image": image}, params, "fooling", target=target, label="Fool the model")
-        if result is None:
+        response = synthesis_view.run(info, {info.inputs[0]: image}, params, info.name, target=target,
+                                      label="Fool the model")
+        if response is None:
             return
-        shown = [("original", f"original: {result.labels['original_label']} "
-                              f"({result.scalars['original_probability']:.0%})"),
-                 ("change", f"change ×{255 / max(result.scalars['linf_255'], 1e-6):.0f} "
-                            f"(L∞ = {result.scalars['linf_255']:.1f}/255)"),
-                 ("result", f"fooled: {result.labels['result_label']} ({result.scalars['result_probability']:.0%})")]
-        for column, (key, caption) in zip(st.columns(3), shown, strict=True):
-            column.image(widgets.png(result.images[key]), caption=caption, width="stretch")
-        if result.scalars.get("fooled"):
-            rounds = int(result.scalars.get("minimising_rounds", 0))
-            shrunk = (f"; {rounds} rounds then shrank the change to L∞ {result.scalars['linf_255']:.1f}/255 "
-                      f"({int(result.scalars['steps'])} steps in all)") if rounds else ""
-            st.success(f"The model says “{result.labels['result_label']}” after "
-                       f"{int(result.scalars.get('steps_to_fool', result.scalars['steps']))} steps{shrunk}.")
-        else:
-            st.warning(f"Not fooled within {int(result.scalars['steps'])} steps: raise the budget or the steps.")
-        synthesis_view.finish(result, Path(name).stem + "_fooled", "fooling")
+        triptych(state.result(info, response))
+        synthesis_view.finish(info, response, Path(name).stem + "_fooled", info.name)
 
 
-page()
+def triptych(result: Result) -> None:
+    """The original, the change and the fooled image (declared order, declared captions), then the verdict."""
+    for column, shown in zip(st.columns(3), result.images(), strict=False):
+        column.image(widgets.png(shown.value), caption=shown.caption, width="stretch")
+    steps = int(result.scalar("steps"))
+    for verdict in result.with_role("verdict", "scalars"):
+        if not verdict.value:
+            st.warning(f"Not fooled within {steps} steps: raise the budget or the steps.")
+            continue
+        rounds = int(result.scalar("minimising_rounds", 0))
+        shrunk = (f"; {rounds} rounds then shrank the change to L∞ {result.scalar('linf_255'):.1f}/255 "
+                  f"({steps} steps in all)") if rounds else ""
+        st.success(f"The model says “{result.label('result_label')}” after "
+                   f"{int(result.scalar('steps_to_fool', steps))} steps{shrunk}.")
+
+
+if __name__ == "__main__":  # run as a page (st.navigation, AppTest); imported, it only describes itself
+    page()

@@ -3,45 +3,36 @@ the input (Simonyan et al. 2014; Yosinski et al. 2015; Chollet §9.4) with progr
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from client.http import LayerCatalogue, TechniqueInfo
+from dashboard import synthesis_view, widgets
 
-from client.http import ApiError  # noqa: E402
-from dashboard import state, synthesis_view, widgets  # noqa: E402
+TITLE, ICON = "Classes and neurons", ":material/auto_awesome:"  # how the sidebar lists this page (dashboard.navigation)
 
 
-def class_tab(classes: tuple[str, ...]) -> None:
-    info = synthesis_view.technique("classviz")
-    if info is None:
-        return
+def class_tab(info: TechniqueInfo, classes: tuple[str, ...]) -> None:
     left, right = st.columns([1, 2])
     with left:
-        target = synthesis_view.target_picker(classes, "classviz")
+        target = synthesis_view.target_picker(classes, info.name)
         with st.expander("Regularisers and steps (Yosinski et al. 2015)", expanded=False):
-            params = widgets.param_controls(info, "classviz")
+            params = widgets.param_controls(info, info.name)
     with right:
-        result = synthesis_view.run(info, {}, params, "classviz", target=target, label="Visualise class")
+        result = synthesis_view.run(info, {}, params, info.name, target=target, label="Visualise class")
         if result is not None:
-            st.image(widgets.png(result.images["result"]), width=320,
-                     caption=f"“{result.labels.get('target_label')}” — the model says "
-                             f"{result.labels.get('predicted_label')} "
-                             f"({result.scalars.get('target_probability', 0):.0%} for the target)")
-            synthesis_view.finish(result, f"classviz_{classes[target or 0]}", "classviz")
+            shown = synthesis_view.primary(info, result)
+            st.image(widgets.png(shown.value), width=320, caption=shown.caption)
+            synthesis_view.finish(info, result, f"{info.name}_{classes[target or 0]}", info.name)
 
 
-def unit_tab(catalogue: object) -> None:
+def unit_tab(units: list[TechniqueInfo], catalogue: LayerCatalogue) -> None:
+    """One channel or neuron, or a gallery of channels (the unit technique whose primary image is a grid)."""
     mode = st.radio("Show", ["One channel or neuron", "A gallery of channels"], horizontal=True, key="unit_mode")
     single = mode.startswith("One")
-    name = "neuron" if single else "neuron_gallery"
-    info = synthesis_view.technique(name)
-    if info is None:
-        return
-    spatial = [r.name for r in catalogue.layers if r.spatial and len(r.output_shape) == 3]  # type: ignore[attr-defined]
-    rows = {r.name: r for r in catalogue.layers}  # type: ignore[attr-defined]
+    info = next(t for t in units if synthesis_view.makes_grid(t) != single)
+    name = info.name
+    spatial = [r.name for r in catalogue.layers if r.spatial and len(r.output_shape) == 3]
+    rows = {r.name: r for r in catalogue.layers}
     left, right = st.columns([1, 2])
     with left:
         layer = st.selectbox("Layer", spatial, index=len(spatial) - 1, key=f"{name}_layer")
@@ -57,26 +48,28 @@ def unit_tab(catalogue: object) -> None:
     with right:
         result = synthesis_view.run(info, {}, params, name, layer=layer, label="Render")
         if result is not None:
-            st.image(widgets.png(result.images["result"]), width=320 if single else "stretch",
-                     caption=f"{layer}: what its channel(s) respond to most")
-            synthesis_view.finish(result, f"{name}_{layer}", name)
+            shown = synthesis_view.primary(info, result)
+            st.image(widgets.png(shown.value), width=320 if single else "stretch", caption=f"{layer}: {shown.caption}")
+            synthesis_view.finish(info, result, f"{name}_{layer}", name)
 
 
 def page() -> None:
     st.header("Imagine")
     st.caption("Images made by gradient ascent on the input: a class (Simonyan et al. 2014, with the "
                "regularisers of Yosinski et al. 2015), or a channel or neuron of any layer (Chollet §9.4).")
-    model = state.selected_model()
-    try:
-        catalogue = state.layers(model)
-    except ApiError as exc:
-        widgets.api_error(exc, "read the layer catalogue")
+    found = synthesis_view.served_and_layers(__file__)
+    if found is None:
         return
+    served, catalogue = found
+    classes = [t for t in served if t.layer == "none"]  # a class needs no layer; a unit lives in one
+    units = [t for t in served if t.layer != "none"]
     classes_tab, units_tab = st.tabs(["Class visualisation", "Neurons and channels"])
     with classes_tab:
-        class_tab(catalogue.classes)
+        for info in classes:
+            class_tab(info, catalogue.classes)
     with units_tab:
-        unit_tab(catalogue)
+        unit_tab(units, catalogue)
 
 
-page()
+if __name__ == "__main__":  # run as a page (st.navigation, AppTest); imported, it only describes itself
+    page()

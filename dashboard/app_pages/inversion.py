@@ -3,14 +3,15 @@ or from every depth at once (Mahendran & Vedaldi 2015)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from client.http import TechniqueInfo
+from convlens.schema import SynthesisResponse
+from dashboard import state, synthesis_view, widgets
 
-from dashboard import synthesis_view, widgets  # noqa: E402
+TITLE, ICON = "Inversion", ":material/flip:"  # how the sidebar lists this page (dashboard.navigation)
 
 
 def page() -> None:
@@ -18,41 +19,49 @@ def page() -> None:
     st.caption("Find an image whose features at a layer match the original's, with a total-variation "
                "prior (Mahendran & Vedaldi 2015): shallow layers keep the pixels, deep ones only what matters "
                "for the class.")
-    mode = st.radio("Reconstruct from", ["Shallow to deep (a row of layers)", "One layer"], horizontal=True,
-                    key="inversion_mode")
-    ladder = mode.startswith("Shallow")
-    name = "inversion_ladder" if ladder else "inversion"
-    found = synthesis_view.technique_and_layers(name)
+    found = synthesis_view.served_and_layers(__file__)
     if found is None:
         return
-    info, catalogue = found
+    served, catalogue = found
+    [one] = [t for t in served if not synthesis_view.makes_grid(t)]  # the ladder's primary image is a row
+    mode = st.radio("Reconstruct from", ["Shallow to deep (a row of layers)", "One layer"], horizontal=True,
+                    key=f"{one.name}_mode")
+    ladder = mode.startswith("Shallow")
+    info = next(t for t in served if synthesis_view.makes_grid(t)) if ladder else one
     left, right = st.columns([1, 2])
     with left:
-        chosen = widgets.choose_image("inversion_")
+        chosen = widgets.choose_image(f"{one.name}_")
         layer = None
         if not ladder:
             spatial = [r.name for r in catalogue.layers if r.spatial]
-            layer = st.selectbox("Layer", spatial, index=len(spatial) // 2, key="inversion_layer")
+            layer = st.selectbox("Layer", spatial, index=len(spatial) // 2, key=f"{one.name}_layer")
         with st.expander("Settings"):
-            params = widgets.param_controls(info, name)
+            params = widgets.param_controls(info, info.name)
     if chosen is None:
         return
     file_name, image = chosen
     with right:
-        result = synthesis_view.run(info, {"image": image}, params, name, layer=layer, label="Invert")
+        result = synthesis_view.run(info, {info.inputs[0]: image}, params, info.name, layer=layer, label="Invert")
         if result is None:
             return
+        stem = Path(file_name).stem + "_inversion"
         if ladder:
-            layers = result.labels.get("layers", "")
-            st.image(widgets.png(result.images["result"]), width="stretch",
-                     caption=f"original, then reconstructions from {layers}")
-            fidelity = {k.removeprefix("psnr_"): v for k, v in result.scalars.items() if k.startswith("psnr_")}
-            st.bar_chart(fidelity, x_label="layer", y_label="PSNR (dB)", height=220)
-            synthesis_view.finish(result, Path(file_name).stem + "_inversion", name)
+            show_ladder(info, result, stem)
         else:
-            synthesis_view.before_after(result, "original", f"from {result.layer}: PSNR {result.scalars['psnr']:.1f} "
-                                                            f"dB, SSIM {result.scalars['ssim']:.2f}",
-                                        Path(file_name).stem + "_inversion", name)
+            shown = synthesis_view.primary(info, result)
+            synthesis_view.before_after(info, result, f"from {result.layer}: {shown.caption}", stem, info.name)
 
 
-page()
+def show_ladder(info: TechniqueInfo, result: SynthesisResponse, stem: str) -> None:
+    """The row of reconstructions and the fidelity of each (the declared per-layer scalar in dB)."""
+    shown = synthesis_view.primary(info, result)
+    st.image(widgets.png(shown.value), width="stretch", caption=shown.caption)
+    fidelity = next(d for d in info.outputs.of("scalars") if d.is_pattern and d.unit == "dB")
+    values = {s.placeholders["layer"]: s.value for s in state.result(info, result).present("scalars", fidelity)}
+    st.bar_chart(values, x_label="layer", y_label=f"{fidelity.name.split('_')[0].upper()} ({fidelity.unit})",
+                 height=220)
+    synthesis_view.finish(info, result, stem, info.name)
+
+
+if __name__ == "__main__":  # run as a page (st.navigation, AppTest); imported, it only describes itself
+    page()

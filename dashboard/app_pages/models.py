@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from client.http import ApiError, ModelFiles, ModelInfo, weights_format
+from dashboard import state, widgets
 
-from client.http import ApiError, ModelFiles, ModelInfo, weights_format  # noqa: E402
-from dashboard import state, widgets  # noqa: E402
+TITLE, ICON = "Models", ":material/model_training:"  # how the sidebar lists this page (dashboard.navigation)
+GROUP = "Which models are there?"
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # The dashboard takes files up to 10 MB (streamlit --server.maxUploadSize 10); the API itself takes about 12 MB of
@@ -148,6 +147,27 @@ def add_form() -> None:
         except UnicodeDecodeError:
             problems.append(f"{classes_file.name} is not UTF-8 text")
     classes = [line.strip() for line in classes_text.splitlines() if line.strip()]
+    preprocessing = preprocessing_fields(kind, problems)
+    description = st.text_input("Description (optional)", key="mdl_description")
+    missing = [what for what, given in (("a name", name), ("an architecture", arch), ("a weights file", upload),
+                                        ("classes", classes)) if not given]
+    for problem in problems:
+        st.warning(problem[0].upper() + problem[1:] + ".")
+    if missing:
+        st.caption(f"Still needed: {', '.join(missing)}.")
+    if not st.button("Add model", key="mdl_add", type="primary", disabled=bool(missing or problems)):
+        return
+    assert upload is not None
+    fields: dict[str, Any] = {
+        "weights_format": fmt, **preprocessing, "description": description, "key": checkpoint_key or None,
+        "strip_prefix": [p.strip() for p in strip.split(",") if p.strip()],
+    }
+    submit(name, f"{kind}:{arch}", upload.getvalue(), classes, fields)
+
+
+def preprocessing_fields(kind: str, problems: list[str]) -> dict[str, Any]:
+    """Input size, resize, channels, mean and std (timm's defaults when left empty for a timm model) and the
+    builder's keyword arguments; what cannot be read is added to ``problems``."""
     timm = kind == "timm"
     default = " (empty: timm's default)" if timm else ""
     c1, c2, c3 = st.columns(3)
@@ -164,25 +184,16 @@ def add_form() -> None:
                                 key=f"mdl_std_{kind}"), "the std", problems)
     kwargs = _kwargs(st.text_input("Keyword arguments of the builder (JSON object)", key="mdl_kwargs",
                                    placeholder='{"num_classes": 3}'), problems)
-    description = st.text_input("Description (optional)", key="mdl_description")
-    missing = [what for what, given in (("a name", name), ("an architecture", arch), ("a weights file", upload),
-                                        ("classes", classes)) if not given]
-    for problem in problems:
-        st.warning(problem[0].upper() + problem[1:] + ".")
-    if missing:
-        st.caption(f"Still needed: {', '.join(missing)}.")
-    if not st.button("Add model", key="mdl_add", type="primary", disabled=bool(missing or problems)):
-        return
-    assert upload is not None
-    fields: dict[str, Any] = {
-        "weights_format": fmt, "input_size": None if input_size is None else int(input_size),
-        "resize_size": None if resize_size is None else int(resize_size), "channels": channels, "mean": mean,
-        "std": std, "kwargs": kwargs, "description": description, "key": checkpoint_key or None,
-        "strip_prefix": [p.strip() for p in strip.split(",") if p.strip()],
-    }
+    return {"input_size": None if input_size is None else int(input_size),
+            "resize_size": None if resize_size is None else int(resize_size), "channels": channels, "mean": mean,
+            "std": std, "kwargs": kwargs}
+
+
+def submit(name: str, source: str, weights: bytes, classes: list[str], fields: dict[str, Any]) -> None:
+    """Add the model on the server; its card is shown after the rerun, a refusal at once."""
     with st.spinner(f"Checking {name} on the server…"):
         try:
-            card = state.add_model(name, f"{kind}:{arch}", upload.getvalue(), classes, **fields)
+            card = state.add_model(name, source, weights, classes, **fields)
         except ApiError as exc:
             if exc.field == "params.action":  # the operator turned upload off since the page was drawn
                 st.warning(f"{UPLOAD_OFF} ({exc.message})", icon=":material/lock:")
@@ -239,4 +250,5 @@ def page() -> None:
     add_form()
 
 
-page()
+if __name__ == "__main__":  # run as a page (st.navigation, AppTest); imported, it only describes itself
+    page()

@@ -3,15 +3,17 @@ query by CNN code and by raw pixels, side by side."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from client.http import ApiError
+from dashboard import state, widgets
 
-from client.http import ApiError  # noqa: E402
-from dashboard import state, widgets  # noqa: E402
+TITLE, ICON = "Neighbours", ":material/join:"  # how the sidebar lists this page (dashboard.navigation)
+
+
+SPACE_TITLES = ("By CNN code", "By pixels")  # the titles of the declared neighbour grids, in declared order
 
 
 def page() -> None:
@@ -26,7 +28,7 @@ def page() -> None:
     dataset = left.selectbox("Dataset", list(sizes), key="nb_dataset")
     k = right.slider("Neighbours", 1, 32, 8, key="nb_k")
     source = st.radio("Query", ["Dataset image", "Upload"], horizontal=True, key="nb_source")
-    params: dict[str, object] = {"dataset": dataset, "k": k}
+    params: dict[str, Any] = {"dataset": dataset, "k": k}
     image = None
     if source == "Upload":
         upload = st.file_uploader("Query image", type=state.UPLOAD_TYPES, key="nb_upload")
@@ -36,21 +38,25 @@ def page() -> None:
         image = upload.getvalue()
     else:
         params["query"] = int(st.number_input("Image index", 0, max(0, sizes[dataset] - 1), 0, key="nb_query"))
+    [info] = state.served_by(__file__)
     try:
-        result = state.dataset("neighbours", state.selected_model(), image=image, **params)
+        response = state.dataset(info.name, state.selected_model(), image=image, **params)
     except ApiError as exc:
         widgets.api_error(exc, "find the neighbours")
         return
-    st.image(widgets.png(result.images["query"]), caption="query", width=160)
-    for space, title in (("code", "By CNN code"), ("pixel", "By pixels")):
+    result = state.result(info, response)
+    [query, *spaces] = info.outputs.of("images")  # the query, then one grid per space (declared order)
+    st.image(widgets.png(result.image(query)), caption=query.caption, width=160)
+    for space, title in zip(spaces, SPACE_TITLES, strict=True):
         st.subheader(title)
-        if space in result.images:
-            st.image(widgets.png(result.images[space]), width="stretch")
-            found = [item for item in result.items if item["space"] == space]
+        if result.has("images", space):
+            st.image(widgets.png(result.image(space)), width="stretch")
+            found = [item for item in result.items() if item["space"] == space.name]
             st.caption(" · ".join(f"#{it['rank'] + 1} {it['label']} ({it['distance']:.2f})" for it in found))
-            same = result.scalars.get(f"{space}_same_label")
+            same = result.get("scalars", f"{space.name}_same_label")
             if same is not None:
                 st.metric(f"{title}: same label as the query", f"{same:.0%}")
 
 
-page()
+if __name__ == "__main__":  # run as a page (st.navigation, AppTest); imported, it only describes itself
+    page()

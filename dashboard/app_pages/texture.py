@@ -3,43 +3,41 @@ beside the non-neural nearest-neighbour sampling of Efros & Leung 1999, with bot
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from dashboard import synthesis_view, widgets
 
-from dashboard import synthesis_view, widgets  # noqa: E402
+TITLE, ICON = "Texture", ":material/texture:"  # how the sidebar lists this page (dashboard.navigation)
 
 
 def page() -> None:
     st.header("Texture synthesis")
     st.caption("Left: match the Gram matrices of several layers (Gatys, Ecker & Bethge 2015). Right: grow the "
                "texture pixel by pixel from the best-matching source neighbourhoods (Efros & Leung 1999).")
-    gram, nearest = synthesis_view.technique("texture"), synthesis_view.technique("efros_leung")
-    if gram is None or nearest is None:
+    served = synthesis_view.served(__file__)
+    if served is None:
         return
-    chosen = widgets.choose_image("texture_", "Source texture", collection="textures")
+    chosen = widgets.choose_image(f"{served[0].name}_", "Source texture", collection="textures")
     if chosen is None:
         return
     name, image = chosen
     st.image(image, caption=f"source: {name}", width=160)
-    left, right = st.columns(2)
-    for column, info, key in ((left, gram, "texture"), (right, nearest, "efros")):
+    for column, info in zip(st.columns(len(served)), served, strict=True):  # side by side, in registry order
         with column:
             st.subheader(info.title)
             with st.expander("Settings"):
-                params = widgets.param_controls(info, key)
-            result = synthesis_view.run(info, {"image": image}, params, key, label=f"Synthesise ({info.title})")
+                params = widgets.param_controls(info, info.name)
+            result = synthesis_view.run(info, {info.inputs[0]: image}, params, info.name,
+                                        label=f"Synthesise ({info.title})")
             if result is None:
                 continue
-            st.image(widgets.png(result.images["result"]), width="stretch",
-                     caption=f"{result.scalars['seconds']:.1f} s" +
-                             (f" · Gram loss −{result.scalars['gram_reduction']:.1%}"
-                              if "gram_reduction" in result.scalars else ""))
+            shown = synthesis_view.primary(info, result)
+            st.image(widgets.png(shown.value), width="stretch", caption=shown.caption)
             synthesis_view.network_note(result)
-            synthesis_view.download(result, "result", f"{Path(name).stem}_{key}", key)
+            synthesis_view.download(result, shown.key, f"{Path(name).stem}_{info.name}", info.name)
 
 
-page()
+if __name__ == "__main__":  # run as a page (st.navigation, AppTest); imported, it only describes itself
+    page()

@@ -167,7 +167,8 @@ def test_every_technique_runs_through_the_pipeline_with_its_default_layer(name: 
     assert len(outputs) == 2
     for out in outputs:
         assert out.technique == name and out.family == spec.family and out.weights == "random"
-        assert out.images and all(0 <= float(t.min()) and float(t.max()) <= 1 for t in out.images.values())
+        assert out.images or not spec.declared.of("images")  # a prediction answers numbers only
+        assert all(0 <= float(t.min()) and float(t.max()) <= 1 for t in out.images.values())
         assert (out.layer is None) == (spec.default_layer == "none")
     assert count_hooks(loaded.net) == 0
 
@@ -179,7 +180,7 @@ def test_no_technique_is_named_outside_its_module() -> None:
     offenders = []
     for folder in ("convlens", "handlers", "dashboard", "client", "serve"):
         for path in (root / folder).rglob("*.py"):
-            if "techniques" in path.parts:
+            if "techniques" in path.parts or "training" in path.parts:  # a technique's own code, or its training
                 continue
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Compare) and any(isinstance(c, ast.Constant) and c.value in names

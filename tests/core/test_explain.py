@@ -30,7 +30,9 @@ def test_explain_returns_aligned_images_and_top_k(builtin: LoadedModel, sample, 
     assert e.images["input"].shape == (3, 64, 64) and e.images["overlay"].shape == (3, 64, 64)
     assert e.images["map"].shape == (64, 64)
     assert all(0 <= float(t.min()) and float(t.max()) <= 1 for t in e.images.values())
-    assert ("gradient" in e.images) == (method == "guided")
+    declared = registry.get(method).declared
+    assert set(e.images) == {d.name for d in declared.of("images") if not d.optional}
+    assert ("gradient" in e.images) == (method in ("guided", "smoothgrad"))
     assert ("logit_drop" in e.images) == (method == "occlusion")
     assert len(e.topk) == 5 and [p for *_, p in e.topk] == sorted((p for *_, p in e.topk), reverse=True)
     assert e.target == e.topk[0][0] and e.target_label == CLASSES[e.target] == "cross"
@@ -94,11 +96,11 @@ def test_bad_input_names_the_field(builtin: LoadedModel, sample, kwargs: dict, f
 
 @pytest.mark.parametrize("method", [s.name for s in registry.of_family("attribution")])
 def test_a_batch_with_mixed_targets_equals_single_calls(builtin: LoadedModel, method: str) -> None:
-    from convlens.pipeline import explain_batch
+    from convlens.pipeline import run
 
     imgs = [Image.fromarray(render_sample(777, i).image) for i in (0, 5, 8)]
     targets = [None, 2, None]
-    batch = explain_batch(builtin, imgs, method, targets)
+    batch = run(builtin, method, [{"image": img} for img in imgs], targets)
     spec, x = registry.get(method), torch.cat([builtin.prepare(img)[1] for img in imgs])
     resolved = torch.tensor([got.target for got in batch])
     together = spec.run(builtin.net, x, resolved, spec.params()).map

@@ -91,7 +91,7 @@ def test_every_technique_runs_on_a_registered_model(name: str, model: str, loade
     assert len(outputs) == 2
     for out in outputs:
         assert out.technique == name and out.weights == "registered"
-        assert out.images, "every technique shows at least one picture"
+        assert out.images or (not spec.declared.of("images") and out.topk), "a picture, or a prediction's classes"
         for picture in out.images.values():
             assert torch.isfinite(picture).all() and 0 <= float(picture.min()) and float(picture.max()) <= 1
             assert picture.ndim == 2 or picture.shape[-3] in (1, 3)

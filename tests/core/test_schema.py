@@ -12,7 +12,7 @@ from convlens.schema import (
     AttributionResponse,
     SchemaError,
     TopClass,
-    parse_attribution_request,
+    parse_request,
     resolve_target,
 )
 
@@ -20,7 +20,7 @@ PNG = b"\x89PNG\r\n\x1a\n fake but non-empty"
 
 
 def test_json_request() -> None:
-    req = parse_attribution_request(
+    req = parse_request(
         {"image": base64.b64encode(PNG).decode(), "model": "resnet18", "target": 3, "layer": "layer4",
          "params": {"method": "gradcam"}}
     )
@@ -29,14 +29,14 @@ def test_json_request() -> None:
 
 
 def test_multipart_fields_arrive_as_bytes() -> None:
-    req = parse_attribution_request(
+    req = parse_request(
         {"image": bytearray(PNG), "model": b"builtin", "target": b"7", "params": b'{"method": "vanilla"}'}
     )
     assert (req.image, req.model, req.target, req.params) == (PNG, "builtin", 7, {"method": "vanilla"})
 
 
 def test_defaults_and_data_urls() -> None:
-    req = parse_attribution_request({"image": "data:image/png;base64," + base64.b64encode(PNG).decode()})
+    req = parse_request({"image": "data:image/png;base64," + base64.b64encode(PNG).decode()})
     assert (req.image, req.model, req.target, req.layer, req.params) == (PNG, "builtin", None, None, {})
 
 
@@ -65,20 +65,20 @@ def test_defaults_and_data_urls() -> None:
 )
 def test_bad_fields_are_named(payload: dict, field: str) -> None:
     with pytest.raises(SchemaError) as info:
-        parse_attribution_request(payload)
+        parse_request(payload)
     assert info.value.field == field
     assert info.value.to_json()["field"] == field and info.value.to_json()["error"]
 
 
 def test_upload_size_limit() -> None:
     with pytest.raises(SchemaError, match="limit") as info:
-        parse_attribution_request({"image": b"x" * (MAX_UPLOAD_BYTES + 1)})
+        parse_request({"image": b"x" * (MAX_UPLOAD_BYTES + 1)})
     assert info.value.field == "image"
 
 
 def test_body_must_be_a_mapping() -> None:
     with pytest.raises(SchemaError) as info:
-        parse_attribution_request([1, 2])  # type: ignore[arg-type]
+        parse_request([1, 2])  # type: ignore[arg-type]
     assert info.value.field == "body"
 
 
@@ -91,9 +91,9 @@ def test_response_round_trips_through_json() -> None:
 
 
 def test_a_target_may_be_a_class_label_resolved_against_the_model() -> None:
-    req = parse_attribution_request({"image": b"x", "target": b"Great white shark"})
+    req = parse_request({"image": b"x", "target": b"Great white shark"})
     assert (req.target, req.target_label) == (None, "Great white shark")
-    assert parse_attribution_request({"image": b"x", "target": "7"}).target == 7
+    assert parse_request({"image": b"x", "target": "7"}).target == 7
     classes = ("tench", "goldfish", "great white shark")
     assert resolve_target("GREAT WHITE SHARK", classes, "m") == 2
     with pytest.raises(SchemaError) as info:

@@ -16,7 +16,7 @@ from convlens.pipeline import run
 from convlens.schema import SchemaError
 from convlens.techniques.stylize.net import NetConfig, StyleNet, grow, one_hot
 from convlens.techniques.stylize.stylize import BUILTIN_CHECKPOINT, load_stylenet
-from convlens.techniques.stylize.train import TrainConfig, Trainer, perceptual_losses, sample_batch
+from convlens.training.stylize import TrainConfig, Trainer, perceptual_losses, sample_batch
 from tests.conftest import TinyCNN
 
 # fast/Gatys style-loss ratios of the built-in network (bench/style.py): the issue's goal, ≤ 2× for every style.
@@ -196,8 +196,8 @@ def test_save_and_resume_continue_exactly_like_an_uninterrupted_run(tmp_path) ->
 
 def test_the_perceptual_losses_run_the_network_only_as_deep_as_their_layers() -> None:
     from convlens.hooks import capture
-    from convlens.techniques.stylize.train import upto
     from convlens.techniques.synthesis import objectives as obj
+    from convlens.training.stylize import upto
 
     t = trainer()
     vgg = t.perceptual.net
@@ -291,7 +291,7 @@ def test_resumed_runs_are_recorded_as_stages_and_equal_configs_merge(tmp_path) -
 
 def test_content_pool_is_the_corpus_photos_plus_scenes(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from convlens.corpus.datasets import natural_sources
-    from convlens.techniques.stylize.train import content_pool
+    from convlens.training.stylize import content_pool
 
     Image.new("RGB", (20, 30), (1, 2, 3)).save(tmp_path / "x.png")
     photos = [name for name, _ in natural_sources() if name != "astronaut"]
@@ -364,9 +364,9 @@ def test_builtin_checkpoint_loads_plainly_and_has_four_styles() -> None:
 
 
 def test_style_loss_towards_a_falls_as_its_blend_weight_rises() -> None:
-    from convlens.techniques.stylize.train import style_targets
     from convlens.techniques.synthesis.common import fit
     from convlens.techniques.synthesis.perceptual import network
+    from convlens.training.stylize import style_targets
 
     net, names, _ = load_stylenet(BUILTIN_CHECKPOINT)
     a, b = names.index("hubble"), names.index("brick")
@@ -389,10 +389,10 @@ def test_no_builtin_style_is_under_trained_relative_to_the_others() -> None:
     """Each style's fast style loss over Gatys's (the Gatys side stored in the card by ``bench/style.py``, the
     fast side recomputed here, and checked against the card): a training that lets one style own the shared
     weights leaves the others far from what optimisation reaches and far apart from each other."""
-    from convlens.techniques.stylize.train import load_image
     from convlens.techniques.synthesis.common import fit
     from convlens.techniques.synthesis.perceptual import network
     from convlens.techniques.synthesis.style import losses, style_grams
+    from convlens.training.stylize import load_image
 
     card = json.loads(BUILTIN_CHECKPOINT.with_suffix(".card.json").read_text())
     reference = card["evaluation"]["styles"]

@@ -25,16 +25,10 @@ from client.http import (
     TechniqueInfo,
 )
 from convlens import registry
+from convlens.outputs import Section
 from convlens.schema import AttributionResponse, CorpusResponse, GridsResponse, SynthesisResponse, TopClass
-
-CLASSES = ("circle", "square", "triangle", "cross", "ring", "horizontal_stripes", "vertical_stripes",
-           "diagonal_stripes", "checkerboard", "dots")
-
-
-def b64png(colour: tuple[int, int, int], mode: str = "RGB") -> str:
-    buffer = io.BytesIO()
-    Image.new(mode, (64, 64), colour if mode == "RGB" else colour[0]).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
+from tests.dashboard import canned
+from tests.dashboard.canned import CLASSES, b64png
 
 
 def registered_card(name: str, source: str = "torchvision:resnet18", classes: Sequence[str] = ("ok", "scratch", "dent"),
@@ -61,6 +55,11 @@ class FakeClient:
     fail: ApiError | None = None
     reachable: bool = True
     calls: list[dict[str, Any]] = field(default_factory=list)
+    answers: dict[str, Any] = field(default_factory=dict)  # technique → the last answer given
+
+    def answer(self, name: str, response: Any) -> Any:
+        self.answers[name] = response
+        return response
 
     def ping(self) -> ApiStatus:
         detail = "Healthy" if self.reachable else "unreachable: ConnectionError"
@@ -119,20 +118,8 @@ class FakeClient:
         return LayerCatalogue(model, 64, "features", rows, CLASSES, "features.0")
 
     def techniques(self) -> list[TechniqueInfo]:
-        def info(name: str, title: str, family: str, endpoint: str, inputs: tuple[str, ...], layer: str,
-                 params: tuple[dict[str, Any], ...] = ()) -> TechniqueInfo:
-            return TechniqueInfo(name, title, family, endpoint, inputs, layer, "none", "a paper", params)
-
-        window = {"name": "window", "types": ["int"], "default": 8, "choices": [], "optional": False}
-        fill = {"name": "fill", "types": ["float", "choice"], "default": "mean", "choices": ["zero", "mean", "blur"],
-                "optional": False}
-        return [info("vanilla", "Vanilla gradient", "attribution", "saliency", ("image",), "none"),
-                info("guided", "Guided backprop", "attribution", "saliency", ("image",), "optional"),
-                info("gradcam", "Grad-CAM", "attribution", "saliency", ("image",), "spatial"),
-                info("occlusion", "Occlusion", "attribution", "occlusion", ("image",), "none", (window, fill)),
-                info("activations", "Activation maps", "activations", "activations", ("image",), "spatial"),
-                info("filters", "Filter gallery", "activations", "filters", (), "conv"),
-                *[TechniqueInfo.from_json(spec.describe()) for spec in registry.of_family("synthesis")]]
+        """The real registry, as the info API describes it."""
+        return [TechniqueInfo.from_json(spec.describe()) for spec in registry.registry().values()]
 
     def synthesis(self, technique: TechniqueInfo | str, images: dict[str, bytes] | None = None,
                   model: str = "builtin", target: int | None = None, layer: str | None = None,
@@ -149,41 +136,46 @@ class FakeClient:
         ratios = (params or {}).get("ratios", "1, 0.1")
         ratios = [float(r) for r in ratios.split(",")] if isinstance(ratios, str) else list(ratios)
         rows, columns = len(ratios), 3
-        images_out = {"result": b64png((0, 200, 0)), "original": b64png((200, 30, 30)), "change": b64png((128,) * 3),
-                      "content": b64png((30, 30, 200)),
-                      **{f"cell_{r}_{c}": b64png((20 * r, 20 * c, 0)) for r in range(rows) for c in range(columns)}}
-        scalars = {"steps": 10.0, "seconds": 1.5, "cancelled": 0.0, "target_probability": 0.97, "psnr": 21.0,
-                   "ssim": 0.8, "octaves": 3.0, "gram_reduction": 0.98, "style_loss": 0.2, "content_loss": 0.3,
-                   "original_probability": 0.9, "result_probability": 0.6, "linf_255": 3.0, "fooled": 1.0,
-                   "steps_to_fool": 4.0, "minimising_rounds": 6.0,
-                   "cells": float(rows * columns), "cached_cells": 0.0, "psnr_features.2": 30.0,
-                   "psnr_features.16": 12.0,
-                   **{f"style_loss_{r}_{c}": 1.0 / (r + 1) for r in range(rows) for c in range(columns)}}
-        labels = {"target_label": CLASSES[target or 0], "predicted_label": CLASSES[target or 0],
-                  "original_label": "ring", "result_label": CLASSES[target or 0], "network": "random VGG (test)",
-                  "layers": "features.2, features.16",
-                  "rows": "content/style ratio: " + ", ".join(f"{r:g}" for r in ratios),
-                  "columns": "scale: 0.5, 1, 2"}
-        return SynthesisResponse(name, images_out, scalars, {"loss": [[1.0, 2.0], [0.5, 0.2]]}, labels, 1.0,
-                                 "builtin", model, layer, target, CLASSES[target] if target is not None else None)
+        label = CLASSES[target or 0]
+        out = canned.sections(
+            name, labels={"target_label": label, "predicted_label": label, "result_label": label,
+                          "rows": "content/style ratio: " + ", ".join(f"{r:g}" for r in ratios),
+                          "columns": "scale: 0.5, 1, 2"},
+            placeholders={"row": tuple(map(str, range(rows))), "col": tuple(map(str, range(columns))),
+                          "k": tuple(k for k in ("2", "3", "4") if f"style_{k}" in (images or {}))},
+            scalars={k: v for k, v in (("cells", float(rows * columns)),
+                                       *((f"style_loss_{r}_{c}", 1.0 / (r + 1)) for r in range(rows)
+                                         for c in range(columns))) if k in _scalar_keys(name, rows, columns)})
+        return self.answer(name, SynthesisResponse(
+            name, out["images"], out["scalars"], out["series"], out["labels"], 1.0, "builtin", model, layer, target,
+            CLASSES[target] if target is not None else None))
 
     def cancel(self, job: str) -> None:
         self.calls.append({"cancel": job})
 
     def corpus(self, endpoint: str, model: str = "builtin", layer: str | None = None,
-               params: dict[str, Any] | None = None, images: dict[str, bytes] | None = None,
+               params: dict[str, Any] | None = None, images: dict[str, Any] | None = None,
                on_job: Any = None) -> CorpusResponse:
-        self.calls.append({"endpoint": endpoint, "model": model, "layer": layer, "params": dict(params or {})})
+        params = dict(params or {})
+        name = str(params.get("method", endpoint))
+        if registry.get(name).route != name:  # a technique of the dataset endpoint
+            rest = {k: v for k, v in params.items() if k != "method"}
+            return self.dataset(name, model, layer, rest, (images or {}).get("image"), on_job)
+        self.calls.append({"endpoint": endpoint, "model": model, "layer": layer,
+                           "params": {k: v for k, v in params.items() if k != "method"}, "method": name})
         report_job(on_job, "faith")
         if self.fail is not None:
             raise self.fail
         fractions = [0.0, 0.5, 1.0]
-        return CorpusResponse(endpoint, {}, {"pointing_game": 0.9, "insertion_auc": 0.8, "deletion_auc": 0.3},
-                              {"deletion": [fractions, [0.9, 0.3, 0.1]], "insertion": [fractions, [0.1, 0.7, 0.9]],
-                               "randomisation": [[0.0, 1.0, 2.0], [1.0, 0.4, 0.1]]},
-                              [{"step": k, "layer": name, "similarity": s}
-                               for k, (name, s) in enumerate([("(none)", 1.0), ("classifier", 0.4), ("code.1", 0.1)])],
-                              1.0, "builtin", model)
+        series = {"deletion": [fractions, [0.9, 0.3, 0.1]], "insertion": [fractions, [0.1, 0.7, 0.9]],
+                  "randomisation": [[0.0, 1.0, 2.0], [1.0, 0.4, 0.1]]}
+        rows = [{"step": k, "layer": layer_name, "similarity": s}
+                for k, (layer_name, s) in enumerate([("(none)", 1.0), ("classifier", 0.4), ("code.1", 0.1)])]
+        batch = len((images or {}).get("images", []))
+        out = canned.sections(name, series={k: v for k, v in series.items() if k in _declared(name, "series")},
+                              rows=rows if "step" in _declared(name, "items") else [{} for _ in range(batch)])
+        return self.answer(name, CorpusResponse(name, out["images"], out["scalars"], out["series"], out["items"], 1.0,
+                                                "builtin", model, layer, [[0.0] * 4 for _ in range(batch)] or None))
 
     datasets_on_server: list[str] = field(default_factory=lambda: ["shapes"])
 
@@ -233,57 +225,68 @@ class FakeClient:
             items = [{"space": space, "rank": r, "index": r, "distance": 0.5 * r, "label": labels[r], "file": "x.png"}
                      for space in ("code", "pixel") for r in range(3)]
             scalars_nb = {"code_same_label": 1.0, "pixel_same_label": 0.0} if "query" in params else {}
-            return CorpusResponse(method, images, {"images": 6.0, **scalars_nb}, {}, items, 1.0, "builtin", model,
-                                  layer or "code")
+            out = canned.sections(method, images=images, scalars=scalars_nb, rows=items)
+            return self.answer(method, CorpusResponse(method, out["images"], out["scalars"], {}, out["items"], 1.0,
+                                                      "builtin", model, layer or "code"))
         elif method == "top_patches":
             images = {"grid": b64png((0, 200, 0))}
             items = [{"rank": r, "channel": params.get("channel") or 0, "index": r, "activation": 3.0 - r,
                       "label": labels[r], "file": "x.png"} for r in range(3)]
-        return CorpusResponse(method, images, {"images": 6.0, "dim": 128.0, "codes_cached": 1.0,
-                                               "projection_cached": 0.0, "projection_seconds": 1.5},
-                              {}, items, 1.0, "builtin", model, layer or "code", None, points)
+        out = canned.sections(method, images=images, rows=items)
+        return self.answer(method, CorpusResponse(method, out["images"], out["scalars"], out["series"], out["items"],
+                                                  1.0, "builtin", model, layer or "code", None, points))
 
     def grids(self, endpoint: str, image: bytes | None = None, model: str = "builtin", layer: str | None = None,
               params: dict[str, Any] | None = None, weights: str | None = None) -> GridsResponse:
-        self.calls.append({"endpoint": endpoint, "model": model, "layer": layer, "params": dict(params or {}),
-                           "image": image})
+        params = dict(params or {})
+        name = str(params.pop("method", endpoint))
+        self.calls.append({"endpoint": endpoint, "model": model, "layer": layer, "params": params, "image": image,
+                           "method": name})
         if self.fail is not None:
             raise self.fail
         # 2 x 3 tiles of 24 px with 2 px gaps: each tile a flat grey level, so a crop can be checked.
         grid = Image.new("RGB", (3 * 24 + 4, 2 * 24 + 2), (255, 255, 255))
-        items = []
+        rows = []
+        fields = _declared(name, "items")
         for k in range(6):
             row, col = divmod(k, 3)
             grid.paste((40 * k, 40 * k, 40 * k), (col * 26, row * 26, col * 26 + 24, row * 26 + 24))
-            items.append({"channel": 5 - k, "mean": 0.1 * (6 - k), "max": 1.0, "dead": int(k == 5), "grid": "grid",
-                          "row": row, "col": col})
+            item = {"channel": 5 - k, "mean": 0.1 * (6 - k), "max": 1.0, "dead": int(k == 5), "filter": k,
+                    "norm": 1.0, "grid": "grid", "row": row, "col": col}
+            rows.append({f: v for f, v in item.items() if f in fields})
         buffer = io.BytesIO()
         grid.save(buffer, format="PNG")
         images = {"grid": base64.b64encode(buffer.getvalue()).decode()}
         if image is not None:
             images["input"] = b64png((200, 30, 30))
-        scalars = {"channels": 6.0, "dead_channels": 1.0, "height": 8.0, "width": 8.0, "shown": 6.0, "filters": 32.0,
-                   "kernel_height": 7.0, "kernel_width": 7.0, "grid_pad": 2.0, "grid_tile_height": 24.0,
-                   "grid_tile_width": 24.0, "grid_columns": 3.0}
-        return GridsResponse(endpoint, images, items, scalars, 1.0, "builtin", model, layer or "features.0")
+        out = canned.sections(name, images=images, rows=rows)
+        return self.answer(name, GridsResponse(name, out["images"], out["items"], out["scalars"], 1.0, "builtin",
+                                               model, layer or "features.0"))
 
     def explain(self, endpoint: str, image: bytes, model: str = "builtin", target: int | None = None,
                 layer: str | None = None, params: dict[str, Any] | None = None) -> AttributionResponse:
+        params = dict(params or {})
+        name = str(params.pop("method", endpoint))
         self.calls.append({"endpoint": endpoint, "model": model, "target": target, "layer": layer,
-                           "params": dict(params or {}), "image": image})
+                           "params": params, "image": image, "method": name})
         if self.fail is not None:
             raise self.fail
         t = 3 if target is None else target
-        images = {} if endpoint == "classify" else {
-            "input": b64png((200, 30, 30)), "map": b64png((255, 0, 0), "L"), "overlay": b64png((30, 30, 200))}
-        if (params or {}).get("method") == "guided":
-            images["gradient"] = b64png((128, 128, 128))
-        if endpoint == "occlusion":
-            images["logit_drop"] = b64png((128, 128, 128))
+        out = canned.sections(name)
         topk = [TopClass(i, CLASSES[i], p) for i, p in ((3, 0.9), (1, 0.05), (0, 0.03), (2, 0.01), (4, 0.01))]
-        return AttributionResponse(images=images, target=t, target_label=CLASSES[t], topk=topk, scalars={},
-                                   elapsed_ms=1.0, weights="builtin", model=model,
-                                   layer=layer)
+        return self.answer(name, AttributionResponse(images=out["images"], target=t, target_label=CLASSES[t],
+                                                     topk=topk, scalars=out["scalars"], elapsed_ms=1.0,
+                                                     weights="builtin", model=model, layer=layer))
+
+
+def _declared(name: str, section: Section) -> set[str]:
+    return {d.name for d in registry.get(name).declared.of(section)}
+
+
+def _scalar_keys(name: str, rows: int, columns: int) -> set[str]:
+    """The scalar keys ``name`` declares, patterns expanded for a grid of ``rows`` x ``columns``."""
+    return {key for d in registry.get(name).declared.of("scalars")
+            for key in canned.expand(d, {"row": tuple(map(str, range(rows))), "col": tuple(map(str, range(columns)))})}
 
 
 @pytest.fixture(autouse=True)
@@ -295,6 +298,16 @@ def fresh_caches() -> None:
 def run_page(path: str, client: FakeClient, **state: object) -> AppTest:
     """Run one page file on its own with ``client`` as the session's API client."""
     at = AppTest.from_file(path, default_timeout=30)
+    at.session_state["client"] = client
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at.run()
+
+
+def run_family(family: str, technique: str, client: FakeClient, **state: object) -> AppTest:
+    """Run ``family``'s generic page for one ``technique`` (as the sidebar lists it) with ``client``."""
+    script = f"from dashboard import family_view\nfamily_view.page({family!r}, ({technique!r},))\n"
+    at = AppTest.from_string(script, default_timeout=30)
     at.session_state["client"] = client
     for key, value in state.items():
         at.session_state[key] = value

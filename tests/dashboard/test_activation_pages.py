@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from client.http import ApiError
+from convlens import registry
 from tests.dashboard.conftest import FakeClient, run_page
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,8 +74,8 @@ def test_faithfulness_page_charts_each_chosen_technique() -> None:
     client = FakeClient()
     at = run_page(FAITHFULNESS, client)
     assert not at.exception and not at.error
-    assert [c["params"]["technique"] for c in client.calls] == ["vanilla", "guided", "gradcam", "occlusion"]
-    assert all(c["endpoint"] == "faithfulness" and c["params"]["n"] == 30 for c in client.calls)
+    assert [c["params"]["technique"] for c in client.calls] == [s.name for s in registry.of_family("attribution")]
+    assert all(c["method"] == "faithfulness" and c["params"]["n"] == 30 for c in client.calls)
     assert len(at.get("plotly_chart")) == 4  # scores, deletion, insertion, randomisation
     at.slider(key="faith_n").set_value(60).run()
     at.multiselect(key="faith_techniques").set_value(["occlusion"]).run()

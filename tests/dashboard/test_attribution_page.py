@@ -7,6 +7,7 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 from client.http import ApiError
+from convlens import registry
 from tests.dashboard.conftest import FakeClient
 from tests.dashboard.conftest import run_page as run_on
 
@@ -19,20 +20,31 @@ def run_page(client: FakeClient, **state: object) -> AppTest:
     return run_on(PAGE, client, **state)
 
 
+ATTRIBUTION = registry.of_family("attribution")
+
+
 def test_page_shows_top5_chart_every_attribution_technique_and_downloads() -> None:
     client = FakeClient()
     at = run_page(client)
     assert not at.exception
-    assert [c["endpoint"] for c in client.calls] == ["classify", "saliency", "saliency", "saliency", "occlusion"]
-    assert [c["params"].get("method") for c in client.calls[1:]] == ["vanilla", "guided", "gradcam", None]
-    gradcam = client.calls[3]
-    assert gradcam["layer"] == "features" and gradcam["params"]["alpha"] == 1.0
-    assert all(c["layer"] is None for c in client.calls[1:3] + client.calls[4:])
-    assert client.calls[4]["params"] == {"window": 8, "fill": "mean", "alpha": 1.0}
+    [predict] = registry.of_family("prediction")
+    assert [c["method"] for c in client.calls] == [predict.name, *(s.name for s in ATTRIBUTION)]
+    assert [c["endpoint"] for c in client.calls] == [predict.route, *(s.route for s in ATTRIBUTION)]
+    for call, spec in zip(client.calls[1:], ATTRIBUTION, strict=True):
+        assert call["layer"] == ("features" if spec.layer == "spatial" else None)
+        assert call["params"]["alpha"] == 1.0
+    occlusion = registry.get("occlusion")
+    [sent] = [c for c in client.calls if c["method"] == occlusion.name]
+    assert sent["params"]["window"] == occlusion.params().window and sent["params"]["fill"] == "mean"
     assert len(at.get("plotly_chart")) == 1
-    assert len(at.get("download_button")) == 4
+    assert len(at.get("download_button")) == len(ATTRIBUTION)  # each technique's map
     assert any("Why “cross”?" in h.value for h in at.subheader)
-    assert len(at.get("image")) == 7  # the input, four overlays, guided's gradient and occlusion's logit drop
+    images = [{d.name for d in spec.declared.of("images") if not d.optional} for spec in ATTRIBUTION]
+    common = set(images[0]).intersection(*images[1:])
+    own = sum(len(names - common) for names in images)
+    assert own >= 2  # guided's gradient and occlusion's logit drop at least
+    assert len(at.get("image")) == 1 + len(ATTRIBUTION) + own  # the input, each overlay, each own image
+    assert "signed guided gradient (grey = 0)" in [e.label.lower() for e in at.expander]  # its declared caption
     assert not at.error
 
 
@@ -43,7 +55,7 @@ def test_occlusion_controls_reach_the_api() -> None:
     at.selectbox(key="occlusion_fill").set_value("grey level").run()
     at.slider(key="occlusion_fill_grey").set_value(0.25).run()
     assert not at.exception
-    last = [c for c in client.calls if c["endpoint"] == "occlusion"][-1]
+    last = [c for c in client.calls if c["method"] == "occlusion"][-1]
     assert last["params"]["window"] == 12 and last["params"]["fill"] == 0.25
 
 
@@ -60,9 +72,11 @@ def test_target_and_layer_choices_reach_the_api() -> None:
     at = run_page(client)
     at.selectbox(key="target").set_value("ring").run()
     at.selectbox(key="layer").set_value("features.2").run()
-    explained = [c for c in client.calls if c["endpoint"] != "classify"]
-    assert {c["target"] for c in explained[-5:]} == {4}  # four with the new target, Grad-CAM again for the layer
-    assert explained[-1]["params"]["method"] == "gradcam" and explained[-1]["layer"] == "features.2"
+    explained = [c for c in client.calls if c["method"] != "classify"]
+    spatial = [s.name for s in ATTRIBUTION if s.layer == "spatial"]
+    again = len(ATTRIBUTION) + len(spatial)  # each with the new target, then the layer's users again
+    assert {c["target"] for c in explained[-again:]} == {4}
+    assert [c["method"] for c in explained[-len(spatial):]] == spatial and explained[-1]["layer"] == "features.2"
     assert "pool" not in at.selectbox(key="layer").options  # not a spatial layer Grad-CAM can use
     assert any("Why “ring”?" in h.value for h in at.subheader)
 

@@ -27,7 +27,7 @@ def test_fast_result_follows_the_blend_sliders_and_gatys_gets_the_same_weights()
     assert not at.exception and not at.error
     [first] = stylize_calls(client)
     assert first["params"] == {"blend": {"hubble": 1.0}, "strength": 1.0, "size": 256}
-    assert set(first["images"]) == {"content"}  # type: ignore[arg-type]
+    assert set(first["images"]) == {"content"}  # type: ignore[call-overload]
     at.multiselect(key="fast_styles").set_value(["hubble", "coffee"]).run()
     at.slider(key="fast_weight_hubble").set_value(0.6).run()
     at.slider(key="fast_weight_coffee").set_value(0.2).run()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from convlens import registry
 from tests.dashboard.conftest import FakeClient, run_page
 
 PAGES = Path(__file__).resolve().parents[2] / "dashboard" / "app_pages"
@@ -29,4 +30,4 @@ def test_faithfulness_follows_each_measurement_job() -> None:
             return super().corpus(*args, on_job=on_job, **kwargs)
 
     at = run_page(str(PAGES / "faithfulness.py"), Recording())
-    assert not at.exception and not at.error and seen == ["with progress"] * 4
+    assert not at.exception and not at.error and seen == ["with progress"] * len(registry.of_family("attribution"))

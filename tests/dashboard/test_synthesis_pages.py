@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from client.http import ApiError
-from tests.dashboard.conftest import FakeClient, run_page
+from tests.dashboard.conftest import FakeClient, run_family, run_page
 
 PAGES = Path(__file__).resolve().parents[2] / "dashboard" / "app_pages"
 
@@ -81,7 +81,7 @@ def test_texture_runs_gram_and_efros_leung_on_the_same_source() -> None:
     client = FakeClient()
     at = run_page(page("texture"), client)
     at.button(key="texture_run").click().run()
-    at.button(key="efros_run").click().run()
+    at.button(key="efros_leung_run").click().run()
     calls = [c for c in client.calls if "technique" in c]
     assert [c["technique"] for c in calls] == ["texture", "efros_leung"]
     assert calls[0]["images"]["image"] == calls[1]["images"]["image"]
@@ -117,7 +117,7 @@ def test_comparison_grid_shows_the_grid_cells_and_the_loss_chart() -> None:
 
 def test_a_refused_job_names_the_field() -> None:
     client = FakeClient(fail=ApiError(400, "must be in [1, 2000], got 5000", "params.steps"))
-    at = run_page(page("deepdream"), client)
+    at = run_family("synthesis", "deepdream", client)  # a technique with no page of its own: its family's page
     at.button(key="deepdream_run").click().run()
     assert not at.exception
     assert any("params.steps" in e.value for e in at.error)

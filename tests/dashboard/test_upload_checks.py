@@ -7,6 +7,7 @@ import struct
 import tracemalloc
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,20 +34,26 @@ def bomb(side: int) -> bytes:
 GOOD = encoded()
 REFUSED = {
     "empty": (b"", "empty"),
-    "text renamed .png": (b"this is a text file, renamed to picture.png\n" * 20, "not a supported image"),
+    "text renamed .png": (b"this is a text file, renamed to picture.png\n" * 20, "not a recognised image format"),
     "truncated png": (encoded("PNG", 256)[:400], "truncated or corrupt"),
     "truncated jpeg": (encoded("JPEG", 256)[:300], "truncated or corrupt"),
     "20000x20000 bomb": (bomb(20_000), "25 Mpx"),
     "13000x13000 bomb": (bomb(13_000), "25 Mpx"),
-    "6000x6000 header": (bomb(6_000), "the limit is 25 Mpx"),
-    "tiff": (encoded("TIFF"), "not a supported image"),
-    "ico": (encoded("ICO"), "not a supported image"),
-    "over 10 MB": (b"\x89PNG\r\n\x1a\n" + b"\0" * MAX_UPLOAD_BYTES, "the limit is 10 MB"),
+    "6000x6000 header": (bomb(6_000), "(25 Mpx)"),
+    "tiff": (encoded("TIFF"), "not a recognised image format"),
+    "ico": (encoded("ICO"), "not a recognised image format"),
+    "over 10 MB": (b"\x89PNG\r\n\x1a\n" + b"\0" * MAX_UPLOAD_BYTES, "(10 MB)"),
 }
 
 
 def test_the_dashboard_allows_the_formats_the_api_allows() -> None:
-    assert upload.ALLOWED_FORMATS == CORE_FORMATS
+    assert upload.ALLOWED_FORMATS is CORE_FORMATS
+
+
+def test_the_dashboard_checks_with_the_servers_decoding_not_its_own() -> None:
+    """No second decoder to keep in step: the check is ``convlens.decoding``'s (Pillow only, torch-free)."""
+    source = Path(upload.__file__).read_text()
+    assert "from convlens.decoding import" in source and "PIL" not in source
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "GIF"])

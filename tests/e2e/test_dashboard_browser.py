@@ -229,7 +229,7 @@ def test_fast_style_stylises_a_sample_at_once(live: str) -> None:
 def test_models_page_lists_the_cards_and_a_registered_model_runs_the_attribution_page(live: str) -> None:
     """The shipped digits model (a registered model: 1 channel, 32 px) has a card on the Models page and, picked
     in the sidebar, drives the Attribution page like the built-in model does."""
-    with dashboard(live, 1100) as page:
+    with dashboard(live, 1400) as page:  # tall enough that the sidebar's model picker is on screen below every page
         page.get_by_role("link", name="Models").click()
         page.get_by_text("Add a model").wait_for(timeout=60_000)
         assert page.get_by_text("digits", exact=True).count() >= 1

@@ -98,7 +98,7 @@ def saliency_handler():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def classify_handler():  # type: ignore[no-untyped-def]
-    from handlers.classify import ClassifyHandler
+    from handlers.prediction import PredictionHandler as ClassifyHandler
 
     handler = ClassifyHandler()
     handler.initialize(make_context("classify"))

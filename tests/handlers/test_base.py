@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import handlers.base as base
+import handlers.model_cache as model_cache
 from handlers.attribution import AttributionHandler as SaliencyHandler
 from tests.handlers.conftest import make_context
 
@@ -23,7 +23,7 @@ def loads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, torch.device]
         calls.append((name, weights, device))
         return FakeLoaded(name, weights, device)
 
-    monkeypatch.setattr(base, "_load", fake_load)
+    monkeypatch.setattr(model_cache, "load", fake_load)
     return calls
 
 
@@ -57,7 +57,7 @@ def test_cache_is_bounded_lru(loads) -> None:  # type: ignore[no-untyped-def]
 def test_cache_size_from_environment_and_default(monkeypatch, loads) -> None:  # type: ignore[no-untyped-def]
     handler = SaliencyHandler()
     handler.initialize(make_context())
-    assert handler.cache.capacity == base.DEFAULT_CACHE_SIZE == 3
+    assert handler.cache.capacity == model_cache.DEFAULT_CACHE_SIZE == 3
     monkeypatch.setenv("CONVLENS_MODEL_CACHE_SIZE", "5")
     handler.initialize(make_context())
     assert handler.cache.capacity == 5
@@ -65,9 +65,9 @@ def test_cache_size_from_environment_and_default(monkeypatch, loads) -> None:  #
 
 def test_preload_failures_do_not_stop_the_worker(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     def missing(name: str, weights: str, device: torch.device) -> None:
-        raise base.zoo.WeightsNotFoundError(f"no weights for {name}")
+        raise model_cache.zoo.WeightsNotFoundError(f"no weights for {name}")
 
-    monkeypatch.setattr(base, "_load", missing)
+    monkeypatch.setattr(model_cache, "load", missing)
     handler = SaliencyHandler()
     handler.initialize(make_context(handler_config={"preload": ["vgg16"]}))
     assert handler.initialized and len(handler.cache) == 0

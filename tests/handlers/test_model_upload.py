@@ -19,8 +19,8 @@ from safetensors.torch import save
 
 from convlens import zoo
 from convlens.techniques.corpus import model_files
-from handlers.classify import ClassifyHandler
 from handlers.corpus import CorpusHandler
+from handlers.prediction import PredictionHandler as ClassifyHandler
 from tests.handlers.conftest import call, json_row, make_context, png_bytes
 
 CLASSES = ["ok", "scratch", "dent"]

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Builds the endpoint's handler with its shipped handler config (no preload) and reports what it got.
 PROBE = """
 import json, os, sys, threading, torch, yaml
-from handlers.classify import ClassifyHandler
+from handlers.prediction import PredictionHandler as ClassifyHandler
 from handlers.synthesis import SynthesisHandler
 from tests.handlers.conftest import make_context
 endpoint, handler_class, config_file = sys.argv[1], sys.argv[2], sys.argv[3]

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from convlens import zoo
 from handlers.attribution import AttributionHandler
-from handlers.classify import ClassifyHandler
+from handlers.prediction import PredictionHandler as ClassifyHandler
 from tests.core.test_zoo import NET_PY, SEVEN, tiny_net
 from tests.handlers.conftest import call, json_row, make_context, png_bytes
 

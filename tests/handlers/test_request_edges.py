@@ -7,7 +7,7 @@ import json
 import pytest
 
 from convlens.schema import SchemaError
-from handlers.base import request_fields
+from handlers.parsing import request_fields
 
 
 @pytest.mark.parametrize("raw", [b"hello there", '{"image": "x"}'.encode("utf-16"), b'{"image": ', b"\xff\xfe\x00"])
@@ -36,7 +36,7 @@ def test_raw_image_bodies_are_unchanged() -> None:
 
 
 def test_error_messages_do_not_echo_huge_values() -> None:
-    from handlers.base import MAX_ERROR_CHARS, RequestError
+    from handlers.errors import MAX_ERROR_CHARS, RequestError
 
     body = RequestError(400, f"unknown layer {'a' * 10_000!r}", "layer").to_json()
     assert body["field"] == "layer" and len(body["error"]) <= MAX_ERROR_CHARS + 20
@@ -45,7 +45,8 @@ def test_error_messages_do_not_echo_huge_values() -> None:
 
 
 def test_random_weights_only_for_the_allowed_models(monkeypatch: pytest.MonkeyPatch) -> None:
-    from handlers.base import ConvLensHandler, random_weights_models
+    from handlers.base import ConvLensHandler
+    from handlers.model_cache import random_weights_models
     from tests.handlers.conftest import json_row, make_context, png_bytes
 
     handler = ConvLensHandler()

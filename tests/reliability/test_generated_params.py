@@ -1,7 +1,7 @@
 """Generated hostile values for every declared param of every registered technique (issue 26 §1): the in-process
 handler answers a success or a 4xx whose JSON names the field — never a 5xx.
 
-For each technique of :func:`convlens.registry.registry` (and the classify endpoint), each field of its params
+For each technique of :func:`convlens.registry.registry`, each field of its params
 dataclass, each drawing option its family reads and each top-level field (target, layer, model, weights),
 Hypothesis draws wrong types, unicode digits, doubled signs, padded numbers, huge, negative, NaN and infinite
 numbers, empty, long and look-alike strings. Every other param is held at a cheap value (one step, the smallest
@@ -29,14 +29,14 @@ from convlens.corpus import datasets as store
 from handlers.activations import ActivationsHandler
 from handlers.attribution import AttributionHandler
 from handlers.base import ConvLensHandler
-from handlers.classify import ALLOWED_PARAMS as CLASSIFY_PARAMS
-from handlers.classify import ClassifyHandler
 from handlers.corpus import CorpusHandler
+from handlers.prediction import PredictionHandler
 from handlers.synthesis import SynthesisHandler
 from tests.handlers.conftest import call, make_context, png_bytes
 
 EXAMPLES = int(os.environ.get("CONVLENS_FUZZ_EXAMPLES", "6"))
-HANDLERS: dict[str, type[ConvLensHandler]] = {"attribution": AttributionHandler, "activations": ActivationsHandler,
+HANDLERS: dict[str, type[ConvLensHandler]] = {"prediction": PredictionHandler, "attribution": AttributionHandler,
+                                              "activations": ActivationsHandler,
                                               "synthesis": SynthesisHandler, "corpus": CorpusHandler}
 TOP_LEVEL = ("target", "layer", "model", "weights")
 DATASET = "fuzz"
@@ -82,7 +82,7 @@ def hostile(default: Any, choices: tuple[Any, ...] = ()) -> st.SearchStrategy[An
 @dataclasses.dataclass(frozen=True)
 class Case:
     endpoint: str
-    spec: registry.Spec | None  # None: the classify endpoint
+    spec: registry.Spec
     name: str
     top_level: bool = False  # a top-level field rather than a key of params
 
@@ -91,7 +91,7 @@ class Case:
         return self.name if self.top_level else f"params.{self.name}"
 
     def __str__(self) -> str:
-        return f"{self.endpoint}-{self.spec.name if self.spec else 'classify'}-{self.field}"
+        return f"{self.endpoint}-{self.spec.name}-{self.field}"
 
 
 def param_names(spec: registry.Spec) -> list[str]:
@@ -99,8 +99,7 @@ def param_names(spec: registry.Spec) -> list[str]:
 
 
 def cases() -> list[Case]:
-    found = [Case(e, None, p) for e in registry.EXTRA_ENDPOINTS for p in CLASSIFY_PARAMS]
-    found += [Case(e, None, t, True) for e in registry.EXTRA_ENDPOINTS for t in TOP_LEVEL if t != "layer"]
+    found = []
     for spec in registry.registry().values():
         found += [Case(spec.route, spec, name) for name in param_names(spec)]
     for endpoint in registry.endpoints():  # the top-level fields once per endpoint, on its default technique
@@ -113,6 +112,9 @@ def cheap_params(spec: registry.Spec, fuzzed: str) -> dict[str, Any]:
     for f in dataclasses.fields(spec.params):
         if f.name in CHEAP and f.name != fuzzed:
             value = f.metadata.get("min") if CHEAP[f.name] == "min" else CHEAP[f.name]
+            low = f.metadata.get("min")
+            if isinstance(value, (int, float)) and low is not None:
+                value = max(value, low)  # the cheapest the declaration allows
             if value is not None:
                 params[f.name] = value
     return params
@@ -120,7 +122,7 @@ def cheap_params(spec: registry.Spec, fuzzed: str) -> dict[str, Any]:
 
 def declared(case: Case) -> tuple[Any, tuple[Any, ...]]:
     """(default, choices) of the fuzzed field, for its near misses."""
-    if case.spec is None or case.top_level:
+    if case.top_level:
         return {"model": "builtin", "weights": "random", "layer": "features.3", "target": "triangle"}.get(case.name), ()
     rows = {row["name"]: row for row in registry.describe_params(case.spec.params)}
     row = rows.get(case.name, {"default": None, "choices": []})
@@ -129,10 +131,10 @@ def declared(case: Case) -> tuple[Any, tuple[Any, ...]]:
 
 def request_body(case: Case, value: Any) -> dict[str, Any]:
     png = base64.b64encode(png_bytes()).decode("ascii")
-    inputs = ("image",) if case.spec is None else case.spec.inputs
+    inputs = case.spec.inputs
     body: dict[str, Any] = {name: [png] if name == registry.BATCH_INPUT else png for name in inputs}
-    body["params"] = {} if case.spec is None else cheap_params(case.spec, case.name)
-    if case.spec is not None and case.spec.family == "synthesis":
+    body["params"] = cheap_params(case.spec, case.name)
+    if case.spec.family == "synthesis":
         body["target"] = 0  # some need a class to aim at
     if case.top_level:
         body[case.name] = value
@@ -148,7 +150,7 @@ _HANDLERS: dict[str, ConvLensHandler] = {}
 
 def handler_for(endpoint: str) -> ConvLensHandler:
     if endpoint not in _HANDLERS:
-        cls = ClassifyHandler if endpoint in registry.EXTRA_ENDPOINTS else HANDLERS[registry.endpoint_family(endpoint)]
+        cls = HANDLERS[registry.endpoint_family(endpoint)]
         h = cls()
         h.initialize(make_context(endpoint, batch_size=1))
         _HANDLERS[endpoint] = h
@@ -193,7 +195,7 @@ def test_a_hostile_value_is_answered_or_refused_naming_its_field(case: Case, dat
 
 def test_every_registered_technique_and_param_is_fuzzed() -> None:
     """The cases come from the registry: a new technique or param is fuzzed without touching this file."""
-    fuzzed = {(c.spec.name, c.name) for c in CASES if c.spec is not None and not c.top_level}
+    fuzzed = {(c.spec.name, c.name) for c in CASES if not c.top_level}
     for spec in registry.registry().values():
         hints = typing.get_type_hints(spec.params)
         assert {(spec.name, name) for name in hints} <= fuzzed

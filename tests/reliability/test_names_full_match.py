@@ -72,7 +72,7 @@ def test_job_ids(name: str) -> None:
 def test_model_names(name: str) -> None:
     with pytest.raises(SchemaError):
         check_model_name(name)
-    h = handler("classify", "handlers.classify.ClassifyHandler")
+    h = handler("classify", "handlers.prediction.PredictionHandler")
     [(status, body)] = call(h, [json_row(png_bytes(), model=name)])
     assert (status, body["field"]) == (400, "model"), body
 
@@ -86,7 +86,7 @@ def test_layer_names(name: str) -> None:
 
 @pytest.mark.parametrize("label", disguised("triangle"), ids=repr)
 def test_class_labels(label: str) -> None:
-    [(status, body)] = call(handler("classify", "handlers.classify.ClassifyHandler"),
+    [(status, body)] = call(handler("classify", "handlers.prediction.PredictionHandler"),
                             [json_row(png_bytes(), target=label)])
     assert (status, body["field"]) == (400, "target"), body
 

@@ -17,12 +17,13 @@ from convlens.corpus import datasets as store
 from handlers.activations import ActivationsHandler
 from handlers.attribution import AttributionHandler
 from handlers.base import ConvLensHandler
-from handlers.classify import ClassifyHandler
 from handlers.corpus import CorpusHandler
+from handlers.prediction import PredictionHandler
 from handlers.synthesis import SynthesisHandler
 from tests.handlers.conftest import call, form_row, json_row, make_context, no_imagenet_weights, png_bytes  # noqa: F401
 
-HANDLERS: dict[str, type[ConvLensHandler]] = {"attribution": AttributionHandler, "activations": ActivationsHandler,
+HANDLERS: dict[str, type[ConvLensHandler]] = {"prediction": PredictionHandler, "attribution": AttributionHandler,
+                                              "activations": ActivationsHandler,
                                               "synthesis": SynthesisHandler, "corpus": CorpusHandler}
 TYPOS = ["taget", "Target", "target\n", "params ", "imgae", "modle", "wieghts", "lyaer", "\u0456mage"]
 
@@ -34,7 +35,7 @@ def own_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def handler_for(endpoint: str) -> ConvLensHandler:
-    cls = ClassifyHandler if endpoint == "classify" else HANDLERS[registry.endpoint_family(endpoint)]
+    cls = HANDLERS[registry.endpoint_family(endpoint)]
     h = cls()
     h.initialize(make_context(endpoint, batch_size=1))
     return h
@@ -50,7 +51,7 @@ def method_params(spec: registry.Spec | None) -> dict[str, Any]:
     return {} if spec is None else {registry.METHOD_PARAM: spec.name}
 
 
-CASES = [("classify", None)] + [(spec.route, spec) for spec in registry.registry().values()]
+CASES = [(spec.route, spec) for spec in registry.registry().values()]
 
 
 @pytest.mark.parametrize(("endpoint", "spec"), CASES, ids=[f"{e}-{s.name if s else e}" for e, s in CASES])
@@ -67,7 +68,7 @@ def test_an_unknown_top_level_field_is_refused_naming_it(endpoint: str, spec: re
     assert (status, answer["field"]) == (400, "taget"), answer
 
 
-@pytest.mark.parametrize("endpoint", ["classify", *registry.endpoints()])
+@pytest.mark.parametrize("endpoint", list(registry.endpoints()))
 def test_an_info_request_with_an_unknown_field_is_refused(endpoint: str) -> None:
     [(status, answer)] = call(handler_for(endpoint), [json_row(info="layers", modle="builtin")])
     assert (status, answer["field"]) == (400, "modle"), answer

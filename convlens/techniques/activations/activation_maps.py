@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from convlens import images
 from convlens.hooks import capture
+from convlens.outputs import Image, Item, Scalar
 from convlens.registry import technique
 from convlens.results import Grid, Grids, Progress
 from convlens.schema import SchemaError
@@ -29,7 +30,17 @@ class ActivationParams:
 
 
 @technique(name="activations", title="Activation maps", family="activations", params=ActivationParams,
-           layer="spatial", default_layer="last_spatial", order=10, reference="Chollet 2021 §9.4.1")
+           page="activations",
+           layer="spatial", default_layer="last_spatial", order=10, reference="Chollet 2021 §9.4.1", outputs=(
+               Image("input", "what the model saw"),
+               Image("grid", "{shown:.0f} of {channels:.0f} channels, one tile each", kind="grid"),
+               Scalar("channels", "channels in the layer", role="headline"),
+               Scalar("dead_channels", "channels dead for this image (no unit positive)", role="headline"),
+               Scalar("height", "rows of each channel's map"),
+               Scalar("width", "columns of each channel's map"),
+               Scalar("shown", "channels shown in the grid"),
+               Item("channel", "the channel's index"), Item("mean", "its mean activation"),
+               Item("max", "its largest activation"), Item("dead", "1 when no unit of it is positive")))
 def activation_maps(model: nn.Module, x: Tensor | None, params: ActivationParams = ActivationParams(),
                     progress: Progress | None = None) -> Grids:
     """Every channel of ``params.layer`` for one input ``x`` (1, 3, H, W) as a grid of (1, h, w) tiles.

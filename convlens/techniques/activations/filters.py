@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from convlens.hooks import resolve_layer
+from convlens.outputs import Image, Item, Scalar
 from convlens.registry import technique
 from convlens.results import Grid, Grids, Progress
 from convlens.schema import SchemaError
@@ -23,8 +24,16 @@ class FilterParams:
     max_inputs: int = 16
 
 
-@technique(name="filters", title="Filter gallery", family="activations", params=FilterParams, inputs=(),
-           layer="conv", default_layer="first_conv", order=20, reference="Krizhevsky et al. 2012; CS231n")
+@technique(name="filters", page="filters", title="Filter gallery", family="activations", params=FilterParams, inputs=(),
+           layer="conv", default_layer="first_conv", order=20, reference="Krizhevsky et al. 2012; CS231n", outputs=(
+               Image("grid", "{shown:.0f} of {filters:.0f} filters, {kernel_height:.0f}×{kernel_width:.0f}",
+                     kind="grid"),
+               Scalar("filters", "filters (output channels) of the layer"),
+               Scalar("inputs", "input channels each filter sees"),
+               Scalar("kernel_height", "rows of each kernel"), Scalar("kernel_width", "columns of each kernel"),
+               Scalar("shown", "filters shown in the grid"),
+               Item("filter", "the filter's index"), Item("norm", "its weights' L2 norm"),
+               Item("input", "the input channel of the tile (layers whose input is not RGB)", optional=True)))
 def filter_gallery(model: nn.Module, x: Tensor | None = None, params: FilterParams = FilterParams(),
                    progress: Progress | None = None) -> Grids:
     """RGB tiles (each filter scaled to [0, 1] by its own min and max) when the layer sees 3 channels;

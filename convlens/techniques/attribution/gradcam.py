@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from convlens.hooks import capture
 from convlens.images import Normalizer
+from convlens.outputs import Scalar
 from convlens.receptive_field import default_cam_layer, layer_catalogue
 from convlens.registry import technique
 from convlens.results import Attribution, Progress
@@ -79,4 +80,7 @@ class GradCam:
 grad_cam = GradCam()
 technique(name="gradcam", title="Grad-CAM", family="attribution", params=GradCamParams, layer="spatial",
           default_layer="last_spatial", endpoint="saliency", endpoint_default=True, order=30,
-          reference="Selvaraju et al. 2017")(grad_cam)
+          reference="Selvaraju et al. 2017",
+          outputs=(Scalar("score", "the explained class's score (its logit)"),
+                   Scalar("layer_height", "rows of the layer's map the heat map is upsampled from"),
+                   Scalar("layer_width", "columns of the layer's map the heat map is upsampled from")))(grad_cam)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from convlens.hooks import capture, guided_relu
 from convlens.images import Normalizer
+from convlens.outputs import Image, Scalar
 from convlens.registry import technique
 from convlens.results import Attribution, Progress
 from convlens.techniques.attribution.common import Target, TargetError, class_gradient, input_leaf, unit_scale
@@ -30,7 +31,9 @@ class GuidedParams:
 
 
 @technique(name="guided", title="Guided backprop", family="attribution", params=GuidedParams,
-           layer="optional", endpoint="saliency", order=20, reference="Springenberg et al. 2015")
+           layer="optional", endpoint="saliency", order=20, reference="Springenberg et al. 2015",
+           outputs=(Scalar("score", "the explained class's logit, or the chosen channel's activation"),
+                    Image("gradient", "signed guided gradient (grey = 0)", kind="map")))
 def guided_backprop(
     model: nn.Module, x: Tensor, target: Target = None, params: GuidedParams = GuidedParams(),
     progress: Progress | None = None, to_input: Normalizer | None = None,

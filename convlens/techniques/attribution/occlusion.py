@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from convlens import images
 from convlens.hooks import footprint
+from convlens.outputs import Image, Scalar
 from convlens.registry import bounded, technique
 from convlens.results import Attribution, Progress
 from convlens.schema import SchemaError
@@ -151,7 +152,18 @@ def fill_image(x: Tensor, params: OcclusionParams, to_input: images.Normalizer |
 
 
 @technique(name="occlusion", title="Occlusion", family="attribution", params=OcclusionParams, order=40,
-           reference="Zeiler & Fergus 2014")
+           reference="Zeiler & Fergus 2014", outputs=(
+               Scalar("score", "the explained class's probability on the whole image"),
+               Image("logit_drop", "signed drop of the class logit where a window covers (grey = 0)", kind="map"),
+               Scalar("max_probability_drop", "largest drop of the class probability"),
+               Scalar("max_logit_drop", "largest drop of the class logit"),
+               Scalar("windows", "occluding windows over the image"),
+               Scalar("windows_run", "windows run through the model (refinement interpolates the rest)"),
+               Scalar("batch_size", "most occluded copies per forward pass"),
+               Scalar("reduced_precision", "1 when the map was computed in reduced precision"),
+               Scalar("approximate", "1 when the incremental approximation was kept"),
+               Scalar("incremental", "1 when only the region a window changes was recomputed"),
+               Scalar("refined", "1 when the adaptively refined map was kept")))
 def occlusion(
     model: nn.Module, x: Tensor, target: Target = None, params: OcclusionParams = OcclusionParams(),
     progress: Progress | None = None, to_input: images.Normalizer | None = None,
@@ -173,96 +185,119 @@ def occlusion(
         # of probabilities by its peak, so their last bits would show)
         base_logits = torch.cat([model(x[i:i + 1]) for i in range(n)]).float()
     t = resolve_target(base_logits, target)
-    base_prob = torch.softmax(base_logits, 1).gather(1, t[:, None])[:, 0]
-    base_logit = base_logits.gather(1, t[:, None])[:, 0]
     batch = params.batch_size or _budget_batch(size.largest_per_sample, x.shape[1:].numel(),
                                                params.memory_budget_mb, dtype)
-    fill = fill_image(x, params, to_input)
-    total = n * len(windows)
-    has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    runner = channels_last_copy(model) if has_conv and device.type == "cpu" else model
-
-    traced = incremental.traced(runner) if params.incremental or dtype != torch.float32 else None
-    graph = traced if params.incremental else None
-    batches = [batch]  # batch sizes used, the last one current
-
-    def window_logits(i: int, chosen: list[tuple[int, int]], run_dtype: torch.dtype, tau: float | None,
-                      done: int | None) -> Tensor:
-        """Logits (len(chosen), K) of image ``i`` with each chosen window filled, in batches; progress is
-        reported from ``done`` (None: not at all)."""
-        out = []
-        w = params.window
-        image = x[i:i + 1]
-        # the clean forward: boxes for incremental windows; for whole copies in reduced precision, the clean
-        # activations their changes are taken from
-        with torch.inference_mode():
-            session = incremental.Session(traced, image, tau, run_dtype) if traced is not None and (
-                graph is not None or run_dtype != torch.float32) else None
-        with torch.inference_mode(), torch.autocast(device.type, dtype=run_dtype,
-                                                    enabled=run_dtype != torch.float32 and session is None):
-            start, step = 0, batches[-1]
-            while start < len(chosen):
-                chunk = chosen[start:start + step]
-                if graph is not None and session is not None:
-                    tops, lefts = [c[0] for c in chunk], [c[1] for c in chunk]
-                    filled = torch.stack([fill[i, :, top:top + w, left:left + w] for top, left in chunk])
-                    out.append(session.logits(filled, tops, lefts).float())
-                    if params.batch_size is None:  # boxes need less memory than whole copies: re-size the batch
-                        step = _budget_batch(session.largest_per_sample, x.shape[1:].numel(),
-                                             params.memory_budget_mb, run_dtype)
-                        batches.append(step)
-                else:
-                    copies = image.repeat(len(chunk), 1, 1, 1)
-                    for j, (top, left) in enumerate(chunk):
-                        copies[j, :, top:top + w, left:left + w] = fill[i, :, top:top + w, left:left + w]
-                    if runner is not model:
-                        copies = copies.contiguous(memory_format=torch.channels_last)
-                    out.append((session.forward(copies) if session is not None else runner(copies)).float())
-                start += len(chunk)
-                if progress is not None and done is not None:
-                    progress(done + start, total, None)
-        return torch.cat(out)
-
+    run = _WindowRunner(model, x, params, fill_image(x, params, to_input), batch, dtype, progress,
+                        n * len(windows))
     drops_p, drops_l = [], []
-    tau = params.approximation if graph is not None else None
+    tau = params.approximation if run.graph is not None else None
     used_reduced, used_approx = dtype != torch.float32, tau is not None
     refined = {"windows_run": 0.0, "refined": float(params.refinement is not None)}
+    base_prob = torch.softmax(base_logits, 1).gather(1, t[:, None])[:, 0]
     for i in range(n):
-        if params.refinement is None:
-            logits = window_logits(i, windows, dtype, tau, i * len(windows))
-            refined["windows_run"] += len(windows)
-        else:
-            logits, info = _refined(functools.partial(window_logits, i, run_dtype=dtype, tau=tau, done=None),
-                                    tops, lefts, params.refinement, int(t[i]))
-            refined = {"windows_run": refined["windows_run"] + info["windows_run"],
-                       "refined": min(refined["refined"], info["refined"])}
-            if progress is not None:
-                progress((i + 1) * len(windows), total, None)
+        logits, info = _image_logits(run, i, windows, tops, lefts, params.refinement, int(t[i]), dtype, tau)
+        refined = {"windows_run": refined["windows_run"] + info["windows_run"],
+                   "refined": min(refined["refined"], info["refined"])}
         if (dtype != torch.float32 or tau is not None) and not _agrees(
-                logits, i, t, windows, lambda j, chosen: window_logits(j, chosen, torch.float32, None, None)):
+                logits, i, t, windows, lambda j, chosen: run.logits(j, chosen, torch.float32, None, None)):
             # reduced precision or the capped boxes lost the signal: redo the image exactly
-            logits = window_logits(i, windows, torch.float32, None, i * len(windows))
+            logits = run.logits(i, windows, torch.float32, None, i * len(windows))
             used_reduced = used_approx = False
         drops_p.append(base_prob[i] - torch.softmax(logits, 1)[:, t[i]])
-        drops_l.append(base_logit[i] - logits[:, t[i]])
-    prob_drop = torch.zeros(n, height, width, device=device)
-    logit_drop = torch.zeros(n, height, width, device=device)
-    count = torch.zeros(height, width, device=device)
-    w = params.window
-    for k, (top, left) in enumerate(windows):
-        count[top:top + w, left:left + w] += 1
-        prob_drop[:, top:top + w, left:left + w] += torch.stack([d[k] for d in drops_p])[:, None, None]
-        logit_drop[:, top:top + w, left:left + w] += torch.stack([d[k] for d in drops_l])[:, None, None]
-    count = count.clamp_min(1)
-    raw, signed = prob_drop / count, logit_drop / count
+        drops_l.append(base_logits[i, t[i]] - logits[:, t[i]])
+    raw = _window_means(windows, torch.stack(drops_p), params.window, height, width)
+    signed = _window_means(windows, torch.stack(drops_l), params.window, height, width)
     return Attribution(
         unit_scale(raw.clamp_min(0)), t, base_prob, base_logits, raw=raw, objective="class probability",
         signed={"logit_drop": signed},
-        scalars={"windows": float(len(windows)), "batch_size": float(max(batches)),
+        scalars={"windows": float(len(windows)), "batch_size": float(max(run.batches)),
                  "reduced_precision": float(used_reduced), "approximate": float(used_approx),
-                 "incremental": float(graph is not None), **refined,
+                 "incremental": float(run.graph is not None), **refined,
                  "max_probability_drop": raw.flatten(1).amax(1), "max_logit_drop": signed.flatten(1).amax(1)},
     )
+
+
+def _image_logits(run: _WindowRunner, i: int, windows: list[tuple[int, int]], tops: list[int], lefts: list[int],
+                  tolerance: float | None, target: int, dtype: torch.dtype, tau: float | None
+                  ) -> tuple[Tensor, dict[str, float]]:
+    """(windows, K) logits of image ``i``: every window, or by adaptive refinement (``tolerance``)."""
+    if tolerance is None:
+        return run.logits(i, windows, dtype, tau, i * len(windows)), {"windows_run": float(len(windows)),
+                                                                      "refined": 0.0}
+    logits, info = _refined(functools.partial(run.logits, i, run_dtype=dtype, tau=tau, done=None),
+                            tops, lefts, tolerance, target)
+    run.report((i + 1) * len(windows))
+    return logits, info
+
+
+def _window_means(windows: list[tuple[int, int]], drops: Tensor, w: int, height: int, width: int) -> Tensor:
+    """(N, H, W): each pixel's mean of the (N, windows) drops over the windows covering it."""
+    total = torch.zeros(drops.shape[0], height, width, device=drops.device)
+    count = torch.zeros(height, width, device=drops.device)
+    for k, (top, left) in enumerate(windows):
+        count[top:top + w, left:left + w] += 1
+        total[:, top:top + w, left:left + w] += drops[:, k, None, None]
+    return total / count.clamp_min(1)
+
+
+class _WindowRunner:
+    """Runs an image's filled windows through the model in batches: incrementally (only the box each window
+    changes) when the model traces, else as whole copies; in ``run_dtype``; reporting progress."""
+
+    def __init__(self, model: nn.Module, x: Tensor, params: OcclusionParams, fill: Tensor, batch: int,
+                 dtype: torch.dtype, progress: Progress | None, total: int) -> None:
+        self.model, self.x, self.params, self.fill = model, x, params, fill
+        self.device = x.device
+        has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+        self.runner = channels_last_copy(model) if has_conv and self.device.type == "cpu" else model
+        self.traced = incremental.traced(self.runner) if params.incremental or dtype != torch.float32 else None
+        self.graph = self.traced if params.incremental else None
+        self.batches = [batch]  # batch sizes used, the last one current
+        self.progress, self.total = progress, total
+
+    def report(self, done: int) -> None:
+        if self.progress is not None:
+            self.progress(done, self.total, None)
+
+    def logits(self, i: int, chosen: list[tuple[int, int]], run_dtype: torch.dtype, tau: float | None,
+               done: int | None) -> Tensor:
+        """Logits (len(chosen), K) of image ``i`` with each chosen window filled; progress from ``done`` (None:
+        not reported)."""
+        out = []
+        image = self.x[i:i + 1]
+        # the clean forward: boxes for incremental windows; for whole copies in reduced precision, the clean
+        # activations their changes are taken from
+        with torch.inference_mode():
+            session = incremental.Session(self.traced, image, tau, run_dtype) if self.traced is not None and (
+                self.graph is not None or run_dtype != torch.float32) else None
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=run_dtype,
+                                                    enabled=run_dtype != torch.float32 and session is None):
+            start = 0
+            while start < len(chosen):
+                chunk = chosen[start:start + self.batches[-1]]
+                out.append(self._chunk(i, image, chunk, session, run_dtype))
+                start += len(chunk)
+                if done is not None:
+                    self.report(done + start)
+        return torch.cat(out)
+
+    def _chunk(self, i: int, image: Tensor, chunk: list[tuple[int, int]], session: incremental.Session | None,
+               run_dtype: torch.dtype) -> Tensor:
+        w, fill = self.params.window, self.fill
+        if self.graph is not None and session is not None:
+            tops, lefts = [c[0] for c in chunk], [c[1] for c in chunk]
+            filled = torch.stack([fill[i, :, top:top + w, left:left + w] for top, left in chunk])
+            logits = session.logits(filled, tops, lefts).float()
+            if self.params.batch_size is None:  # boxes need less memory than whole copies: re-size the batch
+                self.batches.append(_budget_batch(session.largest_per_sample, self.x.shape[1:].numel(),
+                                                  self.params.memory_budget_mb, run_dtype))
+            return logits
+        copies = image.repeat(len(chunk), 1, 1, 1)
+        for j, (top, left) in enumerate(chunk):
+            copies[j, :, top:top + w, left:left + w] = fill[i, :, top:top + w, left:left + w]
+        if self.runner is not self.model:
+            copies = copies.contiguous(memory_format=torch.channels_last)
+        return (session.forward(copies) if session is not None else self.runner(copies)).float()
 
 
 def _refined(run: Callable[[list[tuple[int, int]]], Tensor], tops: list[int], lefts: list[int], tolerance: float,

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from convlens.images import Normalizer
+from convlens.outputs import Scalar
 from convlens.registry import technique
 from convlens.results import Attribution, Progress
 from convlens.techniques.attribution.common import Target, class_gradient, input_leaf, unit_scale
@@ -19,7 +20,8 @@ class SaliencyParams:
 
 
 @technique(name="vanilla", title="Vanilla gradient", family="attribution", params=SaliencyParams,
-           endpoint="saliency", order=10, reference="Simonyan, Vedaldi & Zisserman 2014")
+           endpoint="saliency", order=10, reference="Simonyan, Vedaldi & Zisserman 2014",
+           outputs=(Scalar("score", "the explained class's score (its logit)"),))
 def saliency(
     model: nn.Module, x: Tensor, target: Target = None, params: SaliencyParams = SaliencyParams(),
     progress: Progress | None = None, to_input: Normalizer | None = None,

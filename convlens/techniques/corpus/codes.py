@@ -15,6 +15,7 @@ from torch import Tensor
 
 from convlens.corpus.codes import codes_of
 from convlens.models import LoadedModel
+from convlens.outputs import Item, Scalar
 from convlens.registry import BATCH_INPUT, technique
 from convlens.results import Corpus, Progress
 
@@ -28,7 +29,9 @@ class CodesParams:
 
 
 @technique(name="codes", title="CNN codes", family="corpus", params=CodesParams, inputs=(BATCH_INPUT,),
-           layer="optional", default_layer="code", order=10, reference="Krizhevsky et al. 2012; CS231n lecture 12")
+           layer="optional", default_layer="code", order=10, reference="Krizhevsky et al. 2012; CS231n lecture 12",
+           outputs=(Scalar("images", "images coded"), Scalar("dim", "dimensions of each code", role="headline"),
+                    Item("predicted", "index of the class the model says"), Item("label", "the class the model says")))
 def codes(loaded: LoadedModel, inputs: Mapping[str, Tensor], params: CodesParams = CodesParams(),
           progress: Progress | None = None) -> Corpus:
     """``inputs["images"]`` (N, 3, S, S) normalised → vectors (N, D) float32; items: each image's predicted class."""

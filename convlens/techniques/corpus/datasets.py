@@ -17,6 +17,7 @@ from torch import Tensor
 from convlens import images as imaging
 from convlens.corpus import datasets as store
 from convlens.models import LoadedModel
+from convlens.outputs import Image, Item, Scalar
 from convlens.registry import technique
 from convlens.results import Corpus, Progress
 from convlens.schema import SchemaError, as_int
@@ -27,6 +28,12 @@ MAX_THUMB = 256
 SHEET_COLUMNS = 64
 MAX_SHEET = 4096  # tiles per sheet: 64 × 64
 MAX_SHEET_TILE = 64
+
+# One row per dataset (list and every change) — convlens.corpus.datasets.Dataset.describe
+_DATASET_ROW = (Item("name", "the dataset's name"), Item("images", "images in it"), Item("classes", "labels in it"),
+                Item("fingerprint", "a digest of its files"), Item("labels", "its labels (the first 50)"),
+                Item("source", "where it came from"), Item("skipped", "files skipped as not images"),
+                Item("largest_class", "images of its largest label"))
 
 
 @dataclass(frozen=True)
@@ -84,7 +91,20 @@ def _indices(text: str, n: int) -> list[int]:
 
 
 @technique(name="datasets", title="Datasets", family="corpus", params=DatasetsParams, inputs=(), endpoint="dataset",
-           endpoint_default=True, order=5, reference="torchvision ImageFolder layout")
+           page="datasets",
+           endpoint_default=True, order=5, reference="torchvision ImageFolder layout", outputs=(
+               # what each action answers: list and the changes a row per dataset; images thumbnails; sheet tiles
+               Scalar("datasets", "datasets on the server", optional=True),
+               *(Item(d.name, d.caption, optional=True) for d in _DATASET_ROW),
+               Image("i{index}", "image {index}", optional=True),
+               Item("index", "the image's index in the dataset", optional=True),
+               Item("label", "the image's label", optional=True),
+               Item("file", "the image's file in the dataset", optional=True),
+               Image("sheet", "images {start:.0f} onwards as square tiles, {columns:.0f} to a row", kind="grid",
+                     optional=True),
+               Scalar("start", "index of the sheet's first image", optional=True),
+               Scalar("count", "images on the sheet", optional=True),
+               Scalar("columns", "tiles per row of the sheet", optional=True)))
 def datasets(loaded: LoadedModel, inputs: Mapping[str, Tensor], params: DatasetsParams = DatasetsParams(),
              progress: Progress | None = None) -> Corpus:
     """items: one row per dataset (list and every change); for ``images``: images ``i<index>`` (3, s, s) and

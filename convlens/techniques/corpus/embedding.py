@@ -16,6 +16,7 @@ from convlens.corpus import datasets as store
 from convlens.corpus.codes import dataset_codes
 from convlens.corpus.projection import cached_projection, snap_to_grid
 from convlens.models import LoadedModel
+from convlens.outputs import Image, Item, Scalar
 from convlens.registry import seed_field, technique
 from convlens.results import Corpus, Progress
 from convlens.schema import SchemaError
@@ -50,9 +51,17 @@ def grid_image(ds: store.Dataset, chosen: list[int], cells: list[int], side: int
     return mosaic
 
 
-@technique(name="embedding", title="Embedding", family="corpus", params=EmbeddingParams, inputs=(),
+@technique(name="embedding", page="embedding", title="Embedding", family="corpus", params=EmbeddingParams, inputs=(),
            endpoint="dataset", layer="optional", default_layer="code", order=20,
-           reference="van der Maaten & Hinton 2008; McInnes et al. 2018; CS231n lecture 12")
+           reference="van der Maaten & Hinton 2008; McInnes et al. 2018; CS231n lecture 12", outputs=(
+               Image("grid", "the map snapped to a grid of thumbnails", kind="grid", optional=True),
+               Scalar("images", "images mapped"), Scalar("dim", "dimensions of each CNN code"),
+               Scalar("codes_seconds", "time spent on the CNN codes", "s"),
+               Scalar("projection_seconds", "time spent on the 2-D map", "s"),
+               Scalar("codes_cached", "1 when the codes came from the cache"),
+               Scalar("projection_cached", "1 when the map came from the cache"),
+               Item("label", "the image's label"), Item("predicted", "the class the model says"),
+               Item("file", "the image's file in the dataset")))
 def embedding(loaded: LoadedModel, inputs: Mapping[str, Tensor], params: EmbeddingParams = EmbeddingParams(),
               progress: Progress | None = None) -> Corpus:
     """points (N, 2); items: per image its label, predicted class and file; images: ``grid`` when asked;

@@ -13,6 +13,7 @@ from torch import Tensor
 from convlens import faithfulness, registry
 from convlens.builtin.dataset import HELDOUT_SEED
 from convlens.models import LoadedModel
+from convlens.outputs import Item, Scalar, Series
 from convlens.registry import seed_field, technique
 from convlens.results import Corpus, Progress
 from convlens.schema import SchemaError
@@ -48,7 +49,21 @@ class FaithfulnessParams:
 
 
 @technique(name="faithfulness", title="Faithfulness", family="corpus", params=FaithfulnessParams, inputs=(),
-           order=90, reference="Zhang et al. 2016; Petsiuk et al. 2018; Adebayo et al. 2018")
+           page="faithfulness",
+           order=90, reference="Zhang et al. 2016; Petsiuk et al. 2018; Adebayo et al. 2018", outputs=(
+               Scalar("pointing_game", "share of images whose map peaks inside the object (higher is better)",
+                      role="headline"),
+               Scalar("deletion_auc", "area under the deletion curve (lower is better)", role="headline"),
+               Scalar("insertion_auc", "area under the insertion curve (higher is better)", role="headline"),
+               Scalar("accuracy", "the model's accuracy on the same images"),
+               Scalar("randomised_similarity", "rank correlation with the original map once every layer is "
+                                               "randomised (lower is better)"),
+               Scalar("images", "held-out images measured"),
+               Series("deletion", "class probability vs share of pixels deleted"),
+               Series("insertion", "class probability vs share of pixels inserted"),
+               Series("randomisation", "rank correlation with the original map vs layers randomised, from the top"),
+               Item("step", "layers randomised"), Item("layer", "the layer randomised last"),
+               Item("similarity", "rank correlation with the original map")))
 def faithfulness_curves(loaded: LoadedModel, inputs: Mapping[str, Tensor],
                         params: FaithfulnessParams = FaithfulnessParams(), progress: Progress | None = None) -> Corpus:
     """series: ``deletion`` and ``insertion`` (probability vs share of pixels), ``randomisation``

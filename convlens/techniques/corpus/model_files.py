@@ -17,7 +17,7 @@ import binascii
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +25,7 @@ from torch import Tensor
 
 from convlens import zoo
 from convlens.models import REGISTRY, LoadedModel
+from convlens.outputs import Item, Scalar
 from convlens.registry import technique
 from convlens.results import Corpus, Progress
 from convlens.schema import SchemaError
@@ -190,8 +191,23 @@ def listing() -> Corpus:
     return Corpus(items=rows, scalars={"models": float(len(rows)), "upload_enabled": float(upload_allowed())})
 
 
-@technique(name="model_files", title="Models", family="corpus", params=ModelFilesParams, inputs=(),
-           endpoint="dataset", order=6, reference="convlens.zoo: a model.toml manifest per model folder")
+# ``add`` answers the new model's card as its one item: a field per ModelCard field (``name`` is shared with a row)
+_CARD_FIELDS = tuple(Item(f.name, f"the new model's {f.name.replace('_', ' ')}", optional=True)
+                     for f in fields(zoo.ModelCard) if f.name not in ("name", "layers"))
+
+
+@technique(name="model_files", page="models", title="Models", family="corpus", params=ModelFilesParams, inputs=(),
+           endpoint="dataset", order=6, reference="convlens.zoo: a model.toml manifest per model folder", outputs=(
+               Scalar("upload_enabled", "1 when models may be added and removed here"),
+               Scalar("models", "models in the models directory (list, remove)", optional=True),
+               Scalar("parameters", "the new model's parameter count (add)", optional=True),
+               Item("name", "the model's name"),
+               # list and remove: one row per model of the models directory
+               Item("status", "whether the model loads", optional=True),
+               Item("reason", "why it does not, if it does not", optional=True),
+               Item("card", "what the model is (architecture, classes, input, weights)", optional=True),
+               Item("removable", "false for the models shipped with the server", optional=True),
+               *_CARD_FIELDS))
 def model_files(loaded: LoadedModel, inputs: Mapping[str, Tensor], params: ModelFilesParams = ModelFilesParams(),
                 progress: Progress | None = None) -> Corpus:
     """items: ``list`` and ``remove``: one row per model of the models directory (name, status, reason, card,

@@ -16,6 +16,7 @@ from convlens.corpus import datasets as store
 from convlens.corpus.codes import PIXEL_SIZE, codes_of, dataset_codes, dataset_pixels, pixel_row, reduced_precision
 from convlens.corpus.search import knn
 from convlens.models import LoadedModel
+from convlens.outputs import Image, Item, Scalar
 from convlens.registry import technique
 from convlens.results import Corpus, Progress
 from convlens.schema import SchemaError
@@ -49,8 +50,20 @@ def _row(ds: store.Dataset, indices: list[int]) -> Tensor:
 
 
 @technique(name="neighbours", title="Nearest neighbours", family="corpus", params=NeighboursParams, inputs=(),
+           page="neighbours",
            optional_inputs=("image",), endpoint="dataset", layer="optional", default_layer="code", order=30,
-           reference="Krizhevsky et al. 2012 (Fig. 4); CS231n lecture 12")
+           reference="Krizhevsky et al. 2012 (Fig. 4); CS231n lecture 12", outputs=(
+               Image("query", "query"),
+               # one row per space asked for (params.space)
+               Image("code", "nearest by CNN code, nearest first", kind="grid", optional=True),
+               Image("pixel", "nearest by pixels, nearest first", kind="grid", optional=True),
+               Scalar("images", "images searched"),
+               # only for a query taken from the dataset (an uploaded one has no label)
+               Scalar("code_same_label", "share of the CNN-code neighbours with the query's label", optional=True),
+               Scalar("pixel_same_label", "share of the pixel neighbours with the query's label", optional=True),
+               Item("space", "code or pixel"), Item("rank", "0 for the nearest"),
+               Item("index", "the neighbour's index in the dataset"), Item("distance", "its distance to the query"),
+               Item("label", "its label"), Item("file", "its file in the dataset")))
 def neighbours(loaded: LoadedModel, inputs: Mapping[str, Tensor], params: NeighboursParams = NeighboursParams(),
                progress: Progress | None = None) -> Corpus:
     """images: ``query``, ``code`` and/or ``pixel`` (a row of the k neighbours, nearest first); items: one per

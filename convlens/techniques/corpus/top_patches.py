@@ -15,6 +15,7 @@ from convlens import images as imaging
 from convlens.corpus import datasets as store
 from convlens.corpus.patches import crop_field, field_box, tile, top_units
 from convlens.models import LoadedModel
+from convlens.outputs import Image, Item, Scalar
 from convlens.registry import technique
 from convlens.results import Corpus, Progress
 from convlens.schema import SchemaError
@@ -37,8 +38,24 @@ class TopPatchesParams(OverADataset):
 
 
 @technique(name="top_patches", title="Top patches", family="corpus", params=TopPatchesParams, inputs=(),
+           page="top_patches",
            endpoint="dataset", layer="spatial", default_layer="last_spatial", order=40,
-           reference="Zeiler & Fergus 2014; Girshick et al. 2014; CS231n lecture 12")
+           reference="Zeiler & Fergus 2014; Girshick et al. 2014; CS231n lecture 12", outputs=(
+               # no grid for an empty dataset
+               Image("grid", "strongest patches, each cut to the unit's receptive field", kind="grid", optional=True),
+               Scalar("channels", "channels of the layer"),
+               Scalar("receptive_field", "side of a unit's receptive field", "px"),
+               Scalar("stride", "input pixels between neighbouring units", "px"),
+               Scalar("images", "images ranked"), Scalar("columns", "patches per row of the grid"),
+               Scalar("tile", "side of a patch in the grid", "px"),
+               Scalar("cached", "1 when the ranking came from the cache"),
+               Item("rank", "0 for the strongest"), Item("channel", "the channel"),
+               Item("index", "the image's index in the dataset"), Item("activation", "the unit's activation"),
+               Item("y", "the unit's row in the layer"), Item("x", "the unit's column in the layer"),
+               Item("top", "the field's top edge in the input"), Item("left", "the field's left edge in the input"),
+               Item("bottom", "the field's bottom edge in the input"),
+               Item("right", "the field's right edge in the input"),
+               Item("label", "the image's label"), Item("file", "the image's file in the dataset")))
 def top_patches(loaded: LoadedModel, inputs: Mapping[str, Tensor], params: TopPatchesParams = TopPatchesParams(),
                 progress: Progress | None = None) -> Corpus:
     """images: ``grid`` (the k patches of ``channel``, strongest first, or the overview); items: one per patch

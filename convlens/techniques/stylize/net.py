@@ -15,7 +15,7 @@ that it computes the same function: new residual blocks start as identities, the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -165,7 +165,3 @@ def grow(model: StyleNet, state: Mapping[str, Tensor], config: NetConfig) -> Non
 def one_hot(index: int | Tensor, styles: int) -> Tensor:
     """(S,) or (N, S) one-hot blend(s)."""
     return F.one_hot(torch.as_tensor(index), styles).float()
-
-
-def config_dict(config: NetConfig) -> dict[str, object]:
-    return asdict(config) | {"widths": list(config.widths)}

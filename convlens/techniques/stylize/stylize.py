@@ -1,6 +1,6 @@
 """Fast style transfer: one forward pass of the built-in conditional style network (``net.py``), trained by
-``train.py`` on the built-in styles (``convlens/builtin/stylize.pt``, its card beside it), or the network
-``$CONVLENS_STYLE_NET`` names (``convlens style train --out my.pt``).
+``convlens/training/stylize.py`` on the built-in styles (``convlens/builtin/stylize.pt``, its card beside it),
+or the network ``$CONVLENS_STYLE_NET`` names (``convlens style train --out my.pt``).
 
 ``style`` names one of the network's styles; ``blend`` weights several (a JSON object style → weight, summing
 to 1), which mixes their instance-norm scales and shifts (Dumoulin et al. 2017); ``strength`` interpolates the
@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from convlens.models import LoadedModel
+from convlens.outputs import Image, Label, Scalar
 from convlens.registry import bounded, technique
 from convlens.results import Progress, Synthesis
 from convlens.schema import MAX_SYNTHESIS_SIZE, SchemaError
@@ -141,8 +142,16 @@ def apply(net: StyleNet, contents: Sequence[Tensor], weights: Tensor, strength: 
 
 
 @technique(name="stylize", title="Fast style transfer (feed-forward)", family="synthesis", params=StylizeParams,
+           page="fast_style",
            inputs=("content",), order=72, batched=True,
-           reference="Johnson, Alahi & Fei-Fei 2016; Dumoulin, Shlens & Kudlur 2017")
+           reference="Johnson, Alahi & Fei-Fei 2016; Dumoulin, Shlens & Kudlur 2017", outputs=(
+               Image("content", "content"),
+               Image("result", "fast · {seconds:.3f} s forward · {styles}", role="primary"),
+               Label("network", "the style network, and what its losses were measured with"),
+               Label("styles", "the styles blended, with their weights"),
+               Scalar("seconds", "this image's share of its batch's forward pass", "s"),
+               Scalar("batch", "images served in the same forward pass"),
+               Scalar("strength", "share of the stylised image mixed with the content")))
 def stylize(loaded: LoadedModel, inputs: Sequence[Inputs], targets: Sequence[int | None],
             params: StylizeParams = StylizeParams(), progress: Progress | None = None) -> list[Synthesis]:
     """One result per request: ``result`` (longer side ``size``) and ``content`` as used; scalars ``seconds``

@@ -12,11 +12,12 @@ from torch import Tensor
 
 from convlens import images
 from convlens.models import LoadedModel
+from convlens.outputs import Image, Label, Scalar
 from convlens.registry import bounded, seed_field, technique
 from convlens.results import Progress, Synthesis
 from convlens.schema import MAX_STEPS, MAX_SYNTHESIS_SIZE, SchemaError
 from convlens.techniques.synthesis import objectives as obj
-from convlens.techniques.synthesis.common import Inputs, loop_scalars, predict, required_target, synthesis
+from convlens.techniques.synthesis.common import STEPS, Inputs, loop_scalars, predict, required_target, synthesis, term
 from convlens.techniques.synthesis.loop import StepHook, optimize
 from convlens.techniques.synthesis.param import ImageParam, PixelImage, make_param
 from convlens.techniques.synthesis.transforms import standard
@@ -83,7 +84,15 @@ def _grey_below(pixels: Tensor, score: Tensor, percentile: float) -> None:
 
 
 @technique(name="classviz", title="Class visualisation", family="synthesis", params=ClassVizParams, inputs=(),
-           order=10, reference="Simonyan et al. 2014; Yosinski et al. 2015")
+           page="imagine",
+           order=10, reference="Simonyan et al. 2014; Yosinski et al. 2015", outputs=(
+               Image("result", "“{target_label}” — the model says {predicted_label} ({target_probability:.0%} for "
+                               "the target)", role="primary"),
+               Label("target_label", "the class visualised"), Label("predicted_label", "what the model says it is"),
+               Scalar("target_probability", "the model's probability for the class visualised"),
+               Scalar("predicted_class", "index of the class the model says"),
+               Scalar("predicted_probability", "the model's probability for the class it says"),
+               STEPS, *term("class_score", "class score (logit)")))
 def class_visualisation(loaded: LoadedModel, inputs: Inputs, target: int | None,
                         params: ClassVizParams = ClassVizParams(), progress: Progress | None = None) -> Synthesis:
     """An image (1, 3, S, S) that maximises the class score S_c of ``target``."""

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from convlens import images
 from convlens.models import LoadedModel
+from convlens.outputs import Declared, Scalar, Series
 from convlens.results import Progress, Synthesis
 from convlens.schema import SchemaError
 from convlens.techniques.synthesis.loop import LoopResult
@@ -70,6 +71,16 @@ def totals(*runs: LoopResult) -> dict[str, float]:
     """Steps, seconds and cancellation of a job made of several runs (octaves, minimising rounds)."""
     return {"steps": float(sum(r.steps for r in runs)), "seconds": round(sum(r.seconds for r in runs), 4),
             "cancelled": float(any(r.cancelled for r in runs))}
+
+
+STEPS = Scalar("steps", "steps run")
+
+
+def term(name: str, caption: str, optional: bool = False) -> tuple[Declared, Declared]:
+    """The declared outputs of an objective term ``name`` (:func:`loop_scalars`): its curve over the steps and
+    its value at the last step (``final_<name>``)."""
+    return (Series(name, f"{caption} per step", optional=optional),
+            Scalar(f"final_{name}", f"{caption} at the last step", optional=optional))
 
 
 def loop_scalars(run: LoopResult) -> dict[str, float]:

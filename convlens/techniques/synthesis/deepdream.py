@@ -10,11 +10,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from convlens.models import LoadedModel
+from convlens.outputs import Image, Scalar, Series
 from convlens.registry import bounded, seed_field, technique
 from convlens.results import Progress, Synthesis
 from convlens.schema import MAX_STEPS, MAX_SYNTHESIS_SIZE
 from convlens.techniques.synthesis import objectives as obj
-from convlens.techniques.synthesis.common import Inputs, fit, history_of, stage, synthesis, totals
+from convlens.techniques.synthesis.common import STEPS, Inputs, fit, history_of, stage, synthesis, totals
 from convlens.techniques.synthesis.loop import LoopResult, optimize
 from convlens.techniques.synthesis.param import PixelImage
 from convlens.techniques.synthesis.transforms import standard
@@ -39,7 +40,12 @@ def _resize(x: Tensor, shape: tuple[int, int]) -> Tensor:
 
 
 @technique(name="deepdream", title="DeepDream", family="synthesis", params=DeepDreamParams, inputs=("image",),
-           layer="spatial", default_layer="middle_spatial", order=50, reference="Mordvintsev et al. 2015")
+           layer="spatial", default_layer="middle_spatial", order=50, reference="Mordvintsev et al. 2015",
+           outputs=(Image("original", "original"), Image("result", "dreamed ({octaves:.0f} octaves)", role="primary"),
+                    Scalar("octaves", "octaves run, coarse to fine"), STEPS,
+                    Series("layer_l2", "L2 norm of the layer's activations per step, octave after octave"),
+                    Scalar("initial_layer_l2", "L2 norm of the layer's activations at the first step"),
+                    Scalar("final_layer_l2", "L2 norm of the layer's activations at the last step")))
 def deepdream(loaded: LoadedModel, inputs: Inputs, target: int | None,
               params: DeepDreamParams = DeepDreamParams(), progress: Progress | None = None) -> Synthesis:
     """``result`` the dreamed image, ``original`` the input (both ``size`` on the longer side)."""

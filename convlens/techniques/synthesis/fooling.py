@@ -26,11 +26,13 @@ import torch
 from torch import Tensor, nn
 
 from convlens.models import LoadedModel
+from convlens.outputs import Image, Label, Scalar
 from convlens.registry import bounded, seed_field, technique
 from convlens.results import Progress, Synthesis
 from convlens.schema import MAX_STEPS
 from convlens.techniques.synthesis import objectives as obj
 from convlens.techniques.synthesis.common import (
+    STEPS,
     Inputs,
     history_of,
     loop_scalars,
@@ -38,6 +40,7 @@ from convlens.techniques.synthesis.common import (
     square,
     stage,
     synthesis,
+    term,
     totals,
 )
 from convlens.techniques.synthesis.loop import LoopResult, SignedMomentum, optimize
@@ -135,7 +138,30 @@ def fool(loaded: LoadedModel, x: Tensor, target: int, params: FoolingParams,
 
 
 @technique(name="fooling", title="Fooling image", family="synthesis", params=FoolingParams, inputs=("image",),
-           order=30, reference="Szegedy et al. 2014; CS231n lecture 12")
+           page="fooling",
+           order=30, reference="Szegedy et al. 2014; CS231n lecture 12", outputs=(
+               Image("original", "original: {original_label} ({original_probability:.0%})"),
+               Image("change", "change, amplified (L∞ = {linf_255:.1f}/255)", kind="map"),
+               Image("result", "fooled: {result_label} ({result_probability:.0%})", role="primary"),
+               Label("original_label", "what the model says of the original"),
+               Label("result_label", "what the model says of the changed image"),
+               Label("target_label", "the class the change aims for"),
+               Scalar("original_class", "index of the original's class"),
+               Scalar("original_probability", "the model's probability for the original's class"),
+               Scalar("result_class", "index of the changed image's class"),
+               Scalar("result_probability", "the model's probability for the changed image's class"),
+               Scalar("target", "index of the class the change aims for"),
+               # a verdict: shown as a success when 1, a warning when 0, so its caption reads right both ways
+               Scalar("fooled", "Does the model now say “{target_label}”? It says “{result_label}” after {steps:.0f} "
+                                "steps (L∞ {linf_255:.1f}/255)", role="verdict"),
+               Scalar("linf_255", "largest change of a pixel (L∞)", "/255"),
+               Scalar("first_linf_255", "largest change of a pixel when the target was first reached", "/255"),
+               Scalar("l2", "size of the change (L2, pixels in [0, 1])"),
+               STEPS, Scalar("steps_to_fool", "steps until the model first said the target (0: never)"),
+               Scalar("minimising_rounds", "rounds that then shrank the change"),
+               # the loss term is named by params.loss
+               *term("margin", "largest other logit minus the target's", optional=True),
+               *term("cross_entropy", "cross-entropy towards the target", optional=True)))
 def fooling_image(loaded: LoadedModel, inputs: Inputs, target: int | None,
                   params: FoolingParams = FoolingParams(), progress: Progress | None = None) -> Synthesis:
     """``result`` (the fooled image), ``original``, ``change`` (δ amplified to the full range, grey = 0)."""

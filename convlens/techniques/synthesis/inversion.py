@@ -10,11 +10,12 @@ from torch import Tensor
 
 from convlens.hooks import capture
 from convlens.models import LoadedModel
+from convlens.outputs import Image, Label, Scalar
 from convlens.registry import bounded, seed_field, technique
 from convlens.results import Progress, Synthesis
 from convlens.schema import MAX_STEPS, MAX_SYNTHESIS_SIZE
 from convlens.techniques.synthesis import objectives as obj
-from convlens.techniques.synthesis.common import Inputs, gallery, loop_scalars, square, synthesis
+from convlens.techniques.synthesis.common import STEPS, Inputs, gallery, loop_scalars, square, synthesis, term
 from convlens.techniques.synthesis.loop import LoopResult, optimize
 from convlens.techniques.synthesis.param import PixelImage
 from convlens.techniques.synthesis.quality import psnr, ssim
@@ -69,9 +70,15 @@ def _fidelity(run: LoopResult, x: Tensor, k: int) -> dict[str, float]:
     return {"psnr": psnr(run.image[k], x[0]), "ssim": ssim(run.image[k], x[0])}
 
 
-@technique(name="inversion", title="Feature inversion", family="synthesis", params=InversionParams,
+@technique(name="inversion", page="inversion", title="Feature inversion", family="synthesis", params=InversionParams,
            inputs=("image",), layer="spatial", default_layer="middle_spatial", order=40,
-           reference="Mahendran & Vedaldi 2015")
+           reference="Mahendran & Vedaldi 2015", outputs=(
+               Image("original", "original"),
+               Image("result", "reconstruction: PSNR {psnr:.1f} dB, SSIM {ssim:.2f}", role="primary"),
+               Scalar("psnr", "peak signal-to-noise ratio of the reconstruction", "dB", role="headline"),
+               Scalar("ssim", "structural similarity of the reconstruction (1: identical)", role="headline"),
+               STEPS, *term("distance_{layer}", "relative feature distance at {layer}"),
+               *term("total_variation", "total variation (when tv_weight > 0)", optional=True)))
 def feature_inversion(loaded: LoadedModel, inputs: Inputs, target: int | None,
                       params: InversionParams = InversionParams(), progress: Progress | None = None) -> Synthesis:
     """``result``: the reconstruction from ``layer``; ``original``: the image it inverts."""
@@ -90,9 +97,17 @@ def ladder_layers(loaded: LoadedModel, count: int) -> list[str]:
     return [spatial[i] for i in picks]
 
 
-@technique(name="inversion_ladder", title="Inversion, shallow to deep", family="synthesis",
+@technique(name="inversion_ladder", page="inversion", title="Inversion, shallow to deep", family="synthesis",
            params=InversionLadderParams, inputs=("image",), endpoint="inversion", order=41,
-           reference="Mahendran & Vedaldi 2015, fig. 6")
+           reference="Mahendran & Vedaldi 2015, fig. 6", outputs=(
+               Image("result", "original, then reconstructions from {layers}", kind="grid", role="primary"),
+               Image("original", "original"),
+               Image("layer_{layer}", "reconstruction from {layer}"),
+               Label("layers", "the layers reconstructed from, shallow to deep"),
+               Scalar("psnr_{layer}", "PSNR of the reconstruction from {layer}", "dB"),
+               Scalar("ssim_{layer}", "SSIM of the reconstruction from {layer} (1: identical)"),
+               STEPS, *term("distance_{layer}", "relative feature distance at {layer}"),
+               *term("total_variation", "total variation (when tv_weight > 0)", optional=True)))
 def inversion_ladder(loaded: LoadedModel, inputs: Inputs, target: int | None,
                      params: InversionLadderParams = InversionLadderParams(), progress: Progress | None = None
                      ) -> Synthesis:

@@ -127,6 +127,19 @@ def forward(model: nn.Module, x: Tensor, objective: Objective) -> tuple[dict[str
         return dict(captured.activations), None
 
 
+def _reported(progress: Progress, step: int, steps: int, param: ImageParam, with_preview: bool) -> bool:
+    """Report a step (every step, so a cancel lands at once; a preview only when asked); False if cancelled."""
+    preview = None
+    if with_preview:
+        with torch.no_grad():
+            preview = param.image()[0].clamp(0, 1)
+    try:
+        progress(step, steps, preview)
+    except Cancelled:
+        return False
+    return True
+
+
 def optimize(
     model: nn.Module,
     param: ImageParam,
@@ -145,10 +158,9 @@ def optimize(
 ) -> LoopResult:
     """Minimise ``objective`` over ``param`` with Adam for ``steps`` steps.
 
-    ``to_input`` maps the [0, 1] image to the model's input (its normalisation); ``stop`` ends the run early
-    (e.g. the class flipped); ``progress(step, steps, preview)`` runs after every step, with the first image of
-    the batch every ``preview_every`` steps (else None), and may raise :class:`Cancelled` — the run then
-    returns what it has.
+    ``to_input`` maps the [0, 1] image to the model's input; ``stop`` ends the run early (e.g. the class flipped);
+    ``progress(step, steps, preview)`` runs after every step, with the first image every ``preview_every`` steps
+    (else None), and may raise :class:`Cancelled` — the run then returns what it has.
     ``optimizer``: ``adam``, ``normalized`` (:func:`normalized` steps), ``sign`` (plain sign steps) or a
     factory ``(parameters, lr) → Optimizer`` (e.g. :class:`SignedMomentum`).
     """
@@ -177,16 +189,10 @@ def optimize(
                 for hook in after_step:
                     hook(step, param)
             result.steps = step
-            if progress is not None:  # every step, so a cancel lands at once; a preview every few steps
-                preview = None
-                if done or step % preview_every == 0 or step == steps:
-                    with torch.no_grad():
-                        preview = param.image()[0].clamp(0, 1)
-                try:
-                    progress(step, steps, preview)
-                except Cancelled:
-                    result.cancelled = True
-                    break
+            if progress is not None and not _reported(progress, step, steps, param,
+                                                      done or step % preview_every == 0 or step == steps):
+                result.cancelled = True
+                break
             if done:
                 break
     result.image = param.image().detach().clamp(0, 1)

@@ -10,11 +10,12 @@ from typing import Literal
 import torch
 
 from convlens.models import LoadedModel
+from convlens.outputs import Image, Scalar
 from convlens.registry import bounded, seed_field, technique
 from convlens.results import Progress, Synthesis
 from convlens.schema import MAX_STEPS, MAX_SYNTHESIS_SIZE, SchemaError
 from convlens.techniques.synthesis import objectives as obj
-from convlens.techniques.synthesis.common import Inputs, gallery, loop_scalars, synthesis
+from convlens.techniques.synthesis.common import STEPS, Inputs, gallery, loop_scalars, synthesis, term
 from convlens.techniques.synthesis.loop import optimize
 from convlens.techniques.synthesis.param import make_param
 from convlens.techniques.synthesis.transforms import standard
@@ -23,12 +24,9 @@ MAX_GALLERY = 64
 
 
 @dataclass(frozen=True)
-class NeuronParams:
-    """``unit``: the channel's mean over all positions, or the single unit at the centre of the map."""
+class NeuronRendering:
+    """How each image of the neuron techniques is optimised: the params both share."""
 
-    layer: str | None = None
-    channel: int = bounded(0, 0, None)
-    unit: Literal["channel", "neuron"] = "channel"
     steps: int = bounded(128, 1, MAX_STEPS)
     lr: float = bounded(0.05, 1e-4, 1.0)
     size: int | None = bounded(None, 16, MAX_SYNTHESIS_SIZE)
@@ -37,19 +35,32 @@ class NeuronParams:
     seed: int = seed_field()
 
 
+# Each technique's params: what it renders (its own fields), then how (NeuronRendering's). A dataclass lists the
+# fields of its last base first, so the choice, named last, comes first in the info API and the dashboard's form.
 @dataclass(frozen=True)
-class NeuronGalleryParams:
-    """Channels ``first`` … ``first + count − 1`` of the layer, each its own image in one batch."""
+class _ChannelChoice:
+    layer: str | None = None
+    channel: int = bounded(0, 0, None)
+    unit: Literal["channel", "neuron"] = "channel"
 
+
+@dataclass(frozen=True)
+class NeuronParams(NeuronRendering, _ChannelChoice):
+    """``unit``: the channel's mean over all positions, or the single unit at the centre of the map."""
+
+
+@dataclass(frozen=True)
+class _GalleryChoice:
     layer: str | None = None
     first: int = bounded(0, 0, None)
     count: int = bounded(16, 1, MAX_GALLERY)
-    steps: int = bounded(96, 1, MAX_STEPS)
-    lr: float = bounded(0.05, 1e-4, 1.0)
-    size: int | None = bounded(None, 16, MAX_SYNTHESIS_SIZE)
-    parameterisation: Literal["pixels", "fourier"] = "fourier"
-    jitter: int = bounded(2, 0, 64)
-    seed: int = seed_field()
+
+
+@dataclass(frozen=True)
+class NeuronGalleryParams(NeuronRendering, _GalleryChoice):
+    """Channels ``first`` … ``first + count − 1`` of the layer, each its own image in one batch."""
+
+    steps: int = bounded(96, 1, MAX_STEPS)  # a gallery optimises ``count`` images in one batch: fewer steps
 
 
 def _channels(loaded: LoadedModel, layer: str) -> int:
@@ -68,7 +79,13 @@ def _render(loaded: LoadedModel, layer: str, channels: torch.Tensor, objective: 
 
 
 @technique(name="neuron", title="Neuron / channel pattern", family="synthesis", params=NeuronParams, inputs=(),
-           layer="spatial", default_layer="last_spatial", order=20, reference="Erhan et al. 2009; Chollet §9.4")
+           page="imagine",
+           layer="spatial", default_layer="last_spatial", order=20, reference="Erhan et al. 2009; Chollet §9.4",
+           outputs=(Image("result", "the input channel {channel:.0f} responds to most", role="primary"),
+                    Scalar("channel", "the channel rendered"), STEPS,
+                    # the objective term is named by params.unit: the channel's mean or its centre neuron
+                    *term("channel", "the channel's mean activation", optional=True),
+                    *term("neuron", "the centre neuron's activation", optional=True)))
 def neuron_pattern(loaded: LoadedModel, inputs: Inputs, target: int | None,
                    params: NeuronParams = NeuronParams(), progress: Progress | None = None) -> Synthesis:
     assert params.layer is not None
@@ -83,8 +100,14 @@ def neuron_pattern(loaded: LoadedModel, inputs: Inputs, target: int | None,
 
 
 @technique(name="neuron_gallery", title="Channel gallery", family="synthesis", params=NeuronGalleryParams,
+           page="imagine",
            inputs=(), layer="spatial", default_layer="last_spatial", endpoint="neuron", order=21,
-           reference="Chollet §9.4; Olah et al. 2017")
+           reference="Chollet §9.4; Olah et al. 2017",
+           outputs=(Image("result", "{count:.0f} channels from {first:.0f}, each the input it responds to most",
+                          kind="grid", role="primary"),
+                    Image("channel_{channel}", "channel {channel}"),
+                    Scalar("first", "the first channel rendered"), Scalar("count", "channels rendered"), STEPS,
+                    *term("channel", "the channels' mean activation")))
 def neuron_gallery(loaded: LoadedModel, inputs: Inputs, target: int | None,
                    params: NeuronGalleryParams = NeuronGalleryParams(), progress: Progress | None = None
                    ) -> Synthesis:

@@ -21,11 +21,12 @@ from torch import Tensor
 
 from convlens.hooks import capture
 from convlens.models import LoadedModel
+from convlens.outputs import Image, Label, Scalar, Series
 from convlens.registry import bounded, seed_field, technique
 from convlens.results import Progress, Synthesis
 from convlens.schema import MAX_STEPS, MAX_STYLES, MAX_SYNTHESIS_SIZE, SchemaError
 from convlens.techniques.synthesis import objectives as obj
-from convlens.techniques.synthesis.common import Inputs, fit, gallery, loop_scalars, synthesis
+from convlens.techniques.synthesis.common import STEPS, Inputs, fit, gallery, loop_scalars, synthesis, term
 from convlens.techniques.synthesis.loop import LoopResult, optimize
 from convlens.techniques.synthesis.param import PixelImage
 from convlens.techniques.synthesis.perceptual import Network, Perceptual, perceptual
@@ -153,9 +154,18 @@ def _inputs(inputs: Inputs) -> tuple[Tensor, list[Tensor]]:
     return inputs["content"], styles
 
 
-@technique(name="style", title="Neural style transfer (Gatys)", family="synthesis", params=StyleParams,
+@technique(name="style", page="style", title="Neural style transfer (Gatys)", family="synthesis", params=StyleParams,
            inputs=("content", "style"), optional_inputs=STYLE_INPUTS[1:], order=70,
-           reference="Gatys, Ecker & Bethge 2016")
+           reference="Gatys, Ecker & Bethge 2016", outputs=(
+               Image("content", "content"),
+               Image("result", "{seconds:.1f} s · style loss {style_loss:.3g} · content loss {content_loss:.3g}",
+                     role="primary"),
+               Image("style", "style"), Image("style_{k}", "style {k}"),
+               Label("network", "the network the losses were measured with"),
+               Scalar("style_loss", "Gram-matrix distance of the result to the style(s)"),
+               Scalar("content_loss", "feature distance of the result to the content"),
+               STEPS, *term("style_loss", "style loss"), *term("content_loss", "content loss"),
+               *term("total_variation", "total variation (when tv_weight > 0)", optional=True)))
 def style_transfer(loaded: LoadedModel, inputs: Inputs, target: int | None, params: StyleParams = StyleParams(),
                    progress: Progress | None = None) -> Synthesis:
     """``result`` the stylised content (``size`` on the longer side), ``content`` and ``style`` as used."""
@@ -201,9 +211,25 @@ def cached_cells() -> int:
         return len(_CELLS)
 
 
-@technique(name="style_grid", title="Style comparison grid", family="synthesis", params=StyleGridParams,
+@technique(name="style_grid", page="style", title="Style comparison grid", family="synthesis", params=StyleGridParams,
            inputs=("content", "style"), optional_inputs=("style_2",), endpoint="style", order=71,
-           reference="Gatys et al. 2016, fig. 3 and 4")
+           reference="Gatys et al. 2016, fig. 3 and 4", outputs=(
+               Image("content", "content"),
+               Image("result", "the grid: rows are content/style ratios, columns style scales or blends", kind="grid",
+                     role="primary"),
+               Image("cell_{row}_{col}", "cell of row {row}, column {col}"),
+               Label("network", "the network the losses were measured with"),
+               Label("rows", "what the rows vary, and their values"),
+               Label("columns", "what the columns vary, and their values"),
+               Scalar("rows", "rows of the grid"), Scalar("columns", "columns of the grid"),
+               Scalar("cells", "cells of the grid"), Scalar("cached_cells", "cells taken from the cache"),
+               Scalar("style_loss_{row}_{col}", "style loss of the cell of row {row}, column {col}"),
+               Scalar("content_loss_{row}_{col}", "content loss of the cell of row {row}, column {col}"),
+               Scalar("steps", "steps run (0 when every cell came from the cache)"),
+               # a curve only when some cell was computed
+               Series("style_loss", "style loss per step", optional=True),
+               Series("content_loss", "content loss per step", optional=True),
+               Series("total_variation", "total variation per step", optional=True)))
 def style_grid(loaded: LoadedModel, inputs: Inputs, target: int | None, params: StyleGridParams = StyleGridParams(),
                progress: Progress | None = None) -> Synthesis:
     """``result``: the grid (rows = ratios, columns = scales or blends); ``cell_<r>_<c>`` each cell.
@@ -252,8 +278,9 @@ def style_grid(loaded: LoadedModel, inputs: Inputs, target: int | None, params: 
     for r, c in cells:
         scalars[f"style_loss_{r}_{c}"] = done[(r, c)][1]
         scalars[f"content_loss_{r}_{c}"] = done[(r, c)][2]
-    if run is not None:
-        scalars.update({k: v for k, v in loop_scalars(run).items() if not k.startswith("final_")})
+    # every cell from the cache: no step ran, and the answer says so like any other synthesis answer
+    scalars.update({k: v for k, v in loop_scalars(run).items() if not k.startswith("final_")} if run is not None
+                   else {"steps": 0.0, "seconds": 0.0, "cancelled": 0.0})
     axis = "scale" if params.columns == "scale" else "blend of style 1"
     return synthesis(
         {"result": gallery(tiles, columns=len(columns)), "content": content,

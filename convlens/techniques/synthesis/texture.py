@@ -14,11 +14,12 @@ from torch import Tensor
 
 from convlens.hooks import capture
 from convlens.models import LoadedModel
+from convlens.outputs import Image, Label, Scalar
 from convlens.registry import bounded, seed_field, technique
 from convlens.results import Cancelled, Progress, Synthesis
 from convlens.schema import MAX_STEPS, MAX_SYNTHESIS_SIZE, SchemaError
 from convlens.techniques.synthesis import objectives as obj
-from convlens.techniques.synthesis.common import Inputs, fit, loop_scalars, synthesis
+from convlens.techniques.synthesis.common import STEPS, Inputs, fit, loop_scalars, synthesis, term
 from convlens.techniques.synthesis.loop import optimize
 from convlens.techniques.synthesis.param import make_param
 from convlens.techniques.synthesis.perceptual import Network, Perceptual, perceptual
@@ -55,8 +56,14 @@ def grams(net: Perceptual, image: Tensor, layers: tuple[str, ...]) -> dict[str, 
     return {layer: obj.gram(captured[layer]) for layer in layers}
 
 
-@technique(name="texture", title="Texture synthesis (Gram)", family="synthesis", params=TextureParams,
-           inputs=("image",), order=60, reference="Gatys, Ecker & Bethge 2015")
+@technique(name="texture", page="texture", title="Texture synthesis (Gram)", family="synthesis", params=TextureParams,
+           inputs=("image",), order=60, reference="Gatys, Ecker & Bethge 2015", outputs=(
+               Image("result", "{seconds:.1f} s · Gram loss −{gram_reduction:.1%}", role="primary"),
+               Image("source", "source texture"),
+               Label("network", "the network the Gram matrices were measured with"),
+               STEPS, *term("gram_distance", "Gram-matrix distance to the source"),
+               Scalar("initial_gram_distance", "Gram-matrix distance to the source at the first step"),
+               Scalar("gram_reduction", "share of the Gram-matrix distance removed")))
 def texture(loaded: LoadedModel, inputs: Inputs, target: int | None, params: TextureParams = TextureParams(),
             progress: Progress | None = None) -> Synthesis:
     """``result`` a new texture of ``size``² whose Gram matrices match the source's; ``source`` the source."""
@@ -75,7 +82,11 @@ def texture(loaded: LoadedModel, inputs: Inputs, target: int | None, params: Tex
 
 
 @technique(name="efros_leung", title="Texture synthesis (Efros–Leung)", family="synthesis", params=EfrosLeungParams,
-           inputs=("image",), endpoint="texture", order=61, reference="Efros & Leung 1999")
+           page="texture",
+           inputs=("image",), endpoint="texture", order=61, reference="Efros & Leung 1999", outputs=(
+               Image("result", "{seconds:.1f} s", role="primary"), Image("source", "source texture"),
+               Label("network", "what measured the texture (no network: pixel neighbourhoods)"),
+               Scalar("steps", "pixels grown"), Scalar("window", "side of the matched neighbourhood", "px")))
 def efros_leung(loaded: LoadedModel, inputs: Inputs, target: int | None,
                 params: EfrosLeungParams = EfrosLeungParams(), progress: Progress | None = None) -> Synthesis:
     """Grow a ``size``² texture from a 3×3 seed, frontier pixel by frontier pixel (those with the most known

@@ -13,7 +13,7 @@ from tests.handlers.conftest import call, make_context
 
 @pytest.fixture
 def handler():  # type: ignore[no-untyped-def]
-    from handlers.classify import ClassifyHandler
+    from handlers.prediction import PredictionHandler as ClassifyHandler
 
     fresh = ClassifyHandler()
     fresh.initialize(make_context("classify"))
@@ -28,7 +28,7 @@ def test_layers_of_a_model_outside_the_allow_list_without_weights_are_a_400_and_
         handler, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.delenv("CONVLENS_RANDOM_WEIGHTS_MODELS", raising=False)
     monkeypatch.setattr(zoo, "load_model", no_build)
-    monkeypatch.setattr("handlers.base._load", no_build)
+    monkeypatch.setattr("handlers.model_cache.load", no_build)
     assert zoo.find_weights("vgg19") is None
     [(status, body)] = call(handler, [{"body": {"info": "layers", "model": "vgg19"}}])
     assert status == 400 and body["field"] == "model", body
@@ -48,6 +48,6 @@ def test_layers_of_an_allowed_model_or_one_whose_weights_are_here_are_answered(
     real_find = zoo.find_weights
     monkeypatch.setattr(zoo, "find_weights", lambda name: tmp_path / "w.pth" if name == "squeezenet1_1"
                         else real_find(name))
-    handler._layers_info.clear()
+    handler.catalogue.layers_info.clear()
     [(status, body)] = call(handler, [{"body": {"info": "layers", "model": "squeezenet1_1"}}])
     assert status == 200 and body["layers"], body

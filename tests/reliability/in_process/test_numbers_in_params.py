@@ -59,7 +59,7 @@ def handler(endpoint: str, cls: str = "handlers.attribution.AttributionHandler")
 
 @pytest.mark.parametrize("value", ["²", "--5", "١٢"])
 @pytest.mark.parametrize(("endpoint", "cls", "param"), [
-    ("classify", "handlers.classify.ClassifyHandler", "topk"),
+    ("classify", "handlers.prediction.PredictionHandler", "topk"),
     ("saliency", "handlers.attribution.AttributionHandler", "topk"),
     ("occlusion", "handlers.attribution.AttributionHandler", "window"),
     ("occlusion", "handlers.attribution.AttributionHandler", "batch_size"),

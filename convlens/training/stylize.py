@@ -1,8 +1,8 @@
 """Training a conditional style network with the perceptual losses of Johnson et al. 2016, one network for
 all styles (Dumoulin et al. 2017): each image of a batch is given a random style s and the network,
 conditioned on s, minimises  α·‖φ_c(f(x, s)) − φ_c(x)‖²/‖φ_c(x)‖² + β·Σ_l ‖G_l(f(x, s)) − G_l(style_s)‖²/‖G_l(style_s)‖²
-+ γ·TV(f(x, s))  — the same normalised terms as Gatys style transfer (``synthesis/objectives.py``) on the same
-perceptual network (``synthesis/perceptual.py``; offline that is ``random_vgg``: fixed random weights).
++ γ·TV(f(x, s))  — the same normalised terms as Gatys style transfer (``techniques/synthesis/objectives.py``) on the
+same perceptual network (``techniques/synthesis/perceptual.py``; offline that is ``random_vgg``: fixed random weights).
 
 Balancing (``balance``): the styles' losses differ by orders of magnitude even after normalising by the target
 Gram's norm (a low-contrast grey texture's Gram is ~100× smaller than a photo's, so every other image is ~100×

@@ -1,0 +1,215 @@
+"""What a technique answers, declared next to its params: named images, scalars, labels, series, item fields.
+
+A technique lists its outputs in its ``@technique(..., outputs=(...))`` declaration; the pipeline checks every
+result against it (an undeclared or missing key is a :class:`OutputMismatch`), the info API exports it, and the
+client and the dashboard read results through it. Torch-free, so the client and the dashboard import it too.
+
+A name may hold ``{placeholders}`` (``"psnr_{layer}"``): it then stands for any number of keys of that shape, and
+its caption may use the placeholder. A caption is a format template over the result's scalars and labels
+(``"fooled: {result_label} ({result_probability:.0%})"``); the names it uses must be declared.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Section = Literal["images", "scalars", "labels", "series", "items"]
+SECTIONS: tuple[Section, ...] = ("images", "scalars", "labels", "series", "items")
+ImageKind = Literal["picture", "map", "grid", "curve"]
+# What a page does with an output besides listing it: "headline" a number shown large (a metric); "verdict" a 0/1
+# outcome shown as success or warning with its caption; "primary" the image a result is about; "" nothing special.
+Role = Literal["", "headline", "verdict", "primary"]
+_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+
+
+class OutputMismatch(AssertionError):
+    """A result whose keys differ from its technique's declaration: a bug in the technique, caught by the tests."""
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One declared output. ``kind``: an image's kind (picture, map, grid, curve); ``unit``: a scalar's or a
+    series' unit. ``optional``: present only in some runs (e.g. ``cancelled``). ``role``: see :data:`Role`."""
+
+    section: Section
+    name: str
+    caption: str = ""
+    kind: str = ""
+    unit: str = ""
+    optional: bool = False
+    role: str = ""
+
+    @property
+    def is_pattern(self) -> bool:
+        return "{" in self.name
+
+    @property
+    def placeholders(self) -> tuple[str, ...]:
+        return tuple(_PLACEHOLDER.findall(self.name))
+
+    def match(self, key: str) -> dict[str, str] | None:
+        """The placeholder values if ``key`` is this output (``{}`` for a plain name), else None."""
+        if not self.is_pattern:
+            return {} if key == self.name else None
+        seen: set[str] = set()
+
+        def group(m: re.Match[str]) -> str:  # a placeholder used twice must hold the same text twice
+            name = m.group(1)
+            text = f"(?P={name})" if name in seen else f"(?P<{name}>.+?)"
+            seen.add(name)
+            return text
+
+        pattern = _PLACEHOLDER.sub(group, re.escape(self.name).replace(r"\{", "{").replace(r"\}", "}"))
+        found = re.fullmatch(pattern, key)
+        return found.groupdict() if found else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"section": self.section, "name": self.name, "caption": self.caption, "kind": self.kind,
+                "unit": self.unit, "optional": self.optional, "role": self.role}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Declared:
+        return cls(data["section"], data["name"], data.get("caption", ""), data.get("kind", ""),
+                   data.get("unit", ""), bool(data.get("optional", False)), data.get("role", ""))
+
+
+def Image(name: str, caption: str = "", kind: ImageKind = "picture", optional: bool = False,  # noqa: N802
+          role: Role = "") -> Declared:
+    """A named image, (3, H, W) or (H, W) in [0, 1]."""
+    return Declared("images", name, caption, kind, "", optional, role)
+
+
+def Scalar(name: str, caption: str = "", unit: str = "", optional: bool = False,  # noqa: N802
+           role: Role = "") -> Declared:
+    """A named number (``unit``: "px", "s", "%", "/255", ... or "" for a count or a ratio)."""
+    return Declared("scalars", name, caption, "", unit, optional, role)
+
+
+def Label(name: str, caption: str = "", optional: bool = False) -> Declared:  # noqa: N802
+    """A named word or phrase (a class label, a network's name)."""
+    return Declared("labels", name, caption, "", "", optional)
+
+
+def Series(name: str, caption: str = "", unit: str = "", optional: bool = False) -> Declared:  # noqa: N802
+    """A named curve as (xs, ys) (a loss per step, a deletion curve)."""
+    return Declared("series", name, caption, "", unit, optional)
+
+
+def Item(name: str, caption: str = "", optional: bool = False) -> Declared:  # noqa: N802
+    """A field of every item (a tile of a grid, a neighbour, a patch)."""
+    return Declared("items", name, caption, "", "", optional)
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """A technique's declared outputs, in display order."""
+
+    declared: tuple[Declared, ...] = ()
+
+    def __add__(self, other: Outputs | Iterable[Declared]) -> Outputs:
+        """These outputs, then ``other``'s; one of ``other`` named like one of these replaces it in place (a
+        technique refines its family's caption, unit or optionality of a common key)."""
+        more = other.declared if isinstance(other, Outputs) else tuple(other)
+        later = {(d.section, d.name): d for d in more}
+        kept = tuple(later.get((d.section, d.name), d) for d in self.declared)
+        names = {(d.section, d.name) for d in self.declared}
+        return Outputs(kept + tuple(d for d in more if (d.section, d.name) not in names))
+
+    def of(self, section: Section) -> tuple[Declared, ...]:
+        return tuple(d for d in self.declared if d.section == section)
+
+    def find(self, section: Section, key: str) -> tuple[Declared, dict[str, str]] | None:
+        """The declaration ``key`` falls under (plain names first), with its placeholder values."""
+        rows = sorted(self.of(section), key=lambda d: d.is_pattern)
+        for d in rows:
+            found = d.match(key)
+            if found is not None:
+                return d, found
+        return None
+
+    def get(self, section: Section, name: str) -> Declared:
+        """The declaration named ``name`` (exactly as declared, patterns included); KeyError if none."""
+        for d in self.of(section):
+            if d.name == name:
+                return d
+        raise KeyError(f"no {section[:-1]} {name!r} is declared; declared: "
+                       f"{', '.join(d.name for d in self.of(section)) or 'none'}")
+
+    def with_role(self, role: Role, section: Section | None = None) -> tuple[Declared, ...]:
+        """The outputs a page shows in a special way (``role``), in declared order."""
+        return tuple(d for d in self.declared if d.role == role and section in (None, d.section))
+
+    def keys_of(self, section: Section, name: str, present: Iterable[str]) -> list[tuple[str, dict[str, str]]]:
+        """The present keys that the declaration ``name`` stands for, with their placeholder values."""
+        declared = self.get(section, name)
+        return [(k, found) for k in present if (found := declared.match(k)) is not None
+                and (not declared.is_pattern or self.find(section, k) == (declared, found))]
+
+    def mismatches(self, present: Mapping[Section, Iterable[str]]) -> list[str]:
+        """What differs between a result's keys (by section) and the declaration: [] when they agree."""
+        problems = []
+        for section in SECTIONS:
+            keys = list(present.get(section, ()))
+            problems += [f"{section}.{k} is not declared" for k in keys if self.find(section, k) is None]
+            if section == "items" and not keys:
+                continue  # no items at all (an empty dataset): no field is missing from any of them
+            problems += [f"{section}.{d.name} is declared but missing" for d in self.of(section)
+                         if not d.optional and not d.is_pattern and d.name not in keys]
+        return problems
+
+    def check(self, technique: str, present: Mapping[Section, Iterable[str]]) -> None:
+        problems = self.mismatches(present)
+        if problems:
+            raise OutputMismatch(f"{technique}: its result differs from its declared outputs: {'; '.join(problems)}")
+
+    def check_captions(self, technique: str) -> None:
+        """Every caption's fields name a declared scalar or label, or a placeholder of its own name."""
+        scalars, labels = ({d.name for d in self.of(section) if not d.is_pattern} for section in ("scalars", "labels"))
+        for d in self.declared:
+            for field_name in caption_fields(d.caption):
+                if field_name in d.placeholders:
+                    continue
+                if field_name not in scalars | labels:
+                    raise ValueError(f"{technique}: caption of {d.section}.{d.name} uses {{{field_name}}}, "
+                                     "which is not a declared scalar or label")
+                if field_name in scalars & labels:
+                    raise ValueError(f"{technique}: caption of {d.section}.{d.name} uses {{{field_name}}}, "
+                                     "which is both a scalar and a label: say which in words instead")
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [d.to_json() for d in self.declared]
+
+    @classmethod
+    def from_json(cls, rows: Iterable[Mapping[str, Any]]) -> Outputs:
+        return cls(tuple(Declared.from_json(r) for r in rows))
+
+
+def caption_fields(caption: str) -> list[str]:
+    """The names a caption template fills in; a positional field (``{}``, ``{0}``) is refused, since a caption
+    is filled by name only."""
+    fields = [f.split(".")[0].split("[")[0] for _, f, _, _ in string.Formatter().parse(caption) if f is not None]
+    if any(not f or f.isdigit() for f in fields):
+        raise ValueError(f"caption {caption!r} has a positional field: name what it shows")
+    return fields
+
+
+def caption(declared: Declared, values: Mapping[str, Any], placeholders: Mapping[str, str] | None = None) -> str:
+    """``declared``'s caption filled from a result's scalars and labels; a field it lacks leaves the template's
+    text without that part rather than failing (a page must not break on an optional value)."""
+    filled = {**values, **(placeholders or {})}
+    try:
+        return declared.caption.format(**filled)
+    except (KeyError, ValueError, IndexError, TypeError, AttributeError):  # TypeError: a format spec on None
+        return _words_before_fields(declared.caption) or declared.name
+
+
+def _words_before_fields(template: str) -> str:
+    """A caption's text before its first field, without an opened bracket or a dangling separator."""
+    head = template.split("{")[0]
+    if head.count("(") > head.count(")"):
+        head = head[:head.rindex("(")]
+    return head.strip(" :=·,;–—-“\"'(")
