@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/attribution.py --out docs/benchmarks.md      # full run (~5 min)
     .venv/bin/python bench/attribution.py --quick                        # smoke run, prints only
+    .venv/bin/python bench/attribution.py --techniques peers --out docs/benchmarks.md   # only the peers' section
 
 Cases: ResNet-50 (random weights, 224 px, seeded random inputs) and the built-in model
 (64 px, real images from ``render_batch(seed=1, n=16)``), each at batch 1 and 16.
@@ -13,6 +14,10 @@ Before timing, the outputs are checked against the peers; the run aborts if they
 disagree. Then all methods of a case are timed round-robin (interleaved) after
 warm-up, and the median per call is reported with the ratio ours / faster peer.
 The target is a ratio <= 1.1.
+
+Registered techniques with a Captum peer in ``bench/attribution_peers.py`` (SmoothGrad, Integrated Gradients)
+are timed as a second group, with their own repetitions, agreement checks and section of the output
+(target <= 1.05); ``--techniques base`` or ``peers`` runs one group.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench import attribution_peers  # noqa: E402
 from bench.timing import (  # noqa: E402
     Method,
     Stats,
@@ -55,6 +61,11 @@ REPS_FULL = {"resnet50 b1": (3, 41), "resnet50 b16": (2, 15), "builtin b1": (10,
 REPS_QUICK = {"resnet50 b1": (1, 3), "resnet50 b16": (1, 2), "builtin b1": (2, 10), "builtin b16": (2, 10)}
 
 TECHNIQUES = ("saliency", "guided backprop", "Grad-CAM")
+PEERS_HEADING = "## Attribution: SmoothGrad and Integrated Gradients (bench/attribution.py)"
+PEERS_TARGET = 1.05
+# The peers' calls are 16–50 forward and backward passes each: fewer rounds.
+PEERS_REPS_FULL = {"resnet50 b1": (1, 9), "resnet50 b16": (1, 3), "builtin b1": (2, 31), "builtin b16": (1, 11)}
+PEERS_REPS_QUICK = {"resnet50 b1": (1, 2), "resnet50 b16": (0, 1), "builtin b1": (1, 3), "builtin b16": (1, 2)}
 OURS, CAPTUM, PGC = "ConvLens", "Captum", "pytorch-grad-cam"
 
 
@@ -287,11 +298,30 @@ def count_hooks(net: nn.Module) -> int:
     return ch(net)
 
 
-def run_case(case: Case, warmup: int, reps: int, verbose: bool) -> None:
+def build_peer_methods(case: Case) -> dict[str, dict[str, Method]]:
+    """The registered techniques with a Captum peer (bench/attribution_peers.py); checks them first."""
+    methods, rtol = {}, 1e-4
+    for name in attribution_peers.names():
+        pair = attribution_peers.pair(name, case.name, case.net, case.x, case.target)
+        for check, err in pair.check():
+            case.checks.append((check, f"max rel. diff {err:.1e} (tol {rtol:.0e})", err <= rtol))
+        methods[attribution_peers.title(name)] = {OURS: Method(pair.ours), CAPTUM: Method(pair.captum)}
+    for check, detail, ok in case.checks:
+        print(f"    [{'ok' if ok else 'FAIL'}] {check}: {detail}")
+    bad = [f"{c}: {d}" for c, d, ok in case.checks if not ok]
+    if bad:
+        raise Disagreement(f"{case.name}: outputs disagree with the peers ({'; '.join(bad)}).")
+    return methods
+
+
+def run_case(case: Case, warmup: int, reps: int, verbose: bool, peers: bool = False) -> None:
     hooks_before = count_hooks(case.net)
-    methods = build_methods(case)
     print(f"\n== {case.name}: {case.model_desc}; x {tuple(case.x.shape)}, Grad-CAM layer {case.layer}")
-    check_agreement(case, methods)
+    if peers:
+        methods = build_peer_methods(case)
+    else:
+        methods = build_methods(case)
+        check_agreement(case, methods)
     flat = {f"{tech} / {lib}": m for tech, libs in methods.items() for lib, m in libs.items()}
     print(f"  timing {len(flat)} methods: {warmup} warm-up + {reps} interleaved rounds")
     stats = interleaved(flat, reps=reps, warmup=warmup, log=print if verbose else None)
@@ -307,6 +337,7 @@ class Row:
     technique: str
     ours: Stats
     peers: dict[str, Stats]
+    target: float = TARGET_RATIO
 
     @property
     def best_peer(self) -> tuple[str, Stats]:
@@ -318,21 +349,22 @@ class Row:
 
     @property
     def met(self) -> bool:
-        return self.ratio <= TARGET_RATIO
+        return self.ratio <= self.target
 
 
-def rows_of(cases: list[Case]) -> list[Row]:
+def rows_of(cases: list[Case], target: float = TARGET_RATIO) -> list[Row]:
     rows = []
     for case in cases:
-        for tech in TECHNIQUES:
+        for tech in dict.fromkeys(k.split(" / ", 1)[0] for k in case.stats):
             libs = {k.split(" / ", 1)[1]: s for k, s in case.stats.items() if k.split(" / ", 1)[0] == tech}
             ours = libs.pop(OURS)
-            rows.append(Row(case.name, tech, ours, libs))
+            rows.append(Row(case.name, tech, ours, libs, target))
     return rows
 
 
 def table(rows: list[Row]) -> str:
-    header = ["case", "technique", f"{OURS} ms", f"{CAPTUM} ms", f"{PGC} ms", "ours / faster peer", "≤ 1.1×"]
+    target = rows[0].target if rows else TARGET_RATIO
+    header = ["case", "technique", f"{OURS} ms", f"{CAPTUM} ms", f"{PGC} ms", "ours / faster peer", f"≤ {target}×"]
     body = []
     for r in rows:
         cap = r.peers.get(CAPTUM)
@@ -362,8 +394,10 @@ def spread_table(rows: list[Row]) -> str:
     return markdown_table(header, body, "lllrrrr")
 
 
-def report(cases: list[Case], rows: list[Row], info: dict[str, str], command: str, quick: bool, busy: bool) -> str:
-    """``busy``: the machine was loaded at the start (the load at the end includes this run)."""
+def report(cases: list[Case], rows: list[Row], info: dict[str, str], command: str, quick: bool, busy: bool,
+           target: float = TARGET_RATIO, includes: list[str] | None = None) -> str:
+    """``busy``: the machine was loaded at the start (the load at the end includes this run); ``includes``: what
+    each call includes (default: the three techniques compared by hand)."""
     load_end = load_average()
     lines = [
         f"Run {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}"
@@ -396,12 +430,13 @@ def report(cases: list[Case], rows: list[Row], info: dict[str, str], command: st
         lines.append(f"- **{case.name}**: " + "; ".join(f"{c} — {d} {'✓' if ok else '✗'}" for c, d, ok in case.checks))
     lines += [
         "",
-        f"### Median wall-clock time per call (target: ours ≤ {TARGET_RATIO}× the faster peer)",
+        f"### Median wall-clock time per call (target: ours ≤ {target}× the faster peer)",
         "",
         table(rows),
         "",
         "What each call includes:",
         "",
+        *(includes if includes is not None else [
         "- ConvLens: the full technique call, returning an `Attribution` (normalised map, raw map,"
         " logits; for saliency/guided also the signed gradient; for Grad-CAM bilinear upsampling to the input).",
         "- Captum saliency: `Saliency(net).attribute(x, target=t, abs=True)` (no channel max,"
@@ -413,6 +448,7 @@ def report(cases: list[Case], rows: list[Row], info: dict[str, str], command: st
         " constructed once; its hooks are registered/released (untimed) around each of its calls."
         " With frozen parameters its `loss.backward()` needs an input that requires grad, so it"
         " backpropagates to the input; ours and Captum's Grad-CAM stop at the layer.",
+        ]),
         f"- Methods of one case run interleaved (round-robin, rotating start), after warm-up;"
         f" `torch.set_num_threads({THREADS})`; a GC pass before each call, GC paused during it.",
         "",
@@ -431,6 +467,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="few repetitions: a smoke run, not a measurement")
     ap.add_argument("--cases", nargs="+", choices=list(REPS_FULL), help="run only these cases")
     ap.add_argument("--verbose", action="store_true", help="print every round's times")
+    ap.add_argument("--techniques", choices=("all", "base", "peers"), default="all",
+                    help="base: saliency, guided, Grad-CAM; peers: the registered techniques of "
+                         "bench/attribution_peers.py (each group writes its own section)")
     ap.add_argument(
         "--wait-quiet", type=float, default=0.0, metavar="SECONDS",
         help=f"first wait up to SECONDS for the 1-min load average to drop below {QUIET_LOAD}",
@@ -456,28 +495,48 @@ def main(argv: list[str] | None = None) -> int:
         cases += [c for c in resnet50_cases() if c.name in wanted]
     if wanted & {"builtin b1", "builtin b16"}:
         cases += [c for c in builtin_cases() if c.name in wanted]
-    reps = REPS_QUICK if args.quick else REPS_FULL
+    groups = ([("base", HEADING, TARGET_RATIO)] if args.techniques in ("all", "base") else []) + (
+        [("peers", PEERS_HEADING, PEERS_TARGET)] if args.techniques in ("all", "peers") else [])
+    command = shlex.join([".venv/bin/python", "bench/attribution.py", *(sys.argv[1:] if argv is None else argv)])
+    for group, heading, target in groups:
+        status = run_group(cases, group, target, args.quick, args.verbose)
+        if status is None:
+            return 2
+        group_cases, rows = status
+        if args.out:
+            includes = None if group == "base" else [f"- {attribution_peers.PEERS[n].includes}"
+                                                     for n in attribution_peers.names()]
+            replace_section(args.out, heading, report(group_cases, rows, info, command, args.quick, busy, target,
+                                                      includes))
+            print(f"wrote {heading!r} in {args.out}")
+    return 0
+
+
+def run_group(cases: list[Case], group: str, target: float, quick: bool, verbose: bool
+              ) -> tuple[list[Case], list[Row]] | None:
+    """Check and time one group of techniques ("base": the three by hand; "peers": attribution_peers) on fresh
+    copies of the cases; None if an agreement check failed."""
+    from dataclasses import replace
+
+    peers = group == "peers"
+    reps = (PEERS_REPS_QUICK if quick else PEERS_REPS_FULL) if peers else (REPS_QUICK if quick else REPS_FULL)
+    group_cases = [replace(c, checks=[], stats={}) for c in cases]
     try:
-        for case in cases:
-            run_case(case, *reps[case.name], verbose=args.verbose)
+        for case in group_cases:
+            run_case(case, *reps[case.name], verbose=verbose, peers=peers)
     except Disagreement as e:
         print(f"\nABORT: {e}", file=sys.stderr)
-        return 2
+        return None
 
-    rows = rows_of(cases)
+    rows = rows_of(group_cases, target)
     print("\n" + table(rows))
     misses = [r for r in rows if not r.met]
     if misses:
-        print(f"\n{len(misses)} MISS(ES) of the {TARGET_RATIO}× target: "
+        print(f"\n{len(misses)} MISS(ES) of the {target}× target: "
               + ", ".join(f"{r.case} {r.technique} {r.ratio:.2f}×" for r in misses))
     else:
-        print(f"\nall {len(rows)} rows within {TARGET_RATIO}× of the faster peer")
-
-    if args.out:
-        command = shlex.join([".venv/bin/python", "bench/attribution.py", *(sys.argv[1:] if argv is None else argv)])
-        replace_section(args.out, HEADING, report(cases, rows, info, command, args.quick, busy))
-        print(f"wrote {HEADING!r} in {args.out}")
-    return 0
+        print(f"\nall {len(rows)} rows within {target}× of the faster peer")
+    return group_cases, rows
 
 
 if __name__ == "__main__":
