@@ -14,6 +14,7 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
+from convlens import registry
 from convlens.corpus import datasets as store
 from dashboard import launch
 from serve import server
@@ -78,6 +79,9 @@ def test_attribution_page_shows_real_maps_in_a_browser(live: str) -> None:
         assert page.get_by_text("Guided backprop").count() >= 1
         assert page.get_by_text("Grad-CAM @").count() == 1
         assert page.get_by_text("Occlusion", exact=True).count() >= 1  # beside the other three
+        captions = page.locator('[data-testid="stImageCaption"]')
+        for spec in registry.of_family("attribution"):  # every registered method's map, SmoothGrad and IG included
+            captions.filter(has_text=spec.title).first.wait_for(timeout=120_000)
         assert page.locator('[data-testid="stAlert"]').filter(has_text="could not").count() == 0
         page.wait_for_timeout(500)  # let plotly finish drawing before the picture
         SCREENSHOT.parent.mkdir(exist_ok=True)
