@@ -26,6 +26,14 @@ Role = Literal["", "headline", "verdict", "primary"]
 _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
 
+_VALUE_SCHEMAS: dict[str, dict[str, Any]] = {
+    "images": {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/png"},
+    "scalars": {"type": "number"},
+    "labels": {"type": "string"},
+    "series": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "array", "items": {"type": "number"}}},
+}
+
+
 class OutputMismatch(AssertionError):
     """A result whose keys differ from its technique's declaration: a bug in the technique, caught by the tests."""
 
@@ -66,6 +74,11 @@ class Declared:
         pattern = _PLACEHOLDER.sub(group, re.escape(self.name).replace(r"\{", "{").replace(r"\}", "}"))
         found = re.fullmatch(pattern, key)
         return found.groupdict() if found else None
+
+    def key_regex(self) -> str:
+        """A regular expression for the keys this output stands for (JSON Schema's ``patternProperties``)."""
+        literal = _PLACEHOLDER.split(self.name)[::2]  # split keeps the placeholders' names at odd places
+        return "^" + ".+".join(re.escape(part) for part in literal) + "$"
 
     def to_json(self) -> dict[str, Any]:
         return {"section": self.section, "name": self.name, "caption": self.caption, "kind": self.kind,
@@ -182,6 +195,23 @@ class Outputs:
 
     def to_json(self) -> list[dict[str, Any]]:
         return [d.to_json() for d in self.declared]
+
+    def json_schema(self) -> dict[str, Any]:
+        """JSON Schema (2020-12) of a response's declared sections: each section an object that holds exactly the
+        declared keys (patterns as ``patternProperties``; the non-optional plain names required), items objects
+        with the declared fields. The info API sends it as ``response_schema``."""
+        sections: dict[str, Any] = {}
+        for section, value in _VALUE_SCHEMAS.items():
+            rows = self.of(section)  # type: ignore[arg-type]
+            sections[section] = {
+                "type": "object", "additionalProperties": False,
+                "properties": {d.name: {**value, "description": d.caption} for d in rows if not d.is_pattern},
+                "patternProperties": {d.key_regex(): {**value, "description": d.caption} for d in rows if d.is_pattern},
+                "required": [d.name for d in rows if not d.optional and not d.is_pattern]}
+        fields = {d.name: {"description": d.caption} for d in self.of("items")}
+        sections["items"] = {"type": "array",
+                             "items": {"type": "object", "properties": fields, "additionalProperties": False}}
+        return {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object", "properties": sections}
 
     @classmethod
     def from_json(cls, rows: Iterable[Mapping[str, Any]]) -> Outputs:

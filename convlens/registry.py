@@ -113,7 +113,7 @@ class Spec:
             "inputs": list(self.inputs), "optional_inputs": list(self.optional_inputs), "layer": self.layer,
             "default_layer": self.default_layer,
             "reference": self.reference, "params": describe_params(self.params), "batched": self.batched,
-            "outputs": self.declared.to_json(),
+            "outputs": self.declared.to_json(), "response_schema": self.declared.json_schema(),
             "page": self.page,
         }
 

@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import jsonschema
 import pytest
 from PIL import Image as PILImage
 
@@ -104,7 +105,21 @@ def check(spec: registry.Spec, outs: list[Any]) -> None:
 @pytest.mark.parametrize("name", list(registry.registry()))
 def test_every_technique_answers_what_it_declares(name: str, corpus_model: LoadedModel) -> None:
     spec = registry.get(name)
-    check(spec, answer(spec, corpus_model if spec.family == "corpus" else None))
+    outs = answer(spec, corpus_model if spec.family == "corpus" else None)
+    check(spec, outs)
+    schema = spec.describe()["response_schema"]  # what the info API sends
+    for out in outs:
+        body = out.to_json(lambda image: "iVBORw0KGgo=")
+        jsonschema.validate(body, schema)
+        renamed = {**body, "scalars": {**body["scalars"], "renamed_key": 1.0}}
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(renamed, schema)
+        for section in ("images", "scalars", "labels"):
+            required = schema["properties"][section]["required"]
+            if required:  # a declared key the answer lacks fails too
+                with pytest.raises(jsonschema.ValidationError):
+                    jsonschema.validate({**body, section: {k: v for k, v in body[section].items()
+                                                           if k != required[0]}}, schema)
 
 
 # (technique, params, extra inputs, outputs that must appear: "section.key")
