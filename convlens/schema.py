@@ -40,6 +40,10 @@ DATASET_ENDPOINT = "dataset"  # the techniques over a named dataset, and dataset
 MODEL_FILES = "model_files"  # the dataset endpoint's technique that lists, adds and removes models
 DATASETS = "datasets"  # the dataset endpoint's technique that lists, makes and removes datasets (and thumbnails)
 MAX_BATCH_IMAGES = 256
+# The technique families (``convlens.registry.FAMILIES``), named here so the dashboard can key its layout by them.
+PREDICTION, ATTRIBUTION, ACTIVATIONS, SYNTHESIS, CORPUS = "prediction", "attribution", "activations", "synthesis", \
+    "corpus"
+DATASET_PARAM = "dataset"  # the param of the corpus techniques that names a dataset
 
 
 def route(name: str, endpoint: str) -> tuple[str, dict[str, Any]]:

@@ -16,11 +16,11 @@ import streamlit as st
 
 from client.http import ApiError, LayerCatalogue, TechniqueInfo
 from client.results import Result, Shown
-from convlens.schema import BATCH_INPUT
+from convlens.schema import ACTIVATIONS, ATTRIBUTION, BATCH_INPUT, CORPUS, DATASET_PARAM, PREDICTION, SYNTHESIS
 from dashboard import state, synthesis_view, widgets
 
 NO_TARGET = "(the model's choice)"
-TARGETED = ("prediction", "attribution", "synthesis")  # families whose requests take a target class
+TARGETED = (PREDICTION, ATTRIBUTION, SYNTHESIS)  # families whose requests take a target class
 IMAGES_PER_ROW = 3
 
 
@@ -55,7 +55,7 @@ def technique(info: TechniqueInfo) -> None:
         layer = layer_picker(info, catalogue)
         target = target_picker(info, catalogue.classes)
         with st.expander("Settings"):
-            params = dataset_param(info) | widgets.param_controls(info, info.name, skip=("dataset",))
+            params = dataset_param(info) | widgets.param_controls(info, info.name, skip=(DATASET_PARAM,))
     if images is None:
         return
     with right:
@@ -74,7 +74,7 @@ def input_pickers(info: TechniqueInfo) -> dict[str, Any] | None:
             picked = st.multiselect("Images", list(samples), default=list(samples)[:4], key=f"{info.name}_batch")
             images[name] = [samples[p].read_bytes() for p in picked]
             continue
-        collection = ("photos" if k == 0 else "styles") if info.family == "synthesis" else ""
+        collection = ("photos" if k == 0 else "styles") if info.family == SYNTHESIS else ""
         chosen = widgets.choose_image(f"{info.name}_{name}_", name.replace("_", " ").capitalize(), collection, k)
         if chosen is None:
             return None
@@ -110,11 +110,11 @@ def target_picker(info: TechniqueInfo, classes: Sequence[str]) -> int | None:
 
 def dataset_param(info: TechniqueInfo) -> dict[str, Any]:
     """A ``dataset`` param: one of the server's datasets."""
-    if not any(p["name"] == "dataset" for p in info.params):
+    if not any(p["name"] == DATASET_PARAM for p in info.params):
         return {}
     rows = widgets.dataset_rows() or []
     names = [r["name"] for r in rows]
-    return {"dataset": st.selectbox("Dataset", names, key=f"{info.name}_dataset")} if names else {}
+    return {DATASET_PARAM: st.selectbox("Dataset", names, key=f"{info.name}_dataset")} if names else {}
 
 
 def _explain(info: TechniqueInfo, images: Mapping[str, Any], target: int | None, layer: str | None,
@@ -159,8 +159,8 @@ def _corpus(info: TechniqueInfo, images: Mapping[str, Any], target: int | None, 
 
 
 Runner = Callable[[TechniqueInfo, Mapping[str, Any], "int | None", "str | None", Mapping[str, Any]], Any]
-RUNNERS: dict[str, Runner] = {"prediction": _explain, "attribution": _explain, "activations": _grids,
-                              "synthesis": _synthesis, "corpus": _corpus}
+RUNNERS: dict[str, Runner] = {PREDICTION: _explain, ATTRIBUTION: _explain, ACTIVATIONS: _grids,
+                              SYNTHESIS: _synthesis, CORPUS: _corpus}
 
 
 def show(info: TechniqueInfo, response: Any, key: str) -> None:

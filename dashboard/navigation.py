@@ -17,20 +17,21 @@ from pathlib import Path
 from typing import Any
 
 from client.http import TechniqueInfo
+from convlens.schema import ACTIVATIONS, ATTRIBUTION, CORPUS, PREDICTION, SYNTHESIS
 
 PAGES_DIR = Path(__file__).with_name("app_pages")
 # The sidebar's group title of each family (a family is not a technique: the registry's FAMILIES).
-FAMILY_GROUPS = {"prediction": "Why this decision?", "attribution": "Why this decision?",
-                 "activations": "What did it learn?", "synthesis": "What does it imagine?",
-                 "corpus": "What does it make of a dataset?"}
-FAMILY_ICONS = {"prediction": ":material/label:", "attribution": ":material/target:",
-                "activations": ":material/grid_view:", "synthesis": ":material/auto_awesome:",
-                "corpus": ":material/dataset:"}
+FAMILY_GROUPS = {PREDICTION: "Why this decision?", ATTRIBUTION: "Why this decision?",
+                 ACTIVATIONS: "What did it learn?", SYNTHESIS: "What does it imagine?",
+                 CORPUS: "What does it make of a dataset?"}
+FAMILY_ICONS = {PREDICTION: ":material/label:", ATTRIBUTION: ":material/target:",
+                ACTIVATIONS: ":material/grid_view:", SYNTHESIS: ":material/auto_awesome:",
+                CORPUS: ":material/dataset:"}
 # The title of a family's generic page when it serves several techniques (one technique: that technique's title).
-FAMILY_TITLES = {"prediction": "Prediction", "attribution": "Attribution", "activations": "More activations",
-                 "synthesis": "More synthesis", "corpus": "More on datasets"}
+FAMILY_TITLES = {PREDICTION: "Prediction", ATTRIBUTION: "Attribution", ACTIVATIONS: "More activations",
+                 SYNTHESIS: "More synthesis", CORPUS: "More on datasets"}
 # A family whose generic page is a module of app_pages/ (every technique of the family side by side).
-FAMILY_PAGES = {"attribution": "attribution"}
+FAMILY_PAGES = {ATTRIBUTION: "attribution"}  # the module app_pages/attribution.py
 
 
 @dataclass(frozen=True)

@@ -221,6 +221,4 @@ def samples(collection: str = "") -> dict[str, Path]:
     return {p.stem.replace("_", " "): p for p in sorted(folder.glob("*.png"))}
 
 
-__all__ = ["ApiError", "add_model", "api_status", "call", "change_datasets", "corpus", "dataset", "datasets",
-           "get_client", "grids", "layers", "model_files", "models", "remove_model", "samples", "selected_model",
-           "techniques"]
+__all__ = ["ApiError"]  # re-exported for the pages (the functions above are the module's own)

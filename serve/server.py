@@ -312,7 +312,7 @@ def start(
 ) -> ServerInfo:
     """Start TorchServe in the background; with ``wait``, return once every endpoint answers.
 
-    ``model_config`` overrides model-config YAML keys per endpoint (e.g. ``{"saliency":
+    ``model_config`` overrides model-config YAML keys per endpoint (e.g. ``{"<endpoint>":
     {"batchSize": 1}}``); ``env`` adds environment variables for the server and its workers.
     If a server of this run directory is already running, its status is returned.
     """

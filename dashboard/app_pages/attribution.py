@@ -11,6 +11,7 @@ import streamlit as st
 from PIL import Image
 
 from client.http import ApiError, LayerCatalogue, TechniqueInfo
+from convlens.schema import ATTRIBUTION
 from dashboard import state, widgets
 
 TITLE, ICON = "Attribution", ":material/target:"  # how the sidebar lists this page (dashboard.navigation)
@@ -92,7 +93,7 @@ def page() -> None:
     st.header("Attribution")
     model = state.selected_model()
     try:
-        techniques = state.techniques("attribution")
+        techniques = state.techniques(ATTRIBUTION)
     except ApiError as exc:
         st.error(f"Cannot reach the model catalogue: {exc.message}", icon=":material/error:")
         return

@@ -9,10 +9,11 @@ import streamlit as st
 from client.http import ApiError, JobStatus, TechniqueInfo
 from client.results import Result
 from convlens.outputs import Declared
+from convlens.schema import ATTRIBUTION
 from dashboard import state, widgets
 
 TITLE, ICON = "Faithfulness", ":material/fact_check:"  # how the sidebar lists this page (dashboard.navigation)
-GROUP = "attribution"  # shown with the family it measures
+GROUP = ATTRIBUTION  # shown with the family it measures
 
 COLOURS = ("#e4572e", "#29335c", "#f3a712", "#669bbc", "#a8c686", "#8e5572")
 SCORE_COLOURS = ("#29335c", "#669bbc", "#e4572e")
@@ -79,7 +80,7 @@ def page() -> None:
         st.info("Faithfulness is measured on the built-in dataset: pick the builtin model in the sidebar.")
         return
     try:
-        techniques = state.techniques("attribution")
+        techniques = state.techniques(ATTRIBUTION)
         [info] = state.served_by(__file__)
     except ApiError as exc:
         widgets.api_error(exc, "list the techniques")

@@ -8,6 +8,7 @@ from typing import Any
 import streamlit as st
 
 from client.http import ApiError
+from convlens.schema import DATASET_PARAM
 from dashboard import state, widgets
 
 TITLE, ICON = "Neighbours", ":material/join:"  # how the sidebar lists this page (dashboard.navigation)
@@ -28,7 +29,7 @@ def page() -> None:
     dataset = left.selectbox("Dataset", list(sizes), key="nb_dataset")
     k = right.slider("Neighbours", 1, 32, 8, key="nb_k")
     source = st.radio("Query", ["Dataset image", "Upload"], horizontal=True, key="nb_source")
-    params: dict[str, Any] = {"dataset": dataset, "k": k}
+    params: dict[str, Any] = {DATASET_PARAM: dataset, "k": k}
     image = None
     if source == "Upload":
         upload = st.file_uploader("Query image", type=state.UPLOAD_TYPES, key="nb_upload")

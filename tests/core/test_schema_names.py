@@ -33,3 +33,11 @@ def test_the_shared_names_are_the_registry_s() -> None:
     assert registry.get(schema.CODES).inputs == (schema.BATCH_INPUT,)
     assert registry.get(schema.MODEL_FILES).route == schema.DATASET_ENDPOINT
     assert registry.get(schema.DATASETS).route == schema.DATASET_ENDPOINT
+
+
+def test_the_family_names_and_the_dataset_param_the_dashboard_uses_are_the_registrys() -> None:
+    assert (schema.PREDICTION, schema.ATTRIBUTION, schema.ACTIVATIONS, schema.SYNTHESIS, schema.CORPUS) == \
+        registry.FAMILIES
+    takes_dataset = [s.name for s in registry.of_family("corpus")
+                     if schema.DATASET_PARAM in {p["name"] for p in registry.describe_params(s.params)}]
+    assert {"embedding", "neighbours", "top_patches"} <= set(takes_dataset)
