@@ -93,9 +93,9 @@ class Result:
         """The present outputs of ``section`` (or of one declaration, a pattern expanded to its keys) in declared
         order, each with its caption filled."""
         values, found = self.values(), self._section(section)
-        rows = self.outputs.of(section) if decl is None else (self._declared(section, decl),)
-        for declared in rows:
-            for key, placeholders in self.outputs.keys_of(section, declared.name, found):
+        only = None if decl is None else self._declared(section, decl)
+        for key, declared, placeholders in self.outputs.in_order(section, found):
+            if only is None or declared == only:
                 yield Shown(key, declared, caption(declared, values, placeholders), found[key], placeholders)
 
     def images(self, decl: Declared | str | None = None) -> Iterator[Shown]:

@@ -29,10 +29,7 @@ def result_lines(declared: Outputs, images: Mapping[str, str], scalars: Mapping[
 
 def _in_declared_order(declared: Outputs, section: Section, present: Mapping[str, Any]
                        ) -> list[tuple[str, Declared | None, dict[str, str]]]:
-    ordered: list[tuple[str, Declared | None, dict[str, str]]] = []
-    for declaration in declared.of(section):
-        ordered += [(key, declaration, found) for key, found in declared.keys_of(section, declaration.name, present)
-                    if key not in {k for k, _, _ in ordered}]
+    ordered: list[tuple[str, Declared | None, dict[str, str]]] = list(declared.in_order(section, present))
     seen = {key for key, _, _ in ordered}
     return ordered + [(key, None, {}) for key in present if key not in seen]
 

@@ -162,6 +162,13 @@ class Outputs:
         return [(k, found) for k in present if (found := declared.match(k)) is not None
                 and (not declared.is_pattern or self.find(section, k) == (declared, found))]
 
+    def in_order(self, section: Section, present: Iterable[str]) -> list[tuple[str, Declared, dict[str, str]]]:
+        """The present keys that are declared, in declared order (a pattern's keys where it stands), each with
+        its declaration and placeholder values."""
+        keys = list(present)
+        return [(key, declared, found) for declared in self.of(section)
+                for key, found in self.keys_of(section, declared.name, keys)]
+
     def mismatches(self, present: Mapping[Section, Iterable[str]]) -> list[str]:
         """What differs between a result's keys (by section) and the declaration: [] when they agree."""
         problems = []

@@ -14,6 +14,7 @@ info API) the dashboard all read :func:`registry`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import pkgutil
 import types
@@ -97,9 +98,10 @@ class Spec:
     # family's generic page
     page: str = ""
 
-    @property
+    @functools.cached_property
     def declared(self) -> Outputs:
-        """Every output a result of this technique may hold: the family's, then its own."""
+        """Every output a result of this technique may hold: the family's, then its own (merged once: every
+        answer is checked against it)."""
         return FAMILY_OUTPUTS[self.family] + self.outputs
 
     @property

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 
 from convlens.schema import SchemaError
@@ -11,15 +12,15 @@ from handlers.errors import Outcome, RequestError
 from handlers.parsing import Job
 
 
-class JobSubmission:
+class JobSubmission(abc.ABC):
     """Which requests run as jobs, and how; the handler provides :meth:`run_alone`."""
 
     endpoint: str
     runner: background.JobRunner
 
+    @abc.abstractmethod
     def run_alone(self, job: Job) -> Outcome:
         """Answer one request on its own (the job runner's thread calls this)."""
-        raise NotImplementedError
 
     def must_run_as_job(self, job: Job) -> bool:
         """Whether a request runs as a job (answered at once with its id): asked for with ``"background": true``;
