@@ -1,8 +1,9 @@
 """The ``convlens`` command: the API commands live here, everything else in :mod:`convlens.cli`.
 
-    convlens call TECHNIQUE [IMAGE ...]   one request to the running API; JSON on stdout, images as PNG
+    convlens call TECHNIQUE [IMAGE ...]   one request to the running API; images as PNG, a summary (--json: all)
     convlens serve start|stop|status      the API in the background: TorchServe behind its gate (serve/local.py)
-    convlens job status|wait|cancel ID    a long job of the API (``call --background`` starts one)
+    convlens job status|wait|cancel ID    a long job of the API (``call --background`` starts one; ``wait``
+                                          prints its answer as ``call`` does)
 
 ``call`` and ``serve`` import neither torch nor the core's techniques: they answer in the time of the
 request (the other commands are delegated to :func:`convlens.cli.main`, which needs torch).
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from convlens.output_lines import result_lines
+from convlens.output_lines import response_text
 from convlens.outputs import Outputs
 from convlens.schema import INFO_ENDPOINT, METHOD_PARAM, SALIENCY_ENDPOINT, route
 
@@ -170,7 +171,7 @@ def cmd_call(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     ran = next((t for t in techniques if t.name == data.get("technique")), spec)  # an endpoint's default technique
-    _print_answer(data, ran.outputs if ran is not None else Outputs(), Path(args.out))
+    _print_answer(data, ran, Path(args.out), args.json)
     return 0
 
 
@@ -187,19 +188,22 @@ def _read_images(paths: Sequence[str], spec: Any, technique: str) -> dict[str, A
     return {name: Path(path).read_bytes() for name, path in named.items()}
 
 
-def _print_answer(data: dict[str, Any], declared: Outputs, out: Path) -> None:
-    """Images written as ``NAME.png`` under ``out`` (their declared names), the answer as JSON on stdout (file
-    paths for images) and, on stderr, each output with its caption and unit."""
-    out.mkdir(parents=True, exist_ok=True)
+def _print_answer(data: dict[str, Any], ran: Any, out: Path, as_json: bool) -> None:
+    """Images written as ``NAME.png`` under ``out`` (their declared names), then on stdout a summary by the
+    outputs the technique ``ran`` (a ``TechniqueInfo`` or None) declares or, ``as_json``, the whole answer (file
+    paths for images)."""
+    from convlens.registry import FAMILY_OUTPUTS  # torch-free: the family's common outputs, shown last
+
+    declared = ran.outputs if ran is not None else Outputs()
+    common = FAMILY_OUTPUTS.get(ran.family, Outputs()) if ran is not None else Outputs()
     written = {}
-    for name, b64 in data.get("images", {}).items():
+    if data.get("images"):
+        out.mkdir(parents=True, exist_ok=True)
+    for name, b64 in (data.get("images") or {}).items():
         path = out / f"{name}.png"
         path.write_bytes(base64.b64decode(b64))
         written[name] = str(path)
-    data["images"] = written
-    print(json.dumps(data, indent=2))
-    for line in result_lines(declared, written, data.get("scalars") or {}, data.get("labels") or {}):
-        print(line, file=sys.stderr)
+    print(response_text(declared, {**data, "images": written} if "images" in data else data, as_json, common))
 
 
 def _print_job(status: Any) -> None:
@@ -218,7 +222,8 @@ def cmd_job(args: argparse.Namespace) -> int:
         if args.action == "status":
             print(json.dumps(dataclasses.asdict(client.job_status(args.id)), indent=2))
             return 0
-        print(json.dumps(client.wait(args.id, _print_job, timeout=args.timeout), indent=2))
+        answer = client.wait(args.id, _print_job, timeout=args.timeout)
+        _print_answer(answer, _technique(client, answer.get("technique")), Path(args.out), args.json)
         return 0
     except ApiError as exc:
         where = f" (field: {exc.field})" if exc.field else ""
@@ -227,11 +232,26 @@ def cmd_job(args: argparse.Namespace) -> int:
         return 1
 
 
+def _technique(client: Any, name: Any) -> Any:
+    """The server's ``TechniqueInfo`` of ``name`` (None when it is unnamed or the catalogue cannot be read: the
+    answer is then printed without captions)."""
+    from client.http import ApiError
+
+    if not name:
+        return None
+    try:
+        return next((t for t in client.techniques() if t.name == name), None)
+    except ApiError:
+        return None
+
+
 def add_job_command(sub: Any) -> None:
     job = sub.add_parser("job", help="a long job of the API: status, wait for its answer, cancel")
     job.add_argument("action", choices=("status", "wait", "cancel"))
     job.add_argument("id", help="the job id (`call --background` prints it)")
     job.add_argument("--timeout", type=float, help="wait: cancel the job after this many seconds")
+    job.add_argument("--out", default="out/call", help="wait: where the answer's NAME.png files are written")
+    job.add_argument("--json", action="store_true", help="wait: print the whole answer as JSON, not a summary")
     job.add_argument("--url", help="default $CONVLENS_URL or http://127.0.0.1:$CONVLENS_INFERENCE_PORT")
     job.add_argument("--key-file", help="TorchServe's key_file.json (default $CONVLENS_KEY_FILE or serve/run)")
     job.set_defaults(func=cmd_job)
@@ -261,7 +281,7 @@ def add_api_commands(sub: Any) -> None:
                                                                             "default: all)")
             p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the API")
 
-    call = sub.add_parser("call", help="one request to the running API; prints JSON, writes PNGs")
+    call = sub.add_parser("call", help="one request to the running API; writes PNGs, prints a summary")
     call.add_argument("technique", nargs="?", help="a technique or an endpoint (its default technique); `--list` "
                                                    "shows what the server offers")
     call.add_argument("images", nargs="*", metavar="IMAGE", help="the technique's images, in order")
@@ -274,6 +294,8 @@ def add_api_commands(sub: Any) -> None:
                       help="params entry, the value parsed as JSON when it is (e.g. alpha=0.3, topk=3)")
     call.add_argument("--weights", choices=("pretrained", "random"), help="random: ask for an untrained network")
     call.add_argument("--out", default="out/call", help="where NAME.png files are written")
+    call.add_argument("--json", action="store_true", help="print the whole answer as JSON (image paths, every "
+                                                          "scalar, series and item) instead of a summary")
     call.add_argument("--url", help="default $CONVLENS_URL or http://127.0.0.1:$CONVLENS_INFERENCE_PORT")
     call.add_argument("--key-file", help="TorchServe's key_file.json (default $CONVLENS_KEY_FILE or serve/run)")
     call.add_argument("--timeout", type=float, default=300.0)

@@ -6,7 +6,7 @@
     convlens weights fetch [MODEL...]     download ImageNet weights (needs internet)
     convlens faithfulness --method M      pointing game on the built-in dataset
     convlens explain IMAGE --method M     one image explained locally, maps written as PNG
-    convlens run TECHNIQUE [IMAGE ...]    any technique in process; JSON on stdout, images as PNG
+    convlens run TECHNIQUE [IMAGE ...]    any technique in process; images as PNG, a summary (--json: all of it)
     convlens style train --style IMG ...  train a fast (feed-forward, conditional IN) style network
     convlens style export CKPT OUT        the network without its optimiser state, to ship
     convlens demo --out DIR               every method on built-in samples, as one contact sheet
@@ -301,8 +301,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from convlens.images import decode_image, encode_png
     from convlens.models import load_model
-    from convlens.output_lines import result_lines
+    from convlens.output_lines import response_text
     from convlens.pipeline import run, technique_spec
+    from convlens.registry import FAMILY_OUTPUTS
     from convlens.schema import assign_inputs, parse_assignment, target_from_text
 
     spec = technique_spec(args.technique, "technique")
@@ -322,17 +323,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         path = out / f"{name}.png"
         path.write_bytes(encode_png(image))
         written[name] = str(path)
-    summary: dict[str, Any] = {"technique": spec.name, "family": spec.family, "model": output.model,
-                               "weights": output.weights, "layer": output.layer, "seconds": round(seconds, 3),
-                               "scalars": output.scalars, "images": written}
-    if output.target is not None:
-        summary.update(target=output.target, target_label=output.target_label,
-                       topk=[{"index": i, "label": label, "probability": p} for i, label, p in output.topk])
-    if output.labels:
-        summary["labels"] = output.labels
-    print(json.dumps(summary, indent=2))
-    for line in result_lines(spec.declared, written, output.scalars, output.labels):  # each output, in words
-        print(line, file=sys.stderr)
+    response = {**output.to_json(lambda _image: ""), "images": written, "seconds": round(seconds, 3)}
+    print(response_text(spec.declared, response, as_json=args.json, common=FAMILY_OUTPUTS[spec.family]))
     return 0
 
 
@@ -461,7 +453,7 @@ def _add_local_commands(sub: Any) -> None:
     demo.add_argument("--out", default="out/demo")
     demo.set_defaults(func=cmd_demo)
 
-    runner = sub.add_parser("run", help="any technique in process; JSON on stdout, images written as PNG")
+    runner = sub.add_parser("run", help="any technique in process; images written as PNG, a summary printed")
     runner.add_argument("technique", choices=tuple(registry.registry()))
     runner.add_argument("images", nargs="*", metavar="IMAGE", help="the technique's images, in order")
     runner.add_argument("--model", default="builtin", help="a built-in or registered model (convlens models)")
@@ -471,6 +463,8 @@ def _add_local_commands(sub: Any) -> None:
                         help="params entry, the value parsed as JSON when it is (e.g. window=8)")
     runner.add_argument("--random", action="store_true", help="random weights, explicitly")
     runner.add_argument("--out", default="out/run")
+    runner.add_argument("--json", action="store_true", help="print the whole answer as JSON (image paths, every "
+                                                            "scalar, series and item) instead of a summary")
     runner.set_defaults(func=cmd_run)
 
 

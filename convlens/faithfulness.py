@@ -221,6 +221,12 @@ class Randomisation:
     similarity: list[float]
 
 
+def randomised_layers(net: nn.Module) -> list[str]:
+    """The modules :func:`randomisation_check` randomises, in its order: those with weights of their own, top down."""
+    return [name for name, m in reversed(list(net.named_modules()))
+            if name and any(True for _ in m.parameters(recurse=False))]
+
+
 def randomisation_check(
     loaded: LoadedModel, method: str, n: int = 8, seed: int = HELDOUT_SEED,
     params: dict[str, object] | None = None, callback: Callable[[int, int], None] | None = None,
@@ -229,8 +235,7 @@ def randomisation_check(
     model is never touched), and compare ``method``'s maps with the original ones."""
     [(_, _, x, _, labels)] = list(_heldout_batches(loaded, n, seed, n))
     net = copy.deepcopy(loaded.net)
-    layers = [name for name, m in reversed(list(net.named_modules()))
-              if name and any(True for _ in m.parameters(recurse=False))]
+    layers = randomised_layers(net)
     original = _maps(loaded, net, method, x, labels, params)
     similarity = [1.0]
     generator = torch.Generator().manual_seed(seed)

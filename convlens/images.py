@@ -15,6 +15,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from convlens.colormaps import COLORMAP_ANCHORS
+
 # Reading and checking an upload needs Pillow only: convlens.decoding (the dashboard uses it too); re-exported here.
 from convlens.decoding import ALLOWED_FORMATS as ALLOWED_FORMATS
 from convlens.decoding import ImageDecodeError as ImageDecodeError
@@ -175,45 +177,8 @@ def gradient_image(grad: Tensor, spread: float = 0.15) -> Tensor:
     return ((grad - mean) / std * spread + 0.5).clamp(0, 1)
 
 
-# Colour maps as anchor colours, linearly interpolated (matplotlib's data, sampled).
-_COLORMAPS: dict[str, tuple[tuple[float, float, float], ...]] = {
-    "inferno": (
-        (0.001, 0.000, 0.014),
-        (0.122, 0.047, 0.282),
-        (0.336, 0.060, 0.430),
-        (0.545, 0.134, 0.415),
-        (0.735, 0.216, 0.330),
-        (0.891, 0.347, 0.198),
-        (0.978, 0.557, 0.035),
-        (0.975, 0.800, 0.252),
-        (0.988, 0.998, 0.645),
-    ),
-    "viridis": (
-        (0.267, 0.005, 0.329),
-        (0.283, 0.141, 0.458),
-        (0.254, 0.265, 0.530),
-        (0.207, 0.372, 0.553),
-        (0.164, 0.471, 0.558),
-        (0.128, 0.567, 0.551),
-        (0.135, 0.659, 0.518),
-        (0.267, 0.749, 0.441),
-        (0.478, 0.821, 0.318),
-        (0.741, 0.873, 0.150),
-        (0.993, 0.906, 0.144),
-    ),
-    "jet": (
-        (0.0, 0.0, 0.5),
-        (0.0, 0.0, 1.0),
-        (0.0, 0.5, 1.0),
-        (0.0, 1.0, 1.0),
-        (0.5, 1.0, 0.5),
-        (1.0, 1.0, 0.0),
-        (1.0, 0.5, 0.0),
-        (1.0, 0.0, 0.0),
-        (0.5, 0.0, 0.0),
-    ),
-    "gray": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-}
+# Colour maps as anchor colours, linearly interpolated (torch-free: the dashboard draws colour bars from them).
+_COLORMAPS = COLORMAP_ANCHORS
 COLORMAPS: tuple[str, ...] = tuple(_COLORMAPS)
 
 

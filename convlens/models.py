@@ -32,7 +32,13 @@ from torchvision.models import WeightsEnum
 from convlens import images
 from convlens.builtin import CHECKPOINT_PATH, CLASSES, IMAGE_SIZE, MEAN, STD, BuiltinNet, load_checkpoint
 from convlens.hooks import resolve_layer
-from convlens.receptive_field import LayerInfo, default_cam_layer, default_code_layer, layer_catalogue
+from convlens.receptive_field import (
+    LayerInfo,
+    default_cam_layer,
+    default_code_layer,
+    default_patch_layer,
+    layer_catalogue,
+)
 from convlens.schema import SchemaError, WeightsKind
 
 WeightsChoice = Literal["pretrained", "random"]
@@ -264,7 +270,8 @@ class LoadedModel:
         """The layer a technique uses when none is asked for (``registry.DefaultLayer``)."""
         resolvers = {"last_spatial": lambda: self.default_cam_layer, "first_conv": lambda: self.first_conv_layer,
                      "middle_spatial": lambda: self.middle_spatial_layer,
-                     "code": lambda: self.code_layer}
+                     "code": lambda: self.code_layer,
+                     "patch": lambda: default_patch_layer(self.layers, self.preprocessing.input_size)}
         if kind not in resolvers:
             raise ValueError(f"unknown default layer {kind!r}; known: {', '.join(resolvers)}")
         return resolvers[kind]()

@@ -20,6 +20,7 @@ from typing import Any, Literal
 Section = Literal["images", "scalars", "labels", "series", "items"]
 SECTIONS: tuple[Section, ...] = ("images", "scalars", "labels", "series", "items")
 ImageKind = Literal["picture", "map", "grid", "curve"]
+INTEGER = "integer"  # a scalar's kind when it is a count, an index or a 0/1 flag: printed and sent as an integer
 # What a page does with an output besides listing it: "headline" a number shown large (a metric); "verdict" a 0/1
 # outcome shown as success or warning with its caption; "primary" the image a result is about; "" nothing special.
 Role = Literal["", "headline", "verdict", "primary"]
@@ -40,8 +41,9 @@ class OutputMismatch(AssertionError):
 
 @dataclass(frozen=True)
 class Declared:
-    """One declared output. ``kind``: an image's kind (picture, map, grid, curve); ``unit``: a scalar's or a
-    series' unit. ``optional``: present only in some runs (e.g. ``cancelled``). ``role``: see :data:`Role`."""
+    """One declared output. ``kind``: an image's kind (picture, map, grid, curve), or :data:`INTEGER` for a
+    scalar that is always a whole number; ``unit``: a scalar's or a series' unit. ``optional``: present only in
+    some runs (e.g. ``cancelled``). ``role``: see :data:`Role`."""
 
     section: Section
     name: str
@@ -50,6 +52,10 @@ class Declared:
     unit: str = ""
     optional: bool = False
     role: str = ""
+
+    @property
+    def integer(self) -> bool:
+        return self.section == "scalars" and self.kind == INTEGER
 
     @property
     def is_pattern(self) -> bool:
@@ -97,9 +103,10 @@ def Image(name: str, caption: str = "", kind: ImageKind = "picture", optional: b
 
 
 def Scalar(name: str, caption: str = "", unit: str = "", optional: bool = False,  # noqa: N802
-           role: Role = "") -> Declared:
-    """A named number (``unit``: "px", "s", "%", "/255", ... or "" for a count or a ratio)."""
-    return Declared("scalars", name, caption, "", unit, optional, role)
+           role: Role = "", integer: bool = False) -> Declared:
+    """A named number (``unit``: "px", "s", "%", "/255", ... or "" for a count or a ratio); ``integer``: always a
+    whole number (a count, an index, a 0/1 flag), sent and printed as one."""
+    return Declared("scalars", name, caption, INTEGER if integer else "", unit, optional, role)
 
 
 def Label(name: str, caption: str = "", optional: bool = False) -> Declared:  # noqa: N802
@@ -200,6 +207,15 @@ class Outputs:
                     raise ValueError(f"{technique}: caption of {d.section}.{d.name} uses {{{field_name}}}, "
                                      "which is both a scalar and a label: say which in words instead")
 
+    def typed_scalars(self, scalars: Mapping[str, Any]) -> dict[str, Any]:
+        """``scalars`` with each declared integer (a whole, finite number) as an ``int``; the rest as given."""
+        def typed(key: str, value: Any) -> Any:
+            found = self.find("scalars", key)
+            whole = isinstance(value, float) and value.is_integer()  # False for nan and inf
+            return int(value) if found is not None and found[0].integer and whole else value
+
+        return {key: typed(key, value) for key, value in scalars.items()}
+
     def to_json(self) -> list[dict[str, Any]]:
         return [d.to_json() for d in self.declared]
 
@@ -212,8 +228,8 @@ class Outputs:
             rows = self.of(section)  # type: ignore[arg-type]
             sections[section] = {
                 "type": "object", "additionalProperties": False,
-                "properties": {d.name: {**value, "description": d.caption} for d in rows if not d.is_pattern},
-                "patternProperties": {d.key_regex(): {**value, "description": d.caption} for d in rows if d.is_pattern},
+                "properties": {d.name: _value_schema(d, value) for d in rows if not d.is_pattern},
+                "patternProperties": {d.key_regex(): _value_schema(d, value) for d in rows if d.is_pattern},
                 "required": [d.name for d in rows if not d.optional and not d.is_pattern]}
         fields = {d.name: {"description": d.caption} for d in self.of("items")}
         sections["items"] = {"type": "array",
@@ -223,6 +239,11 @@ class Outputs:
     @classmethod
     def from_json(cls, rows: Iterable[Mapping[str, Any]]) -> Outputs:
         return cls(tuple(Declared.from_json(r) for r in rows))
+
+
+def _value_schema(declared: Declared, value: dict[str, Any]) -> dict[str, Any]:
+    """One declared key's JSON Schema: its section's value type (an integer for an integer scalar), its caption."""
+    return {**value, **({"type": "integer"} if declared.integer else {}), "description": declared.caption}
 
 
 def caption_fields(caption: str) -> list[str]:

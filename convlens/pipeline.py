@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from convlens import images, registry, render
+from convlens import familiarity, images, registry, render
 from convlens.hooks import UnknownLayerError, UnsupportedArchitectureError
 from convlens.models import LoadedModel
 from convlens.receptive_field import LayerInfo
@@ -278,16 +278,17 @@ class PredictionRunner(FamilyRunner):
             technique_params: Any, display: DisplayOptions, layer: str | None,
             progress: Progress | None) -> list[Output]:
         x = torch.cat([loaded.prepare(_one_image(spec, one))[1] for one in inputs])
-        with torch.no_grad():
+        with torch.no_grad(), familiarity.watch(loaded) as seen:
             logits = spec.run(loaded.net, x, technique_params, progress=progress).float()
         probs = torch.softmax(logits, dim=1)
         k = getattr(technique_params, "topk", display.topk)
+        known = familiarity.assess(loaded, x, seen)
         out = []
         for i, given in enumerate(targets):
             t = given if given is not None else int(logits[i].argmax())
             out.append(answer(loaded, spec, layer, target=t, target_label=loaded.label(t),
                               topk=topk_classes(logits[i], loaded.classes, k),
-                              scalars={"probability": float(probs[i, t]), "logit": float(logits[i, t])}))
+                              scalars={"probability": float(probs[i, t]), "logit": float(logits[i, t]), **known[i]}))
         return out
 
 
@@ -308,6 +309,7 @@ class AttributionRunner(FamilyRunner):
                                   to_input=loaded.preprocessing.normalize)
         except UnsupportedArchitectureError as exc:
             raise SchemaError("params.method", f"{loaded.name}: {exc}") from None
+        known = familiarity.assess(loaded, x)
         out = []
         for i, (display_image, _) in enumerate(prepared):
             t = int(result.target[i])
@@ -315,8 +317,8 @@ class AttributionRunner(FamilyRunner):
                           target_label=loaded.label(t) if result.objective.startswith("class") else f"channel {t}",
                           topk=topk_classes(result.logits[i], loaded.classes, display.topk),
                           objective=result.objective)
-            out.append(render.attribution(head, result, i, display_image, display.alpha,
-                                          display.colormap or "inferno"))
+            drawn = render.attribution(head, result, i, display_image, display.alpha, display.colormap or "inferno")
+            out.append(dataclasses.replace(drawn, scalars={**drawn.scalars, **known[i]}))
         return out
 
 

@@ -25,6 +25,8 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from convlens.schema import patch_layer
+
 
 @dataclass(frozen=True)
 class Geometry:
@@ -253,6 +255,15 @@ def default_cam_layer(model: nn.Module, catalogue: list[LayerInfo]) -> str:
     last = candidates[-1]
     same = [r.name for r in candidates if r.produced_by == last.produced_by]
     return min(reversed(same), key=len)  # ties: the later one (a ReLU applied in place over its conv)
+
+
+def default_patch_layer(catalogue: list[LayerInfo], input_size: int) -> str:
+    """Top patches' default: the deepest spatial layer whose field is at most half the input side
+    (:func:`convlens.schema.patch_layer`), so each patch is a part of an image."""
+    name = patch_layer(((r.name, r.receptive_field, r.is_spatial) for r in catalogue), input_size)
+    if name is None:
+        raise ValueError("the model has no spatial layer for top patches")
+    return name
 
 
 def default_code_layer(model: nn.Module, catalogue: list[LayerInfo]) -> str:

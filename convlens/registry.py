@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from convlens import schema
-from convlens.outputs import Declared, Image, Item, Outputs, Scalar
+from convlens.outputs import Declared, Image, Item, Label, Outputs, Scalar
 from convlens.schema import MAX_TOP_K
 
 Family = Literal["prediction", "attribution", "activations", "synthesis", "corpus"]
@@ -36,23 +36,47 @@ FAMILY_DESCRIPTIONS: dict[Family, str] = {
     "synthesis": "zero, one or two images → image(s), iterative with progress",
     "corpus": "a dataset → vectors, points or patches",
 }
+# Does the input look like the model's training data (convlens.familiarity)? Every answer that reports a prediction
+# carries it; absent when the model has no held-out set to be calibrated on (ImageNet networks, random weights).
+FAMILIARITY: tuple[Declared, ...] = (
+    Scalar("familiarity", "how typical of the model's training data the input is: the share of its held-out images "
+                          "no closer to the training images (0: less alike than every one)", optional=True),
+    Scalar("familiarity_threshold", "the familiarity 95 % of the model's held-out images reach", optional=True),
+    Scalar("familiar", "Does the input look like the model's training data? Familiarity {familiarity:.3f}; 95 % of "
+                       "its held-out images reach {familiarity_threshold:.3f}", optional=True, role="verdict",
+           integer=True))
+# How a heat map's colours read (convlens.render.heat_scale): its colour map and the values its two ends stand for,
+# and the raw map's own range; the dashboard draws a colour bar from them beside the map.
+HEAT_SCALE: tuple[Declared, ...] = (
+    Label("colormap", "colour map of the heat map"),
+    Scalar("map_low", "the value the colour map's first colour stands for"),
+    Scalar("map_high", "the value the colour map's last colour stands for (the map was divided by it)"),
+    Scalar("map_min", "smallest value of the raw map, before scaling"),
+    Scalar("map_max", "largest value of the raw map, before scaling"),
+    Scalar("map_normalised", "1 when the map was scaled to its colour range for display", integer=True),
+    Scalar("{signed}_abs_max", "largest |value| of the signed map {signed}: full blue stands for minus it, full red "
+                               "for it (white: 0)"))
 # What every technique of a family answers besides its own declared outputs (the family's runner draws these).
 FAMILY_OUTPUTS: dict[Family, Outputs] = {
-    "prediction": Outputs(),
+    "prediction": Outputs(FAMILIARITY),
     "attribution": Outputs((
         Image("input", "what the model saw"), Image("map", "attribution map", kind="map"),
-        Image("overlay", "map over the input", kind="map", role="primary"), Scalar("score", "the value explained"))),
+        Image("overlay", "map over the input", kind="map", role="primary"), Scalar("score", "the value explained"),
+        *HEAT_SCALE,
+        *FAMILIARITY)),
     "activations": Outputs((
         Image("input", "what the model saw", optional=True),
         Image("focus", "the chosen channel", kind="map", optional=True),
         Image("overlay", "the chosen channel over the input", kind="map", optional=True),
-        Scalar("grid_pad", "pixels between tiles", "px"),
-        Scalar("{grid}_tile_height", "tile height in the {grid} mosaic", "px"),
-        Scalar("{grid}_tile_width", "tile width in the {grid} mosaic", "px"),
-        Scalar("{grid}_columns", "tiles per row of the {grid} mosaic"),
+        Label("colormap", "colour map of the mosaics' one-channel tiles and of the chosen channel", optional=True),
+        Scalar("grid_pad", "pixels between tiles", "px", integer=True),
+        Scalar("{grid}_tile_height", "tile height in the {grid} mosaic", "px", integer=True),
+        Scalar("{grid}_tile_width", "tile width in the {grid} mosaic", "px", integer=True),
+        Scalar("{grid}_columns", "tiles per row of the {grid} mosaic", integer=True),
         Item("grid", "the mosaic the tile is in"), Item("row", "the tile's row"), Item("col", "the tile's column"))),
     "synthesis": Outputs((
-        Scalar("seconds", "time spent", "s"), Scalar("cancelled", "1 when stopped early", optional=True))),
+        Scalar("seconds", "time spent", "s"),
+        Scalar("cancelled", "1 when stopped early", optional=True, integer=True))),
     "corpus": Outputs(),
 }
 # What a technique needs of ``layer``:
@@ -60,7 +84,8 @@ FAMILY_OUTPUTS: dict[Family, Outputs] = {
 #   spatial   a layer with (C, h, w) output;  conv  a module with a 4-D convolution weight.
 LayerNeed = Literal["none", "optional", "spatial", "conv"]
 # How the layer is chosen when the request names none (resolved by ``convlens.models.LoadedModel``).
-DefaultLayer = Literal["none", "last_spatial", "middle_spatial", "first_conv", "code"]
+# "patch": the deepest spatial layer whose receptive field is at most half the input (convlens.schema.patch_layer)
+DefaultLayer = Literal["none", "last_spatial", "middle_spatial", "first_conv", "code", "patch"]
 
 # The family whose technique's endpoint also answers the info API (``{"info": ...}``, see :func:`info_endpoint`).
 INFO_FAMILY: Family = "prediction"

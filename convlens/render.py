@@ -17,7 +17,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
-from convlens import images
+from convlens import images, registry
 from convlens.registry import Family
 from convlens.results import Attribution, Corpus, Grid, Grids, Synthesis
 
@@ -60,12 +60,21 @@ class Output:
                 "series": list(self.series), "items": sorted({k for item in self.items for k in item})}
 
     def to_json(self, encode_image: Callable[[Tensor], str]) -> dict[str, Any]:
-        """Every field as JSON values, images through ``encode_image`` (a response type picks its fields)."""
+        """Every field as JSON values, images through ``encode_image`` (a response type picks its fields), declared
+        integer scalars as ints."""
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return {**values, "images": {k: encode_image(v) for k, v in self.images.items()},
                 "topk": [{"index": i, "label": label, "probability": p} for i, label, p in self.topk],
                 "series": {k: [list(xs), list(ys)] for k, (xs, ys) in self.series.items()},
-                "items": list(self.items), "scalars": dict(self.scalars), "labels": dict(self.labels)}
+                "items": list(self.items), "scalars": self._typed_scalars(), "labels": dict(self.labels)}
+
+    def _typed_scalars(self) -> dict[str, Any]:
+        """The scalars, a declared integer as a JSON integer (``"predicted_class": 9``, not ``9.0``)."""
+        try:
+            declared = registry.get(self.technique).declared
+        except KeyError:  # an answer made outside the registry (tests of the renderers)
+            return dict(self.scalars)
+        return declared.typed_scalars(self.scalars)
 
 
 def _value(v: float | Tensor, i: int) -> float:
@@ -76,11 +85,30 @@ def attribution(head: Output, result: Attribution, i: int, display: Tensor, alph
     """Image ``i`` of a batch: ``input``, ``map``, ``overlay`` and one picture per signed map."""
     heat = result.map[i].detach().cpu()
     named = {"input": display, "map": heat, "overlay": images.overlay(display, heat, alpha, colormap)}
+    extra: dict[str, float] = {}
     for name, signed in result.signed.items():
         s = signed[i:i + 1].detach().float().cpu()
         named[name] = images.gradient_image(s)[0] if s.ndim == 4 else images.diverging(s[0])
-    scalars = {"score": float(result.score[i]), **{k: _value(v, i) for k, v in result.scalars.items()}}
-    return dataclasses.replace(head, images=named, scalars=scalars)
+        if s.ndim == 3:  # a signed heat map: its colours' ends are ± its largest |value|
+            extra[f"{name}_abs_max"] = float(s.abs().max())
+    scalars = {"score": float(result.score[i]), **heat_scale(result, i), **extra,
+               **{k: _value(v, i) for k, v in result.scalars.items()}}
+    return dataclasses.replace(head, images=named, scalars=scalars, labels={**head.labels, "colormap": colormap})
+
+
+def heat_scale(result: Attribution, i: int) -> dict[str, float]:
+    """What the colours of image ``i``'s map stand for (registry.HEAT_SCALE). A technique's ``map`` is its ``raw``
+    map, brought to the input's size (bilinearly, when ``raw`` is at a layer's grid), with negatives at 0, divided
+    by its maximum: colour 0 stands for 0 and colour 1 for that maximum. Without ``raw`` the map is shown as is."""
+    heat = result.map[i].detach().float()
+    if result.raw is None:
+        return {"map_low": 0.0, "map_high": 1.0, "map_min": float(heat.min()), "map_max": float(heat.max()),
+                "map_normalised": 0.0}
+    raw = result.raw[i].detach().float()
+    sized = raw if raw.shape[-2:] == heat.shape[-2:] else F.interpolate(
+        raw[None, None], size=heat.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    return {"map_low": 0.0, "map_high": float(sized.clamp_min(0).max()), "map_min": float(raw.min()),
+            "map_max": float(raw.max()), "map_normalised": 1.0}
 
 
 def tile_scale(tile: Tensor) -> int:
@@ -124,12 +152,16 @@ def grids(head: Output, result: Grids, display: Tensor | None, alpha: float, col
                                   align_corners=False)[0, 0].clamp(0, 1)
             named["focus"] = focus
             named["overlay"] = images.overlay(display, focus, alpha, colormap or "viridis")
-    return dataclasses.replace(head, images=named, scalars=scalars, items=items)
+    grey = [g.colormap for g in result.grids.values() if g.tiles.shape[1] == 1]
+    used = colormap or (grey[0] if grey else "viridis" if result.focus is not None and display is not None else None)
+    labels = {**head.labels, "colormap": used} if used else head.labels  # what the one-channel tiles are coloured with
+    return dataclasses.replace(head, images=named, scalars=scalars, items=items, labels=labels)
 
 
 def synthesis(head: Output, result: Synthesis) -> Output:
     history = {k: (list(map(float, range(len(v)))), [float(x) for x in v]) for k, v in result.history.items()}
-    return dataclasses.replace(head, images=_pictures(result.images), scalars=dict(result.scalars), series=history,
+    return dataclasses.replace(head, images=_pictures(result.images), scalars=dict(result.scalars),
+                               series={**history, **result.series},
                                labels=dict(result.labels))
 
 

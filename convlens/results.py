@@ -82,12 +82,14 @@ class Synthesis:
     images:  named (3, H, W) in [0, 1] (the result first; then e.g. "original", "change").
     history: named per-step scalars (losses), for the charts.
     labels:  named words worth showing (the network that measured, predicted classes).
+    series:  named curves as (x, y) lists that are not per step (a robustness curve).
     """
 
     images: dict[str, Tensor]
     history: dict[str, list[float]] = field(default_factory=dict)
     scalars: dict[str, float] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    series: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

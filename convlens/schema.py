@@ -13,7 +13,7 @@ import binascii
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -44,6 +44,20 @@ MAX_BATCH_IMAGES = 256
 PREDICTION, ATTRIBUTION, ACTIVATIONS, SYNTHESIS, CORPUS = "prediction", "attribution", "activations", "synthesis", \
     "corpus"
 DATASET_PARAM = "dataset"  # the param of the corpus techniques that names a dataset
+PATCH_FIELD_SHARE = 0.5  # a top-patches unit's receptive field is at most this share of the input side
+
+
+def patch_layer(rows: Iterable[tuple[str, int, bool]], input_size: int) -> str | None:
+    """The default layer of top patches: the deepest spatial layer whose receptive field is at most
+    :data:`PATCH_FIELD_SHARE` of the input side, so that a patch is a part of an image, not all of it (the
+    shallowest spatial layer when none is that small; None without spatial layers). ``rows``: (name, receptive
+    field in px, spatial) in forward order, as the layer catalogue lists them (core and dashboard share this rule).
+    """
+    spatial = [(name, field) for name, field, is_spatial in rows if is_spatial]
+    small = [name for name, field in spatial if field <= PATCH_FIELD_SHARE * input_size]
+    if small:
+        return small[-1]  # of modules sharing one tensor the container comes last (``layer2``, not its ReLU)
+    return min(spatial, key=lambda row: row[1])[0] if spatial else None
 
 
 def route(name: str, endpoint: str) -> tuple[str, dict[str, Any]]:
@@ -129,6 +143,7 @@ class AttributionResponse(_Json):
     weights: WeightsKind
     model: str = "builtin"
     layer: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # declared words (the heat map's colour map)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AttributionResponse:
@@ -151,6 +166,7 @@ class GridsResponse(_Json):
     weights: WeightsKind
     model: str = "builtin"
     layer: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # declared words (the mosaics' colour map)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import streamlit as st
 from client.http import ApiError, LayerCatalogue, TechniqueInfo
 from client.results import Result, Shown
 from convlens.schema import ACTIVATIONS, ATTRIBUTION, BATCH_INPUT, CORPUS, DATASET_PARAM, PREDICTION, SYNTHESIS
-from dashboard import state, synthesis_view, widgets
+from dashboard import familiarity, state, synthesis_view, widgets
 
 NO_TARGET = "(the model's choice)"
 TARGETED = (PREDICTION, ATTRIBUTION, SYNTHESIS)  # families whose requests take a target class
@@ -173,6 +173,8 @@ def show(info: TechniqueInfo, response: Any, key: str) -> None:
     metrics(result)
     verdicts(result)
     pictures(result, key)
+    if any(s.declared.kind == "map" for s in result.images()):
+        widgets.heat_scale(result, key)  # what a heat map's colours stand for, when the answer says
     for shown in result.present("labels"):
         st.caption(f"{shown.declared.caption or shown.key}: **{shown.value}**")
     for shown in result.present("series"):
@@ -196,9 +198,12 @@ def metrics(result: Result) -> None:
 
 
 def verdicts(result: Result) -> None:
-    """0/1 outcomes: success when 1, warning when 0, with the caption."""
+    """0/1 outcomes: success when 1, warning when 0, with the caption; whether the input looks like the model's
+    training data in words of its own (:mod:`dashboard.familiarity`)."""
     for s in result.with_role("verdict", "scalars"):
-        (st.success if s.value else st.warning)(s.caption)
+        if s.key != familiarity.FAMILIAR:
+            (st.success if s.value else st.warning)(s.caption)
+    familiarity.note(result)
 
 
 def pictures(result: Result, key: str) -> None:

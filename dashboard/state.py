@@ -7,6 +7,7 @@ client is created per process from ``CONVLENS_URL`` and the TorchServe token.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -161,12 +162,14 @@ def _digest(data: bytes | list[bytes]) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def _corpus(_client: Any, key: str, endpoint: str, model: str, params: tuple[tuple[str, Any], ...],
-            _on_job: Callable[[JobStatus], None] | None = None, layer: str | None = None,
-            image_digests: tuple[str, ...] = (), _images: dict[str, Any] | None = None) -> CorpusResponse:
-    extra = {"layer": layer, "images": _images} if layer is not None or _images else {}
-    return _client.corpus(endpoint, model=model, params=dict(params), on_job=_on_job, **extra)
+CORPUS_ANSWERS_KEPT = 32
+
+
+@st.cache_resource
+def _corpus_answers() -> OrderedDict[tuple[Any, ...], CorpusResponse]:
+    """Corpus answers of this dashboard process, newest last. Not ``st.cache_data``: a corpus call reports its
+    job's progress into the calling page's elements, which a cache replay in another session cannot find."""
+    return OrderedDict()
 
 
 def corpus(endpoint: str, model: str, on_job: Callable[[JobStatus], None] | None = None, layer: str | None = None,
@@ -175,8 +178,16 @@ def corpus(endpoint: str, model: str, on_job: Callable[[JobStatus], None] | None
     job on the server; ``on_job`` sees its progress as it is polled."""
     client = get_client()
     digests = tuple(f"{n}:{_digest(d)}" for n, d in sorted((images or {}).items()))
-    return _corpus(client, f"{id(client)}", endpoint, model, tuple(sorted(params.items())), on_job, layer, digests,
-                   images)
+    key = (id(client), endpoint, model, tuple(sorted(params.items())), layer, digests)
+    answers = _corpus_answers()
+    if key in answers:
+        answers.move_to_end(key)
+        return answers[key]
+    extra = {"layer": layer, "images": images} if layer is not None or images else {}
+    answers[key] = client.corpus(endpoint, model=model, params=dict(params), on_job=on_job, **extra)
+    while len(answers) > CORPUS_ANSWERS_KEPT:
+        answers.popitem(last=False)
+    return answers[key]
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -211,6 +222,7 @@ def change_datasets(on_job: Callable[[JobStatus], None] | None = None, **params:
     items = list(get_client().dataset(DATASETS, params=params, on_job=on_job).items)
     _dataset.clear()
     _datasets.clear()
+    _corpus_answers().clear()
     return items
 
 

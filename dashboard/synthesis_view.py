@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,18 +89,22 @@ def _stream(info: TechniqueInfo, images: Mapping[str, bytes], params: Mapping[st
             target: int | None, layer: str | None, model: str) -> SynthesisResponse | None:
     client = state.get_client()
     job = f"{key}-{uuid.uuid4().hex[:12]}"
-    panel = st.empty()  # progress bar, preview and Stop while the job runs; cleared when it ends
+    panel = st.empty()  # progress bar, Stop and preview while the job runs; cleared when it ends
     with panel.container():
         bar = st.progress(0.0, text="Starting…")
-        left, right = st.columns([1, 3])
-        # pressing Stop reruns the page, which interrupts this job mid-stream: widgets.cancellable cancels it
-        right.button("Stop", key=f"{key}_stop", icon=":material/stop:",
-                     help="Cancel the job; the server stops at its next step")
-        preview = left.empty()
+        # Stop under the bar and the preview under Stop, one above the other: a fixed-width preview in a narrow
+        # column spilled under a Stop button beside it. Pressing Stop reruns the page, which interrupts this job
+        # mid-stream: widgets.cancellable cancels it.
+        st.button("Stop", key=f"{key}_stop", icon=":material/stop:",
+                  help="Cancel the job; the server stops at its next step")
+        preview = st.empty()
+
+    started = time.monotonic()
 
     def show(progress: Progress) -> None:
-        bar.progress(min(1.0, progress.step / max(1, progress.total)),
-                     text=f"{info.title}: step {progress.step} of {progress.total}")
+        done = min(1.0, progress.step / max(1, progress.total))
+        bar.progress(done, text=f"{info.title}: step {progress.step} of {progress.total} — "
+                                f"{widgets.time_left(time.monotonic() - started, done)}")
         if progress.preview is not None:
             preview.image(progress.preview, caption="current image", width=220)
 
@@ -140,16 +146,38 @@ def finish(info: TechniqueInfo, result: SynthesisResponse, file_stem: str, key: 
     history_chart(result, key)
 
 
-def history_chart(result: SynthesisResponse, key: str) -> None:
-    """The loss (or score) of each objective term per step."""
-    if not result.series:
-        return
+# A log axis labelled at whole decades only (10⁻¹, 10⁰, 10¹ …), unlabelled minor ticks between: plotly's automatic
+# log ticks label 2…9 of every decade as well, which crams the axis ("0.1, 9, 8, 7 …").
+DECADES = dict(type="log", dtick=1, exponentformat="power", showexponent="all", minor=dict(ticks="outside"))
+LOG_SPREAD = 100.0  # a loss that falls by this factor or more is drawn on a log axis
+
+
+def log_axis(values: Sequence[float]) -> dict[str, Any]:
+    """:data:`DECADES` over the whole decades around ``values`` (all > 0), so at least two labels show even when
+    the values span less than a decade; a linear axis ({}) when some value is not positive."""
+    if not values or min(values) <= 0:
+        return {}
+    low, high = math.floor(math.log10(min(values))), math.ceil(math.log10(max(values)))
+    return {**DECADES, "range": [low, max(high, low + 1)]}
+
+
+def history_figure(series: Mapping[str, list[list[float]]]) -> go.Figure:
+    """The loss (or score) of each objective term per step; on a decade-labelled log axis when every value is
+    positive and they span at least ``LOG_SPREAD`` (a loss falling by orders of magnitude)."""
     fig = go.Figure()
-    for name, (steps, values) in result.series.items():
+    for name, (steps, values) in series.items():
         fig.add_trace(go.Scatter(x=steps, y=values, mode="lines", name=name.replace("_", " ")))
     fig.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), title="Objective per step",
                       xaxis_title="step", legend=dict(orientation="h"))
-    st.plotly_chart(fig, width="stretch", key=f"{key}_history")
+    values = [v for _, ys in series.values() for v in ys]
+    if values and min(values) > 0 and max(values) >= LOG_SPREAD * min(values):
+        fig.update_yaxes(**log_axis(values))
+    return fig
+
+
+def history_chart(result: SynthesisResponse, key: str) -> None:
+    if result.series:
+        st.plotly_chart(history_figure(result.series), width="stretch", key=f"{key}_history")
 
 
 def download(result: SynthesisResponse, name: str, file_stem: str, key: str, label: str | None = None) -> None:

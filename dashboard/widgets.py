@@ -5,14 +5,17 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
-from client.http import ApiError, ModelInfo
+from client.http import ApiError, JobStatus, LayerCatalogue, ModelInfo
+from client.results import Result
+from convlens.colormaps import plotly_scale
 from dashboard import state
 from dashboard.upload import UploadError, check_upload
 
@@ -91,6 +94,33 @@ def cancellable(run: Callable[[], T], job: Callable[[], str | None], shown: Any,
     return result
 
 
+def time_left(elapsed: float, done: float) -> str:
+    """A wait's estimate from its pace so far (``done``: the share finished, ``elapsed``: seconds spent): "about
+    40 s left"; "estimating the time left…" until there is a pace to go by."""
+    if done <= 0.0 or elapsed < 0.5:
+        return "estimating the time left…"
+    left = elapsed * (1.0 - min(done, 1.0)) / done
+    if left < 5:
+        return "a few seconds left"
+    return f"about {left:.0f} s left" if left < 90 else f"about {left / 60:.0f} min left"
+
+
+def job_progress(bar: Any, what: str, unit: str = "images") -> Callable[[JobStatus], None]:
+    """A ``on_job`` callback that moves ``bar`` (an ``st.progress``) as a server job reports its steps, with the
+    time left at the pace so far."""
+    started = time.monotonic()
+
+    def show(job: JobStatus) -> None:
+        done = min(1.0, job.step / job.total) if job.total else 0.0
+        bar.progress(done, text=f"{what}: {job.step:,} of {job.total:,} {unit} — "
+                                f"{time_left(time.monotonic() - started, done)} ({FIRST_TIME})")
+
+    return show
+
+
+FIRST_TIME = "first time only: cached afterwards"
+
+
 def api_error(exc: ApiError, what: str) -> None:
     where = f" (field `{exc.field}`)" if exc.field else ""
     st.error(f"The API could not {what}{where}: {exc.message}", icon=":material/error:")
@@ -103,6 +133,63 @@ def top_chart(response: Any) -> go.Figure:
                            textposition="auto", marker_color="#e4572e"))
     fig.update_layout(height=60 + 32 * len(labels), margin=dict(l=10, r=10, t=10, b=10),
                       xaxis=dict(range=[0, 1], tickformat=".0%"))
+    return fig
+
+
+def colour_bar(colormap: str, low: float, high: float, title: str = "") -> go.Figure:
+    """A thin horizontal colour bar: the server's colour map (the same anchors, :mod:`convlens.colormaps`) from
+    ``low`` to ``high``, both values and the middle as ticks."""
+    steps = 64
+    span = high - low if high > low else 1.0
+    values = [low + span * k / (steps - 1) for k in range(steps)]
+    fig = go.Figure(go.Heatmap(z=[values], x=values, y=[0], zmin=low, zmax=low + span, showscale=False,
+                               colorscale=plotly_scale(colormap), hovertemplate="%{x:.3g}<extra></extra>"))
+    ticks = [low, low + span / 2, low + span]
+    # fixed margins (not automargin): a 16 px bar, its tick labels under it, the title above
+    fig.update_layout(height=52 + (20 if title else 0), margin=dict(l=22, r=22, t=22 if title else 4, b=30),
+                      title=dict(text=title, font=dict(size=12), x=0, xanchor="left", y=1, yanchor="top",
+                                 yref="container"))
+    fig.update_xaxes(tickvals=ticks, ticktext=[f"{v:.3g}" for v in ticks], ticks="outside", ticklen=3,
+                     showgrid=False, fixedrange=True, tickfont=dict(size=11))
+    fig.update_yaxes(visible=False, fixedrange=True)
+    return fig
+
+
+def heat_scale(result: Result, key: str, title: str = "") -> bool:
+    """The colour bar of a heat map from its declared scale (``convlens.registry.HEAT_SCALE``): the colour map, the
+    values its ends stand for, the raw map's range. False (nothing drawn) for an answer without a scale."""
+    names = {d.name for d in result.outputs.of("scalars")} | {d.name for d in result.outputs.of("labels")}
+    if not {"colormap", "map_low", "map_high"} <= names or not result.label("colormap") or \
+            not result.has("scalars", "map_high"):
+        return False
+    low, high = result.scalar("map_low"), result.scalar("map_high")
+    st.plotly_chart(colour_bar(result.label("colormap"), low, high, title), width="stretch",
+                    config={"displayModeBar": False}, key=f"{key}:colour_bar")
+    raw_min, raw_max = result.scalar("map_min", low), result.scalar("map_max", high)
+    note = f"raw map {raw_min:.3g} … {raw_max:.3g}"
+    if result.scalar("map_normalised", 0.0):
+        note += f"; shown divided by {high:.3g}" + (", values below 0 as 0" if raw_min < low else "")
+    st.caption(note)
+    return True
+
+
+def by_depth(names: Iterable[str], catalogue: LayerCatalogue) -> list[str]:
+    """Layer names in the model's forward order (the layer catalogue's), not alphabetically (``features.13``
+    after ``features.2``); names the catalogue lacks follow, as given. Every chart or list of layers uses it."""
+    depth = {row.name: k for k, row in enumerate(catalogue.layers)}
+    given = list(dict.fromkeys(names))
+    return sorted(given, key=lambda n: (depth.get(n, len(depth)), given.index(n)))
+
+
+def layer_bars(values: Mapping[str, float], catalogue: LayerCatalogue, y_title: str, height: int = 240) -> go.Figure:
+    """One bar per layer, shallow to deep (:func:`by_depth`): a categorical axis in that fixed order."""
+    layers = by_depth(values, catalogue)
+    fig = go.Figure(go.Bar(x=layers, y=[values[n] for n in layers], marker_color="#29335c",
+                           text=[f"{values[n]:.3g}" for n in layers], textposition="auto"))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), yaxis_title=y_title)
+    fig.update_yaxes(automargin=True)
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=layers, title="layer (shallow → deep)",
+                     automargin=True, tickangle=-90)  # upright: names never run into each other in a narrow column
     return fig
 
 

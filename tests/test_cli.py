@@ -80,12 +80,12 @@ def test_run_any_technique_in_process_with_a_target_label(tmp_path: Path) -> Non
     image = tmp_path / "ring.png"
     Image.fromarray(render_sample(99, 4).image).save(image)
     out = convlens("run", "occlusion", str(image), "--target", "Ring", "--param", "window=8", "--param", "stride=8",
-                   "--out", str(tmp_path / "occ"))
+                   "--json", "--out", str(tmp_path / "occ"))
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["target"] == 4 and data["target_label"] == "ring" and data["scalars"]["windows"] == 64
     assert {p.name for p in (tmp_path / "occ").iterdir()} == {"input.png", "map.png", "overlay.png", "logit_drop.png"}
-    out = convlens("run", "filters", "--out", str(tmp_path / "filters"))
+    out = convlens("run", "filters", "--json", "--out", str(tmp_path / "filters"))
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["layer"] == "features.0" and (tmp_path / "filters" / "grid.png").is_file()
     bad = convlens("run", "filters", str(image))

@@ -1,5 +1,6 @@
 """`convlens run` and `convlens call` reach a technique they have never seen (no CLI edit) and print its answer by
-its declared outputs: images written under their declared names, scalars with their units, captions filled in."""
+its declared outputs: images written under their declared names, scalars with their units, captions filled in (and
+with ``--json``, the whole answer)."""
 
 from __future__ import annotations
 
@@ -68,13 +69,15 @@ def test_run_reaches_a_technique_the_cli_never_saw(unseen: str, ring: Path, tmp_
     code = core_cli.main(["run", unseen, str(ring), "--param", "gain=3", "--out", str(out)])
     printed = capsys.readouterr()
     assert code == 0, printed.err
-    data = json.loads(printed.out)
-    assert data["technique"] == unseen and data["scalars"]["gain"] == 3.0
     declared_images = {d.name for d in registry.get(unseen).declared.of("images")}
     assert {p.stem for p in out.iterdir()} == declared_images == {"input", "map", "overlay", "boosted"}
-    lines = printed.err.splitlines()
+    lines = printed.out.splitlines()
     assert any(line.split()[:3] == ["gain", "3", "x"] and line.endswith("gain applied") for line in lines)
-    assert any(line.startswith("boosted") and line.endswith("gradient times the gain (3x)") for line in lines)
+    assert any(line.split()[:2] == ["wrote", str(out / "boosted.png")]
+               and line.endswith("gradient times the gain (3x)") for line in lines)
+    assert core_cli.main(["run", unseen, str(ring), "--param", "gain=3", "--out", str(out), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["technique"] == unseen and data["scalars"]["gain"] == 3.0
 
 
 def catalogue_entry() -> dict[str, Any]:
@@ -98,9 +101,8 @@ def test_call_reaches_a_technique_the_cli_never_saw(ring: Path, tmp_path: Path,
     assert code == 0, printed.err
     path, body = Scripted.seen[1]
     assert path == "/predictions/unseen_endpoint" and body["params"] == {METHOD_PARAM: UNSEEN, "gain": 3}
-    data = json.loads(printed.out)
-    assert data["images"] == {name: str(tmp_path / "call" / f"{name}.png") for name in ("boosted", "map")}
-    lines = printed.err.splitlines()
-    assert [line.split()[0] for line in lines if line.split()[0] in ("map", "boosted", "score", "gain")] == [
-        "map", "boosted", "score", "gain"]  # declared order: the family's outputs, then the technique's
-    assert any(line.split()[:3] == ["gain", "3", "x"] for line in lines)
+    words = [line.split() for line in printed.out.splitlines()]
+    written = [Path(w[1]) for w in words if w[0] == "wrote"]
+    assert written == [tmp_path / "call" / f"{name}.png" for name in ("map", "boosted")]  # declared order
+    assert [w[0] for w in words if w[0] in ("score", "gain")] == ["score", "gain"]  # the family's, then its own
+    assert ["gain", "3", "x"] in [w[:3] for w in words]

@@ -62,7 +62,7 @@ def test_submit_sends_background_and_cancel_reports_whether_a_job_ran(server: st
 def test_the_cli_submits_waits_and_cancels(server: str, capsys: pytest.CaptureFixture[str]) -> None:
     Scripted.script = [running(4), (200, {"job": "j1", "state": "done", "step": 10, "total": 10, "status": 200,
                                           "result": {"ok": 1}})]
-    assert cli.main(["job", "wait", "j1", "--url", server]) == 0
+    assert cli.main(["job", "wait", "j1", "--json", "--url", server]) == 0
     assert json.loads(capsys.readouterr().out) == {"ok": 1}
     Scripted.seen, Scripted.script = [], [(404, {"error": "no running job", "field": "cancel"})]
     assert cli.main(["job", "cancel", "j1", "--url", server]) == 3

@@ -464,6 +464,20 @@ def _evaluation_lines(evaluation: Mapping[str, Any]) -> list[str]:
               f"| {r['fast_content']:.3f} | {r['gatys_content']:.3f} |" for name, r in rows.items())]
 
 
+def _limitations(info: Mapping[str, Any]) -> str:
+    """What the losses say about the content/style trade-off, from the card's own numbers."""
+    t, losses = info["train_config"], info["losses"]
+    content, style = losses.get("content", {}), losses.get("style", {})
+    return ("- **Limitations**: a short training against random features, where the style term outweighs the "
+            f"content term (weights {t['content_weight']} / {t['style_weight']}): the content loss went "
+            f"{content.get('first_50')} → {content.get('last_50')} while the style loss went {style.get('first_50')} "
+            f"→ {style.get('last_50')}, so at `strength` 1 the content's layout survives only partly. A style's Gram "
+            "statistics carry its mean colour, so a dark style image (a deep-field photograph) gives a dark result "
+            "whatever the content. Mix the content back with `strength` < 1, or retrain with a higher "
+            "`--content-weight` (lower `--style-weight`). Results are meant at about 256 px (the style scale "
+            "trained for); the texture's pixel scale stays fixed at other sizes.")
+
+
 def write_card(path: Path, state: dict[str, Any], evaluation: Mapping[str, Any] | None = None) -> None:
     """``<checkpoint>.card.json`` and ``.card.md``; ``evaluation``: ``{"how": str, "styles": {name: {fast_style,
     gatys_style, fast_content, gatys_content}}}`` from ``bench/style.py`` (a retraining drops it)."""
@@ -490,10 +504,7 @@ def write_card(path: Path, state: dict[str, Any], evaluation: Mapping[str, Any] 
              f"- **Weights**: {info['weights']}.",
              "- **Losses** (mean of the first / last 50 steps; `style/<name>`: that style's images): " + ", ".join(
                  f"{k} {v['first_50']} → {v['last_50']}" for k, v in info["losses"].items()),
-             "- **Limitations**: a short training against random features; at style weight 10 the content's layout "
-             "survives only partly (see the content losses) — use `strength` < 1, or retrain with a lower "
-             "`--style-weight`. Results are meant at about 256 px (the style scale trained for); the texture's "
-             "pixel scale stays fixed at other sizes.",
+             _limitations(info),
              *(_evaluation_lines(evaluation) if evaluation is not None else []),
              "", "Load with `torch.load(path, weights_only=True)`; retrain with `convlens style train`.", ""]
     path.with_suffix(".card.md").write_text("\n".join(lines))

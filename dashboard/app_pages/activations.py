@@ -38,6 +38,21 @@ def grid_figure(grid: Image.Image, grid_b64: str, items: list[dict[str, Any]], h
     return fig
 
 
+def channel_scale(result: Result, item: dict[str, Any], normalize: str) -> None:
+    """The colour bar of the tiles: each channel from its own smallest to its largest activation, or the whole
+    layer's range for every tile (a dead channel's tile is the first colour)."""
+    colormap = result.label("colormap", "") or "viridis"
+    if normalize == "channel":
+        low, high, title = float(item.get("min", 0.0)), float(item["max"]), f"channel {item['channel']}'s activations"
+    else:
+        low, high = result.scalar("layer_min", 0.0), result.scalar("layer_max", float(item["max"]))
+        title = "activations (one scale for the whole layer)"
+    st.plotly_chart(widgets.colour_bar(colormap, low, high, title), width="stretch",
+                    config={"displayModeBar": False}, key="act_colour_bar")
+    if normalize == "channel":
+        st.caption("Each tile of the grid is scaled the same way, from its own smallest to its largest activation.")
+
+
 def show_metrics(result: Result) -> None:
     m1, m2, m3 = st.columns(3)
     m1.metric("Channels", int(result.scalar("channels")))
@@ -102,6 +117,8 @@ def page() -> None:
     left.image(Image.blend(base, heat, alpha), caption=f"{layer} channel {channel} over {name}", width="stretch")
     right.image(heat, caption=f"channel {channel} (mean {item['mean']:.3g}, max {item['max']:.3g})",
                 width="stretch")
+    with right:
+        channel_scale(result, item, normalize)
     st.download_button("Download the grid", widgets.to_png_bytes(grid), file_name=f"{Path(name).stem}_{layer}.png",
                        mime="image/png", key="act_download")
 

@@ -4,6 +4,7 @@ the input here, the family's map to download, its own images below)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,10 @@ import streamlit as st
 from PIL import Image
 
 from client.http import ApiError, LayerCatalogue, TechniqueInfo
+from client.results import Result
+from convlens.colormaps import DIVERGING
 from convlens.schema import ATTRIBUTION
-from dashboard import state, widgets
+from dashboard import familiarity, state, widgets
 
 TITLE, ICON = "Attribution", ":material/target:"  # how the sidebar lists this page (dashboard.navigation)
 DEFAULT = True
@@ -62,8 +65,10 @@ def explain_all(image: bytes, model: str, target: int | None, layer: str, knobs:
     endpoint, named = state.request_of(predict)
     top = state.call(endpoint, image, model, topk=5, **named)
     results = {}
+    started = time.monotonic()
     for i, t in enumerate(techniques, start=1):
-        progress.progress(i / (len(techniques) + 1), text=f"{t.title}…")
+        done = i / (len(techniques) + 1)
+        progress.progress(done, text=f"{t.title}… {widgets.time_left(time.monotonic() - started, done)}")
         endpoint, named = state.request_of(t)
         params = dict(knobs.get(t.name, {}), alpha=1.0, **named)
         results[t.name] = state.call(endpoint, image, model, target=target,
@@ -79,14 +84,25 @@ def show_map(t: TechniqueInfo, response: Any, common: set[str], alpha: float, st
     base = widgets.png(pictures[0].value) if pictures else widgets.png(primary.value)
     st.image(blend(base, widgets.png(primary.value), alpha),
              caption=t.title + (f" @ `{response.layer}`" if response.layer else ""), width="stretch")
+    widgets.heat_scale(result, f"scale_{t.name}")  # what the colours stand for (at full opacity)
     for s in result.images():
         if s.key in common and s.declared.kind == "map" and s.key != primary.key:
-            st.download_button(f"Download {t.title} {s.key}", widgets.to_png_bytes(widgets.png(s.value)),
+            # the column's caption names the technique: the label stays short enough for a narrow column
+            st.download_button(f"Download {s.key}", widgets.to_png_bytes(widgets.png(s.value)),
                                file_name=f"{stem}_{t.name}_{s.key}.png", mime="image/png",
-                               key=f"download_{t.name}_{s.key}")
+                               key=f"download_{t.name}_{s.key}", help=f"{t.title}: the {s.key} as a PNG")
         elif s.key not in common:
             with st.expander(s.caption[:1].upper() + s.caption[1:]):
                 st.image(widgets.png(s.value), width="stretch")
+                signed_scale(result, s.key, f"scale_{t.name}_{s.key}")
+
+
+def signed_scale(result: Result, image: str, key: str) -> None:
+    """The colour bar of a signed map (blue below zero, white at zero, red above), when the answer gives its range."""
+    limit = result.values().get(f"{image}_abs_max")
+    if isinstance(limit, (int, float)):
+        st.plotly_chart(widgets.colour_bar(DIVERGING, -float(limit), float(limit)), width="stretch",
+                        config={"displayModeBar": False}, key=key)
 
 
 def page() -> None:
@@ -123,6 +139,7 @@ def page() -> None:
         if top.weights == "random":
             st.warning("These maps come from a network with RANDOM weights.")
         st.caption(f"Model `{top.model}` with {top.weights} weights")
+        familiarity.note(state.result(techniques[0], results[techniques[0].name]))
     st.subheader(f"Why “{next(iter(results.values())).target_label}”?")
     common = family_images(techniques)
     for start in range(0, len(techniques), COLUMNS):

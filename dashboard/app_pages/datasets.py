@@ -4,6 +4,7 @@ or an uploaded zip (label subfolders; checked on the server before anything is w
 from __future__ import annotations
 
 import re
+import time
 
 import streamlit as st
 
@@ -14,22 +15,49 @@ TITLE, ICON = "Datasets", ":material/folder:"  # how the sidebar lists this page
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 MAX_ZIP_MB = 11  # the API's request limit is 16 MB; base64 adds a third
+IMAGES_PER_SECOND = 500  # the built-in generator's pace on the server (convlens.techniques.corpus.work)
 
 
-def create(name: str, params: dict[str, object]) -> bool:
-    """Create a dataset with a progress bar (a large one is a job on the server, polled); leaving the page
-    meanwhile cancels the job, and the server removes what it had written."""
-    bar = st.progress(0.0, text=f"Creating {name}…")
+DONE_KEY = "ds_outcome"  # what the last change did, said after the rerun that lists it
+
+
+def create(name: str, params: dict[str, object]) -> dict[str, object] | None:
+    """Create a dataset with a progress bar and an estimate of the time left (a large one is a job on the server,
+    polled); leaving the page meanwhile cancels the job, and the server removes what it had written. Its row of
+    the server's list, or None after an error (shown)."""
+    bar = st.progress(0.0, text=f"Creating {name}… {first_estimate(params)}")
     running: list[str] = []
+    started = time.monotonic()
 
     def show(job: JobStatus) -> None:
         running[:] = [] if job.finished else [job.job]
-        bar.progress(min(1.0, job.step / job.total) if job.total else 0.0,
-                     text=f"Creating {name}: {job.step:,} of {job.total:,} images ({job.state})")
+        done = min(1.0, job.step / job.total) if job.total else 0.0
+        bar.progress(done, text=f"Creating {name}: {job.step:,} of {job.total:,} images — "
+                                f"{widgets.time_left(time.monotonic() - started, done)}")
 
-    done = widgets.cancellable(lambda: state.change_datasets(on_job=show, **params) or True,
+    rows = widgets.cancellable(lambda: state.change_datasets(on_job=show, **params),
                                lambda: running[0] if running else None, bar, f"create {name}")
-    return done is not None
+    if rows is None:
+        return None
+    row: dict[str, object] = next((r for r in rows if r.get("name") == name), {"name": name})
+    return row
+
+
+def first_estimate(params: dict[str, object]) -> str:
+    """What to expect before the server reports progress: generated images come at about
+    :data:`IMAGES_PER_SECOND`."""
+    n = params.get("n")
+    if params.get("action") == "builtin" and isinstance(n, int):
+        seconds = n / IMAGES_PER_SECOND
+        return "a few seconds" if seconds < 5 else f"about {seconds:.0f} s for {n:,} images"
+    return ""
+
+
+def outcome(row: dict[str, object]) -> str:
+    """The success message of a creation: the dataset's name and size."""
+    images, classes = row.get("images"), row.get("classes")
+    size = f"{images:,} images" if isinstance(images, int) else "its images"
+    return f"Created **{row['name']}**: {size}" + (f" in {classes} classes." if isinstance(classes, int) else ".")
 
 
 def page() -> None:
@@ -67,19 +95,25 @@ def page() -> None:
     if name and not NAME.fullmatch(name):
         st.warning("Names are 1-64 characters of a-z, 0-9, '_' and '-'.")
     if st.button("Create", disabled=not ready, key="ds_create", type="primary"):
-        if not create(name, params):
+        row = create(name, params)
+        if row is None:
             return
-        st.success(f"Created {name}.")
-        st.rerun()
+        st.session_state[DONE_KEY] = outcome(row)
+        st.rerun()  # the table above lists it; the message is said once, after the rerun
+    said = st.session_state.pop(DONE_KEY, None)
+    if said:
+        st.success(said, icon=":material/check_circle:")
     if rows:
         st.subheader("Remove")
         doomed = st.selectbox("Dataset", [r["name"] for r in rows], key="ds_remove_name")
         if st.button("Remove", key="ds_remove"):
             try:
-                state.change_datasets(action="remove", name=doomed)
+                with st.spinner(f"Removing {doomed}…"):
+                    state.change_datasets(action="remove", name=doomed)
             except ApiError as exc:
                 widgets.api_error(exc, f"remove {doomed}")
                 return
+            st.session_state[DONE_KEY] = f"Removed **{doomed}**."
             st.rerun()
 
 

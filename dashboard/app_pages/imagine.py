@@ -1,4 +1,4 @@
-"""Imagine page: what does the network think a class, a channel or a neuron looks like? Gradient ascent on
+"""Classes and neurons page: what does the network think a class, a channel or a neuron looks like? Gradient ascent on
 the input (Simonyan et al. 2014; Yosinski et al. 2015; Chollet §9.4) with progress and a live preview."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from client.http import LayerCatalogue, TechniqueInfo
-from dashboard import synthesis_view, widgets
+from dashboard import state, synthesis_view, widgets
 
 TITLE, ICON = "Classes and neurons", ":material/auto_awesome:"  # how the sidebar lists this page (dashboard.navigation)
 
@@ -35,12 +35,16 @@ def unit_tab(units: list[TechniqueInfo], catalogue: LayerCatalogue) -> None:
     rows = {r.name: r for r in catalogue.layers}
     left, right = st.columns([1, 2])
     with left:
-        layer = st.selectbox("Layer", spatial, index=len(spatial) - 1, key=f"{name}_layer")
+        # the technique's own default (the Grad-CAM layer: the last conv stage), not a 1×1 pooling output
+        default = spatial.index(catalogue.default_cam_layer) if catalogue.default_cam_layer in spatial else -1
+        layer = st.selectbox("Layer", spatial, index=default % len(spatial), key=f"{name}_layer")
         channels = int(rows[layer].output_shape[0])
         st.caption(f"{channels} channels · receptive field {rows[layer].receptive_field} px")
-        params = {}
-        if single:
-            params["channel"] = int(st.number_input("Channel", 0, channels - 1, 0, key="neuron_channel"))
+        params: dict[str, object] = {}
+        if single:  # empty: the server renders the channel most active on the model's sample images
+            channel = st.number_input("Channel", 0, channels - 1, None, key="neuron_channel",
+                                      placeholder="the most active on the samples")
+            params.update({} if channel is None else {"channel": int(channel)})
         else:
             params["first"] = int(st.number_input("First channel", 0, channels - 1, 0, key="gallery_first"))
         with st.expander("Settings"):
@@ -49,12 +53,15 @@ def unit_tab(units: list[TechniqueInfo], catalogue: LayerCatalogue) -> None:
         result = synthesis_view.run(info, {}, params, name, layer=layer, label="Render")
         if result is not None:
             shown = synthesis_view.primary(info, result)
-            st.image(widgets.png(shown.value), width=320 if single else "stretch", caption=f"{layer}: {shown.caption}")
+            most_active = single and state.result(info, result).scalar("most_active", 0)
+            chosen = " (the most active on the model's sample images)" if most_active else ""
+            st.image(widgets.png(shown.value), width=320 if single else "stretch",
+                     caption=f"{layer}: {shown.caption}{chosen}")
             synthesis_view.finish(info, result, f"{name}_{layer}", name)
 
 
 def page() -> None:
-    st.header("Imagine")
+    st.header(TITLE)
     st.caption("Images made by gradient ascent on the input: a class (Simonyan et al. 2014, with the "
                "regularisers of Yosinski et al. 2015), or a channel or neuron of any layer (Chollet §9.4).")
     found = synthesis_view.served_and_layers(__file__)

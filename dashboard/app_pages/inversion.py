@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from client.http import TechniqueInfo
+from client.http import LayerCatalogue, TechniqueInfo
 from convlens.schema import SynthesisResponse
 from dashboard import state, synthesis_view, widgets
 
@@ -46,20 +46,21 @@ def page() -> None:
             return
         stem = Path(file_name).stem + "_inversion"
         if ladder:
-            show_ladder(info, result, stem)
+            show_ladder(info, result, stem, catalogue)
         else:
             shown = synthesis_view.primary(info, result)
             synthesis_view.before_after(info, result, f"from {result.layer}: {shown.caption}", stem, info.name)
 
 
-def show_ladder(info: TechniqueInfo, result: SynthesisResponse, stem: str) -> None:
-    """The row of reconstructions and the fidelity of each (the declared per-layer scalar in dB)."""
+def show_ladder(info: TechniqueInfo, result: SynthesisResponse, stem: str, catalogue: LayerCatalogue) -> None:
+    """The row of reconstructions and the fidelity of each (the declared per-layer scalar in dB), shallow to
+    deep."""
     shown = synthesis_view.primary(info, result)
     st.image(widgets.png(shown.value), width="stretch", caption=shown.caption)
     fidelity = next(d for d in info.outputs.of("scalars") if d.is_pattern and d.unit == "dB")
     values = {s.placeholders["layer"]: s.value for s in state.result(info, result).present("scalars", fidelity)}
-    st.bar_chart(values, x_label="layer", y_label=f"{fidelity.name.split('_')[0].upper()} ({fidelity.unit})",
-                 height=220)
+    st.plotly_chart(widgets.layer_bars(values, catalogue, f"{fidelity.name.split('_')[0].upper()} ({fidelity.unit})"),
+                    width="stretch", key=f"{info.name}_fidelity")
     synthesis_view.finish(info, result, stem, info.name)
 
 

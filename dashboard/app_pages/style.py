@@ -76,7 +76,7 @@ def loss_chart(result: Result, rows: list[str], columns: list[str]) -> go.Figure
         fig.add_trace(go.Scatter(x=rows, y=[losses[r, c] for r in range(len(rows))], mode="lines+markers",
                                  name=column))
     fig.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), title="Style loss per cell",
-                      xaxis_title="content/style ratio", yaxis_type="log")
+                      xaxis_title="content/style ratio", yaxis=synthesis_view.log_axis(list(losses.values())))
     return fig
 
 

@@ -102,6 +102,15 @@ def write_sheets_in_background(key: str, images: int, fetch: Callable[[int, int,
         return thread
 
 
+def layout(height: int) -> dict[str, Any]:
+    """The plotly layout the component draws with. The toolbar (modebar) sits over the figure's top right, so the
+    legend goes under the plot, anchored to the figure's bottom edge, where nothing else is drawn."""
+    return {"height": height, "margin": {"l": 10, "r": 10, "t": 36, "b": 10}, "dragmode": "lasso",
+            "legend": {"orientation": "h", "x": 0, "xanchor": "left", "y": 0, "yanchor": "bottom", "yref": "container",
+                       "itemsizing": "constant"},
+            "xaxis": {"visible": False}, "yaxis": {"visible": False}}
+
+
 def scatter_args(points: list[list[float]], items: list[dict[str, Any]], colour_by: str, palette: tuple[str, ...],
                  key: str, height: int = 620) -> dict[str, Any]:
     """The component's arguments: one trace per colour group (x, y, dataset indices), per-image captions,
@@ -116,7 +125,7 @@ def scatter_args(points: list[list[float]], items: list[dict[str, Any]], colour_
             "labels": [str(it["label"]) for it in items], "predicted": [str(it["predicted"]) for it in items],
             "sheet": {"base": f"sheets/{key}/", "per_sheet": PER_SHEET, "columns": COLUMNS, "tile": TILE,
                       "display": DISPLAY},
-            "marker": 4 if len(points) > 5000 else 7, "height": height}
+            "marker": 4 if len(points) > 5000 else 7, "height": height, "layout": layout(height)}
     args["version"] = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:16]
     return args
 

@@ -20,6 +20,7 @@ from convlens import registry
 from convlens.corpus import datasets as store
 from convlens.models import LoadedModel, load_model
 from convlens.outputs import (
+    INTEGER,
     SECTIONS,
     Declared,
     Image,
@@ -187,7 +188,8 @@ def test_every_declaration_is_well_formed() -> None:
         assert len({(d.section, d.name) for d in rows}) == len(rows), spec.name
         for d in rows:
             assert d.section in SECTIONS and d.caption, (spec.name, d.name)
-            assert d.kind in (("picture", "map", "grid", "curve") if d.section == "images" else ("",)), d
+            kinds = {"images": ("picture", "map", "grid", "curve"), "scalars": ("", INTEGER)}.get(d.section, ("",))
+            assert d.kind in kinds, d
         spec.declared.check_captions(spec.name)
         assert Outputs.from_json(spec.describe()["outputs"]) == spec.declared
 

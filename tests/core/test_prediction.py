@@ -21,7 +21,8 @@ def images(n: int) -> list[dict[str, Image.Image]]:
 def test_classify_is_registered_and_its_endpoint_answers_the_info_api() -> None:
     spec = registry.get(CLASSIFY)
     assert spec.family == "prediction" and spec.route == registry.info_endpoint() == registry.all_endpoints()[0]
-    assert [d.name for d in spec.declared.of("scalars")] == ["probability", "logit"]
+    familiarity = [d.name for d in registry.FAMILIARITY]  # the family's: does the input look like training data?
+    assert [d.name for d in spec.declared.of("scalars")] == [*familiarity, "probability", "logit"]
 
 
 def test_a_batch_runs_the_net_once_without_gradients_and_answers_like_softmax() -> None:

@@ -268,8 +268,9 @@ def test_texture_synthesis_cuts_the_gram_distance() -> None:
     loaded = tiny()
     stripes = torch.zeros(3, 32, 32)
     stripes[:, ::4] = 1.0
+    # Adam: on these binary stripes L-BFGS's small capped steps settle in a local minimum (0.64 at lr 0.05)
     result = spec_run("texture", loaded, {"image": stripes}, size=32, source_size=32, steps=200, lr=0.05,
-                      network="random_vgg")
+                      optimizer="adam", network="random_vgg")
     assert result.scalars["gram_reduction"] >= 0.9
     assert "random weights" in result.labels["network"]
 

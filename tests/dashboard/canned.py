@@ -33,10 +33,12 @@ VALUES: dict[str, Any] = {
     "deletion_auc": 0.3, "images": 6.0, "dim": 128.0, "codes_cached": 1.0, "projection_cached": 0.0,
     "projection_seconds": 1.5, "psnr_{layer}": 20.0, "score": 1.5, "probability": 0.9,
     "original_label": "ring", "network": "random VGG (test)", "layers": "features.2, features.16",
+    "colormap": "inferno", "map_low": 0.0, "map_high": 0.25, "map_min": -0.01, "map_max": 0.25, "map_normalised": 1.0,
+    "layer_min": 0.0, "layer_max": 4.0,
 }
 PLACEHOLDERS: dict[str, tuple[str, ...]] = {"layer": ("features.2", "features.16"), "k": ("2",), "grid": ("grid",),
                                             "channel": ("0", "1", "2"), "index": ("0",), "row": ("0", "1"),
-                                            "col": ("0", "1", "2")}
+                                            "col": ("0", "1", "2"), "signed": ("logit_drop",)}
 
 
 def b64png(colour: tuple[int, int, int], mode: str = "RGB") -> str:

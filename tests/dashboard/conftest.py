@@ -56,6 +56,8 @@ class FakeClient:
     reachable: bool = True
     calls: list[dict[str, Any]] = field(default_factory=list)
     answers: dict[str, Any] = field(default_factory=dict)  # technique → the last answer given
+    # what prediction and attribution answers say of the input's likeness to the training data (none: not calibrated)
+    familiarity: dict[str, float] = field(default_factory=dict)
 
     def answer(self, name: str, response: Any) -> Any:
         self.answers[name] = response
@@ -251,8 +253,8 @@ class FakeClient:
         for k in range(6):
             row, col = divmod(k, 3)
             grid.paste((40 * k, 40 * k, 40 * k), (col * 26, row * 26, col * 26 + 24, row * 26 + 24))
-            item = {"channel": 5 - k, "mean": 0.1 * (6 - k), "max": 1.0, "dead": int(k == 5), "filter": k,
-                    "norm": 1.0, "grid": "grid", "row": row, "col": col}
+            item = {"channel": 5 - k, "mean": 0.1 * (6 - k), "min": 0.0, "max": 1.0 + k, "dead": int(k == 5),
+                    "filter": k, "norm": 1.0, "grid": "grid", "row": row, "col": col}
             rows.append({f: v for f, v in item.items() if f in fields})
         buffer = io.BytesIO()
         grid.save(buffer, format="PNG")
@@ -261,7 +263,7 @@ class FakeClient:
             images["input"] = b64png((200, 30, 30))
         out = canned.sections(name, images=images, rows=rows)
         return self.answer(name, GridsResponse(name, out["images"], out["items"], out["scalars"], 1.0, "builtin",
-                                               model, layer or "features.0"))
+                                               model, layer or "features.0", out["labels"]))
 
     def explain(self, endpoint: str, image: bytes, model: str = "builtin", target: int | None = None,
                 layer: str | None = None, params: dict[str, Any] | None = None) -> AttributionResponse:
@@ -272,11 +274,12 @@ class FakeClient:
         if self.fail is not None:
             raise self.fail
         t = 3 if target is None else target
-        out = canned.sections(name)
+        out = canned.sections(name, scalars=dict(self.familiarity))
         topk = [TopClass(i, CLASSES[i], p) for i, p in ((3, 0.9), (1, 0.05), (0, 0.03), (2, 0.01), (4, 0.01))]
         return self.answer(name, AttributionResponse(images=out["images"], target=t, target_label=CLASSES[t],
                                                      topk=topk, scalars=out["scalars"], elapsed_ms=1.0,
-                                                     weights="builtin", model=model, layer=layer))
+                                                     weights="builtin", model=model, layer=layer,
+                                                     labels=out["labels"]))
 
 
 def _declared(name: str, section: Section) -> set[str]:

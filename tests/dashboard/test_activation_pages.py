@@ -21,7 +21,8 @@ def test_activations_page_shows_the_grid_the_dead_count_and_one_channel_large() 
     assert request["endpoint"] == "activations" and request["layer"] == "features"  # the default layer
     assert request["params"] == {"sort": "channel", "normalize": "channel"} and request["image"]
     assert [m.value for m in at.metric] == ["6", "1", "8×8"]
-    assert len(at.get("plotly_chart")) == 1 and len(at.get("image")) == 2  # the channel over the input, alone
+    # the grid and the colour bar; the channel over the input, alone
+    assert len(at.get("plotly_chart")) == 2 and len(at.get("image")) == 2
     assert at.selectbox(key="act_channel").value == 5  # the strongest channel (largest mean) is shown first
 
 

@@ -36,7 +36,8 @@ def test_page_shows_top5_chart_every_attribution_technique_and_downloads() -> No
     occlusion = registry.get("occlusion")
     [sent] = [c for c in client.calls if c["method"] == occlusion.name]
     assert sent["params"]["window"] == occlusion.params().window and sent["params"]["fill"] == "mean"
-    assert len(at.get("plotly_chart")) == 1
+    # the top-5 chart, a colour bar per map and one for occlusion's signed logit drop
+    assert len(at.get("plotly_chart")) == 1 + len(ATTRIBUTION) + 1
     assert len(at.get("download_button")) == len(ATTRIBUTION)  # each technique's map
     assert any("Why “cross”?" in h.value for h in at.subheader)
     images = [{d.name for d in spec.declared.of("images") if not d.optional} for spec in ATTRIBUTION]

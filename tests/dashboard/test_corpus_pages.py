@@ -112,15 +112,18 @@ def test_top_patches_page_browses_channels_and_layers() -> None:
     at = run_page(str(PAGES / "top_patches.py"), client)
     assert not at.exception and not at.error
     call = client.calls[-1]
-    assert call["method"] == "top_patches" and call["layer"] == "features"  # the catalogue's default
-    assert call["params"] == {"dataset": "shapes", "channel": 0, "k": 9}
+    # the deepest layer whose field (7 px) is at most half the 64 px input; "features" (61 px) is nearly all of it
+    assert call["method"] == "top_patches" and call["layer"] == "features.2"
+    assert any("receptive field 7 px of a 64 px input" in c.value for c in at.caption)
+    assert call["params"] == {"dataset": "shapes", "channel": 0, "k": 9, "tile": 238}  # 3 columns of 34 × 7 px
     assert "pool" not in at.selectbox(key="tp_layer").options  # not spatial
     at.number_input(key="tp_channel").set_value(7).run()
     assert client.calls[-1]["params"]["channel"] == 7
     at.toggle(key="tp_overview").set_value(True).run()
     assert client.calls[-1]["params"]["channel"] is None
-    at.selectbox(key="tp_layer").set_value("features.2").run()
-    assert client.calls[-1]["layer"] == "features.2" and len(at.get("download_button")) == 1
+    at.selectbox(key="tp_layer").set_value("features").run()
+    assert client.calls[-1]["layer"] == "features" and len(at.get("download_button")) == 1
+    assert any("receptive field 61 px of a 64 px input" in c.value for c in at.caption)
 
 
 def test_top_patches_page_reports_api_errors() -> None:

@@ -31,3 +31,15 @@ def test_faithfulness_follows_each_measurement_job() -> None:
 
     at = run_page(str(PAGES / "faithfulness.py"), Recording())
     assert not at.exception and not at.error and seen == ["with progress"] * len(registry.of_family("attribution"))
+
+
+def test_a_second_session_reuses_the_measurement_without_replaying_the_first_sessions_progress() -> None:
+    """Corpus answers are shared by every session of the dashboard process; the progress elements a measurement
+    reported into belong to the session that ran it, so the second session gets the answer, not a replay."""
+    client = FakeClient()
+    first = run_page(str(PAGES / "faithfulness.py"), client)
+    measured = len(client.calls)
+    second = run_page(str(PAGES / "faithfulness.py"), client)
+    assert not first.exception and not second.exception, second.exception
+    assert measured == len(registry.of_family("attribution")) and len(client.calls) == measured
+    assert len(second.get("plotly_chart")) == len(first.get("plotly_chart")) > 0

@@ -2,53 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
 from convlens import registry
-from convlens.corpus import datasets as store
-from dashboard import launch
-from serve import server
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("CONVLENS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOT = ROOT / "docs" / "dashboard-attribution.png"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} missing: `make test` installs Debian's chromium"
-    run_dir = tmp_path_factory.mktemp("live")
-    data_dir = run_dir / "datasets"
-    with pytest.MonkeyPatch.context() as mp:  # a small built-in dataset for the corpus pages
-        mp.setenv(store.DATA_DIR_ENV, str(data_dir))
-        store.builtin("shapes", 300)
-    info = server.start(run_dir, server.Ports.free(), env={store.DATA_DIR_ENV: str(data_dir)})
-    try:
-        dash = launch.start(free_port(), info.inference_url, info.key_file, run_dir)
-        try:
-            yield dash.url
-        finally:
-            launch.stop(run_dir)
-    finally:
-        server.stop(run_dir)
 
 
 @contextmanager

@@ -75,7 +75,9 @@ def test_dataset_endpoint_creates_maps_searches_and_ranks(dataset_handler, data_
     assert status == 200 and [i["index"] for i in body["items"] if i["rank"] == 0] == [4, 4]
     [(status, body)] = call(dataset_handler, [json_row(params={"method": "top_patches", "dataset": "set",
                                                                "channel": 1, "k": 4})])
-    assert status == 200 and len(body["items"]) == 4 and body["layer"] == "features"
+    # the default layer: the deepest whose receptive field (25 px) is at most half the 64 px input
+    assert status == 200 and len(body["items"]) == 4 and body["layer"] == "features.10"
+    assert body["scalars"]["receptive_field"] == 25 and body["scalars"]["input_size"] == 64
     assert base64.b64decode(body["images"]["grid"])[:4] == b"\x89PNG"
     [(status, body)] = call(dataset_handler, [json_row(params={"action": "sheet", "name": "set", "start": 4,
                                                                "count": 100, "size": 16})])

@@ -24,7 +24,8 @@ def test_json_request_returns_the_response_schema(saliency_handler, method: str)
     [(status, body)] = call(saliency_handler, [json_row(png_bytes(index=3), params={"method": method})])
     assert status == 200, body
     assert set(body) == {"images", "target", "target_label", "topk", "scalars", "elapsed_ms", "weights", "model",
-                         "layer"}
+                         "layer", "labels"}
+    assert body["labels"] == {"colormap": "inferno"} and body["scalars"]["map_high"] > 0  # the colour scale
     expected = {"input", "map", "overlay"} | ({"gradient"} if method == "guided" else set())
     assert set(body["images"]) == expected
     assert _png(body["images"]["map"]).size == (64, 64) and _png(body["images"]["map"]).mode == "L"

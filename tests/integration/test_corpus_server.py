@@ -37,7 +37,8 @@ def test_a_dataset_made_through_the_api_is_mapped_searched_and_ranked(torchserve
     assert {"query", "code", "pixel"} <= set(near.images) and len(near.items) == 8
     top = client.dataset("top_patches", layer="features.9", params={"dataset": "shapes", "channel": 3})
     assert len(top.items) == 9 and top.scalars["receptive_field"] > 1
-    out = subprocess.run([CONVLENS, "call", "top_patches", "--layer", "features.9", "--param", "dataset=shapes",
+    out = subprocess.run([CONVLENS, "call", "top_patches", "--json", "--layer", "features.9",
+                          "--param", "dataset=shapes",
                           "--param", "channel=1", "--out", str(tmp_path)], cwd=ROOT, env=_cli_env(torchserve),
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -47,8 +48,8 @@ def test_a_dataset_made_through_the_api_is_mapped_searched_and_ranked(torchserve
 def test_convlens_call_sends_a_batch_to_codes_and_a_query_to_neighbours(torchserve: server.ServerInfo,
                                                                         image_file: Path, tmp_path: Path) -> None:
     env = _cli_env(torchserve)
-    out = subprocess.run([CONVLENS, "call", "codes", str(image_file), str(image_file), "--out", str(tmp_path)],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([CONVLENS, "call", "codes", str(image_file), str(image_file), "--json", "--out",
+                          str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert [len(v) for v in json.loads(out.stdout)["vectors"]] == [128, 128]
     ConvLensClient(torchserve.inference_url, token=torchserve.token).dataset(

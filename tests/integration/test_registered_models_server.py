@@ -59,7 +59,7 @@ def call(info: server.ServerInfo, technique: str, model: str, out: Path) -> subp
     fields = {f for f in spec.params.__dataclass_fields__}  # type: ignore[attr-defined]
     params = [f"{k}={json.dumps(v)}" for k, v in QUICK.items() if k in fields]
     argv = [CONVLENS, "call", technique, *[str(INPUTS[name]) for name in spec.inputs], "--model", model,
-            "--target", "1", "--out", str(out), *[a for p in params for a in ("--param", p)]]
+            "--target", "1", "--json", "--out", str(out), *[a for p in params for a in ("--param", p)]]
     return subprocess.run(argv, cwd=ROOT, env=_cli_env(info), capture_output=True, text=True, timeout=300)
 
 

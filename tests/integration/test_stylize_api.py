@@ -61,7 +61,8 @@ def test_stylize_multipart(torchserve: server.ServerInfo) -> None:
 @pytest.mark.parametrize("param", ["style=hubble", 'blend={"hubble": 0.5, "coffee": 0.5}'])
 @pytest.mark.parametrize("mode", ["call", "run"])
 def test_convlens_call_and_run_stylize(torchserve: server.ServerInfo, tmp_path: Path, mode: str, param: str) -> None:
-    command = [CONVLENS, mode, "stylize", str(PHOTO), "--param", param, "--param", "size=96", "--out", str(tmp_path)]
+    command = [CONVLENS, mode, "stylize", str(PHOTO), "--param", param, "--param", "size=96", "--json",
+               "--out", str(tmp_path)]
     out = subprocess.run(command, cwd=ROOT, env=_cli_env(torchserve), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert {"result.png", "content.png"} <= {p.name for p in tmp_path.iterdir()}

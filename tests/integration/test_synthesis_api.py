@@ -106,7 +106,7 @@ def test_convlens_call_and_run_every_synthesis_technique(torchserve: server.Serv
     paths = {"IMAGE": SAMPLES / "ring.png", "TEXTURE": SAMPLES / "textures" / "brick.png",
              "STYLE2": SAMPLES / "styles" / "coffee.png"}
     argv = [str(paths[a]) if a in paths else a for a in args]
-    command = [CONVLENS, mode, *argv, "--out", str(tmp_path)]
+    command = [CONVLENS, mode, *argv, "--json", "--out", str(tmp_path)]
     out = subprocess.run(command, cwd=ROOT, env=_cli_env(torchserve), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert expected <= {p.name for p in tmp_path.iterdir()}

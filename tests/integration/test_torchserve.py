@@ -226,7 +226,7 @@ def _cli_env(info: server.ServerInfo) -> dict[str, str]:
 
 def test_convlens_call_prints_json_and_writes_pngs(torchserve: server.ServerInfo, image_file: Path,
                                                    tmp_path: Path) -> None:
-    out = subprocess.run([CONVLENS, "call", "saliency", str(image_file), "--param",
+    out = subprocess.run([CONVLENS, "call", "saliency", str(image_file), "--json", "--param",
                           "method=guided", "--param", "alpha=0.4", "--out", str(tmp_path)],
                          cwd=ROOT, env=_cli_env(torchserve), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -312,8 +312,8 @@ def test_new_endpoints_name_the_bad_field(torchserve: server.ServerInfo, image_p
 def test_convlens_call_reaches_every_technique(torchserve: server.ServerInfo, image_file: Path, tmp_path: Path,
                                                args: tuple[str, ...], files: set[str]) -> None:
     argv = [str(image_file) if a == "IMAGE" else a for a in args]
-    out = subprocess.run([CONVLENS, "call", *argv, "--out", str(tmp_path)], cwd=ROOT, env=_cli_env(torchserve),
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run([CONVLENS, "call", *argv, "--json", "--out", str(tmp_path)], cwd=ROOT,
+                         env=_cli_env(torchserve), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert {p.name for p in tmp_path.iterdir()} == files
     data = json.loads(out.stdout)

@@ -71,8 +71,8 @@ def test_the_gate_outlives_serve_start_and_convlens_call_works_through_it(local:
     assert server.status(local.run_dir, ping=False).ports.inference != local.port  # TorchServe is private
     r = requests.get(f"{local.url}/ping", headers={"Authorization": f"Bearer {local.token}"}, timeout=10)
     assert r.status_code == 200  # the command has exited, the gate it started still answers
-    called = convlens({**local.env, "CONVLENS_URL": local.url}, "call", "classify", str(SAMPLE), "--out",
-                      str(tmp_path))
+    called = convlens({**local.env, "CONVLENS_URL": local.url}, "call", "classify", str(SAMPLE), "--json",
+                      "--out", str(tmp_path))
     assert called.returncode == 0 and '"target_label": "ring"' in called.stdout, called.stderr
     status = convlens(local.env, "serve", "status")
     assert status.returncode == 0 and "behind its gate: healthy" in status.stdout, status.stdout

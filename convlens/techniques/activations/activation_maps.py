@@ -34,12 +34,16 @@ class ActivationParams:
            layer="spatial", default_layer="last_spatial", order=10, reference="Chollet 2021 §9.4.1", outputs=(
                Image("input", "what the model saw"),
                Image("grid", "{shown:.0f} of {channels:.0f} channels, one tile each", kind="grid"),
-               Scalar("channels", "channels in the layer", role="headline"),
-               Scalar("dead_channels", "channels dead for this image (no unit positive)", role="headline"),
-               Scalar("height", "rows of each channel's map"),
-               Scalar("width", "columns of each channel's map"),
-               Scalar("shown", "channels shown in the grid"),
+               Scalar("channels", "channels in the layer", role="headline", integer=True),
+               Scalar("dead_channels", "channels dead for this image (no unit positive)", role="headline",
+                      integer=True),
+               Scalar("height", "rows of each channel's map", integer=True),
+               Scalar("width", "columns of each channel's map", integer=True),
+               Scalar("shown", "channels shown in the grid", integer=True),
                Item("channel", "the channel's index"), Item("mean", "its mean activation"),
+               Scalar("layer_min", "smallest activation of the layer (the darkest colour when scaled as a layer)"),
+               Scalar("layer_max", "largest activation of the layer (the brightest colour when scaled as a layer)"),
+               Item("min", "its smallest activation (its darkest colour when scaled per channel)"),
                Item("max", "its largest activation"), Item("dead", "1 when no unit of it is positive")))
 def activation_maps(model: nn.Module, x: Tensor | None, params: ActivationParams = ActivationParams(),
                     progress: Progress | None = None) -> Grids:
@@ -62,7 +66,7 @@ def activation_maps(model: nn.Module, x: Tensor | None, params: ActivationParams
     c = acts.shape[0]
     if params.channel is not None and not 0 <= params.channel < c:
         raise SchemaError("params.channel", f"must be in [0, {c - 1}] for {params.layer!r}, got {params.channel}")
-    means, peaks = acts.mean(dim=(1, 2)), acts.amax(dim=(1, 2))
+    means, peaks, lows = acts.mean(dim=(1, 2)), acts.amax(dim=(1, 2)), acts.amin(dim=(1, 2))
     dead = peaks <= 0
     if params.normalize == "channel":
         scaled = images.normalize_map(acts)
@@ -72,12 +76,14 @@ def activation_maps(model: nn.Module, x: Tensor | None, params: ActivationParams
     order = torch.argsort(means, descending=True, stable=True) if params.sort == "mean" else torch.arange(c)
     order = order[: params.max_channels]
     items: list[dict[str, float | int | str]] = [
-        {"channel": int(k), "mean": float(means[k]), "max": float(peaks[k]), "dead": int(dead[k])} for k in order]
+        {"channel": int(k), "mean": float(means[k]), "min": float(lows[k]), "max": float(peaks[k]),
+         "dead": int(dead[k])} for k in order]
     focus = None if params.channel is None else images.normalize_map(acts[params.channel][None])[0]
     columns = max(1, round(len(order) ** 0.5 * 1.5))
     return Grids(
         grids={"grid": Grid(scaled[order][:, None].cpu(), min(columns, len(order)), items)},
         focus=None if focus is None else focus.cpu(),
         scalars={"channels": float(c), "dead_channels": float(dead.sum()), "height": float(acts.shape[1]),
-                 "width": float(acts.shape[2]), "shown": float(len(order))},
+                 "width": float(acts.shape[2]), "shown": float(len(order)), "layer_min": float(acts.min()),
+                 "layer_max": float(acts.max())},
     )

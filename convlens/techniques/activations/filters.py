@@ -28,10 +28,11 @@ class FilterParams:
            layer="conv", default_layer="first_conv", order=20, reference="Krizhevsky et al. 2012; CS231n", outputs=(
                Image("grid", "{shown:.0f} of {filters:.0f} filters, {kernel_height:.0f}×{kernel_width:.0f}",
                      kind="grid"),
-               Scalar("filters", "filters (output channels) of the layer"),
-               Scalar("inputs", "input channels each filter sees"),
-               Scalar("kernel_height", "rows of each kernel"), Scalar("kernel_width", "columns of each kernel"),
-               Scalar("shown", "filters shown in the grid"),
+               Scalar("filters", "filters (output channels) of the layer", integer=True),
+               Scalar("inputs", "input channels each filter sees", integer=True),
+               Scalar("kernel_height", "rows of each kernel", integer=True),
+               Scalar("kernel_width", "columns of each kernel", integer=True),
+               Scalar("shown", "filters shown in the grid", integer=True),
                Item("filter", "the filter's index"), Item("norm", "its weights' L2 norm"),
                Item("input", "the input channel of the tile (layers whose input is not RGB)", optional=True)))
 def filter_gallery(model: nn.Module, x: Tensor | None = None, params: FilterParams = FilterParams(),

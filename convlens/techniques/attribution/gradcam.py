@@ -82,5 +82,6 @@ technique(name="gradcam", title="Grad-CAM", family="attribution", params=GradCam
           default_layer="last_spatial", endpoint="saliency", endpoint_default=True, order=30,
           reference="Selvaraju et al. 2017",
           outputs=(Scalar("score", "the explained class's score (its logit)"),
-                   Scalar("layer_height", "rows of the layer's map the heat map is upsampled from"),
-                   Scalar("layer_width", "columns of the layer's map the heat map is upsampled from")))(grad_cam)
+                   Scalar("layer_height", "rows of the layer's map the heat map is upsampled from", integer=True),
+                   Scalar("layer_width", "columns of the layer's map the heat map is upsampled from",
+                          integer=True)))(grad_cam)

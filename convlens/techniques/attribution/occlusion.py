@@ -157,13 +157,13 @@ def fill_image(x: Tensor, params: OcclusionParams, to_input: images.Normalizer |
                Image("logit_drop", "signed drop of the class logit where a window covers (grey = 0)", kind="map"),
                Scalar("max_probability_drop", "largest drop of the class probability"),
                Scalar("max_logit_drop", "largest drop of the class logit"),
-               Scalar("windows", "occluding windows over the image"),
-               Scalar("windows_run", "windows run through the model (refinement interpolates the rest)"),
-               Scalar("batch_size", "most occluded copies per forward pass"),
-               Scalar("reduced_precision", "1 when the map was computed in reduced precision"),
-               Scalar("approximate", "1 when the incremental approximation was kept"),
-               Scalar("incremental", "1 when only the region a window changes was recomputed"),
-               Scalar("refined", "1 when the adaptively refined map was kept")))
+               Scalar("windows", "occluding windows over the image", integer=True),
+               Scalar("windows_run", "windows run through the model (refinement interpolates the rest)", integer=True),
+               Scalar("batch_size", "most occluded copies per forward pass", integer=True),
+               Scalar("reduced_precision", "1 when the map was computed in reduced precision", integer=True),
+               Scalar("approximate", "1 when the incremental approximation was kept", integer=True),
+               Scalar("incremental", "1 when only the region a window changes was recomputed", integer=True),
+               Scalar("refined", "1 when the adaptively refined map was kept", integer=True)))
 def occlusion(
     model: nn.Module, x: Tensor, target: Target = None, params: OcclusionParams = OcclusionParams(),
     progress: Progress | None = None, to_input: images.Normalizer | None = None,

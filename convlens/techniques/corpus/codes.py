@@ -30,7 +30,8 @@ class CodesParams:
 
 @technique(name="codes", title="CNN codes", family="corpus", params=CodesParams, inputs=(BATCH_INPUT,),
            layer="optional", default_layer="code", order=10, reference="Krizhevsky et al. 2012; CS231n lecture 12",
-           outputs=(Scalar("images", "images coded"), Scalar("dim", "dimensions of each code", role="headline"),
+           outputs=(Scalar("images", "images coded", integer=True),
+                    Scalar("dim", "dimensions of each code", role="headline", integer=True),
                     Item("predicted", "index of the class the model says"), Item("label", "the class the model says")))
 def codes(loaded: LoadedModel, inputs: Mapping[str, Tensor], params: CodesParams = CodesParams(),
           progress: Progress | None = None) -> Corpus:

@@ -94,7 +94,7 @@ def _indices(text: str, n: int) -> list[int]:
            page="datasets",
            endpoint_default=True, order=5, reference="torchvision ImageFolder layout", outputs=(
                # what each action answers: list and the changes a row per dataset; images thumbnails; sheet tiles
-               Scalar("datasets", "datasets on the server", optional=True),
+               Scalar("datasets", "datasets on the server", optional=True, integer=True),
                *(Item(d.name, d.caption, optional=True) for d in _DATASET_ROW),
                Image("i{index}", "image {index}", optional=True),
                Item("index", "the image's index in the dataset", optional=True),
@@ -102,9 +102,9 @@ def _indices(text: str, n: int) -> list[int]:
                Item("file", "the image's file in the dataset", optional=True),
                Image("sheet", "images {start:.0f} onwards as square tiles, {columns:.0f} to a row", kind="grid",
                      optional=True),
-               Scalar("start", "index of the sheet's first image", optional=True),
-               Scalar("count", "images on the sheet", optional=True),
-               Scalar("columns", "tiles per row of the sheet", optional=True)))
+               Scalar("start", "index of the sheet's first image", optional=True, integer=True),
+               Scalar("count", "images on the sheet", optional=True, integer=True),
+               Scalar("columns", "tiles per row of the sheet", optional=True, integer=True)))
 def datasets(loaded: LoadedModel, inputs: Mapping[str, Tensor], params: DatasetsParams = DatasetsParams(),
              progress: Progress | None = None) -> Corpus:
     """items: one row per dataset (list and every change); for ``images``: images ``i<index>`` (3, s, s) and

@@ -55,11 +55,12 @@ def grid_image(ds: store.Dataset, chosen: list[int], cells: list[int], side: int
            endpoint="dataset", layer="optional", default_layer="code", order=20,
            reference="van der Maaten & Hinton 2008; McInnes et al. 2018; CS231n lecture 12", outputs=(
                Image("grid", "the map snapped to a grid of thumbnails", kind="grid", optional=True),
-               Scalar("images", "images mapped"), Scalar("dim", "dimensions of each CNN code"),
+               Scalar("images", "images mapped", integer=True),
+               Scalar("dim", "dimensions of each CNN code", integer=True),
                Scalar("codes_seconds", "time spent on the CNN codes", "s"),
                Scalar("projection_seconds", "time spent on the 2-D map", "s"),
-               Scalar("codes_cached", "1 when the codes came from the cache"),
-               Scalar("projection_cached", "1 when the map came from the cache"),
+               Scalar("codes_cached", "1 when the codes came from the cache", integer=True),
+               Scalar("projection_cached", "1 when the map came from the cache", integer=True),
                Item("label", "the image's label"), Item("predicted", "the class the model says"),
                Item("file", "the image's file in the dataset")))
 def embedding(loaded: LoadedModel, inputs: Mapping[str, Tensor], params: EmbeddingParams = EmbeddingParams(),

@@ -58,7 +58,7 @@ class FaithfulnessParams:
                Scalar("accuracy", "the model's accuracy on the same images"),
                Scalar("randomised_similarity", "rank correlation with the original map once every layer is "
                                                "randomised (lower is better)"),
-               Scalar("images", "held-out images measured"),
+               Scalar("images", "held-out images measured", integer=True),
                Series("deletion", "class probability vs share of pixels deleted"),
                Series("insertion", "class probability vs share of pixels inserted"),
                Series("randomisation", "rank correlation with the original map vs layers randomised, from the top"),
@@ -73,15 +73,19 @@ def faithfulness_curves(loaded: LoadedModel, inputs: Mapping[str, Tensor],
     if loaded.name != "builtin":
         raise SchemaError("model", "faithfulness is measured against the built-in dataset's object masks: "
                                    "use the builtin model")
-    total = 2 * params.n + 1
+    # progress in maps computed: one per image for the pointing game and the curves, one per randomised image for
+    # the original and for each randomisation step (its share of the time is large: ~100 maps on the built-in)
+    per_step = params.randomisation_images
+    total = 2 * params.n + per_step * (len(faithfulness.randomised_layers(loaded.net)) + 1)
     report = (lambda done: progress(done, total, None)) if progress is not None else (lambda done: None)
     pointing = faithfulness.pointing_game(loaded, params.technique, n=params.n, seed=params.seed,
                                           callback=lambda done, _n: report(done))
     curves = faithfulness.deletion_insertion_game(loaded, params.technique, n=params.n, seed=params.seed,
                                                   steps=params.steps, baseline=params.baseline,
                                                   callback=lambda done, _n: report(params.n + done))
-    randomised = faithfulness.randomisation_check(loaded, params.technique, n=params.randomisation_images,
-                                                  seed=params.seed)
+    randomised = faithfulness.randomisation_check(
+        loaded, params.technique, n=params.randomisation_images, seed=params.seed,
+        callback=lambda done, _layers: report(2 * params.n + per_step * (done + 1)))
     report(total)
     steps = [float(k) for k in range(len(randomised.similarity))]
     return Corpus(

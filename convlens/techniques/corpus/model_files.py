@@ -198,9 +198,9 @@ _CARD_FIELDS = tuple(Item(f.name, f"the new model's {f.name.replace('_', ' ')}",
 
 @technique(name="model_files", page="models", title="Models", family="corpus", params=ModelFilesParams, inputs=(),
            endpoint="dataset", order=6, reference="convlens.zoo: a model.toml manifest per model folder", outputs=(
-               Scalar("upload_enabled", "1 when models may be added and removed here"),
-               Scalar("models", "models in the models directory (list, remove)", optional=True),
-               Scalar("parameters", "the new model's parameter count (add)", optional=True),
+               Scalar("upload_enabled", "1 when models may be added and removed here", integer=True),
+               Scalar("models", "models in the models directory (list, remove)", optional=True, integer=True),
+               Scalar("parameters", "the new model's parameter count (add)", optional=True, integer=True),
                Item("name", "the model's name"),
                # list and remove: one row per model of the models directory
                Item("status", "whether the model loads", optional=True),

@@ -57,7 +57,7 @@ def _row(ds: store.Dataset, indices: list[int]) -> Tensor:
                # one row per space asked for (params.space)
                Image("code", "nearest by CNN code, nearest first", kind="grid", optional=True),
                Image("pixel", "nearest by pixels, nearest first", kind="grid", optional=True),
-               Scalar("images", "images searched"),
+               Scalar("images", "images searched", integer=True),
                # only for a query taken from the dataset (an uploaded one has no label)
                Scalar("code_same_label", "share of the CNN-code neighbours with the query's label", optional=True),
                Scalar("pixel_same_label", "share of the pixel neighbours with the query's label", optional=True),

@@ -39,16 +39,18 @@ class TopPatchesParams(OverADataset):
 
 @technique(name="top_patches", title="Top patches", family="corpus", params=TopPatchesParams, inputs=(),
            page="top_patches",
-           endpoint="dataset", layer="spatial", default_layer="last_spatial", order=40,
+           endpoint="dataset", layer="spatial", default_layer="patch", order=40,
            reference="Zeiler & Fergus 2014; Girshick et al. 2014; CS231n lecture 12", outputs=(
                # no grid for an empty dataset
                Image("grid", "strongest patches, each cut to the unit's receptive field", kind="grid", optional=True),
-               Scalar("channels", "channels of the layer"),
-               Scalar("receptive_field", "side of a unit's receptive field", "px"),
-               Scalar("stride", "input pixels between neighbouring units", "px"),
-               Scalar("images", "images ranked"), Scalar("columns", "patches per row of the grid"),
-               Scalar("tile", "side of a patch in the grid", "px"),
-               Scalar("cached", "1 when the ranking came from the cache"),
+               Scalar("channels", "channels of the layer", integer=True),
+               Scalar("receptive_field", "side of a unit's receptive field", "px", integer=True),
+               Scalar("input_size", "side of the model's input", "px", integer=True),
+               Scalar("stride", "input pixels between neighbouring units", "px", integer=True),
+               Scalar("images", "images ranked", integer=True),
+               Scalar("columns", "patches per row of the grid", integer=True),
+               Scalar("tile", "side of a patch in the grid", "px", integer=True),
+               Scalar("cached", "1 when the ranking came from the cache", integer=True),
                Item("rank", "0 for the strongest"), Item("channel", "the channel"),
                Item("index", "the image's index in the dataset"), Item("activation", "the unit's activation"),
                Item("y", "the unit's row in the layer"), Item("x", "the unit's column in the layer"),
@@ -62,7 +64,7 @@ def top_patches(loaded: LoadedModel, inputs: Mapping[str, Tensor], params: TopPa
     (rank, channel, index, activation, unit y/x, its box in input pixels, label, file); scalars: the layer's
     channels, receptive field and stride."""
     ds = store.open_dataset(params.dataset)
-    layer = params.layer or loaded.default_cam_layer
+    layer = params.layer or loaded.default_layer("patch")
     row = loaded.layer(layer)
     channels = row.output_shape[0]
     if not 1 <= params.k <= MAX_K:
@@ -97,5 +99,6 @@ def top_patches(loaded: LoadedModel, inputs: Mapping[str, Tensor], params: TopPa
     pictures = {"grid": imaging.grid(tiles, columns=columns, pad=2)} if tiles else {}
     return Corpus(images=pictures, items=items,
                   scalars={"channels": float(channels), "receptive_field": float(row.receptive_field),
+                           "input_size": float(loaded.preprocessing.input_size),
                            "stride": float(row.stride), "images": float(len(ds)), "columns": float(columns),
                            "tile": float(size), "cached": float(top.cached)})

@@ -150,7 +150,7 @@ def apply(net: StyleNet, contents: Sequence[Tensor], weights: Tensor, strength: 
                Label("network", "the style network, and what its losses were measured with"),
                Label("styles", "the styles blended, with their weights"),
                Scalar("seconds", "this image's share of its batch's forward pass", "s"),
-               Scalar("batch", "images served in the same forward pass"),
+               Scalar("batch", "images served in the same forward pass", integer=True),
                Scalar("strength", "share of the stylised image mixed with the content")))
 def stylize(loaded: LoadedModel, inputs: Sequence[Inputs], targets: Sequence[int | None],
             params: StylizeParams = StylizeParams(), progress: Progress | None = None) -> list[Synthesis]:

@@ -90,7 +90,7 @@ def _grey_below(pixels: Tensor, score: Tensor, percentile: float) -> None:
                                "the target)", role="primary"),
                Label("target_label", "the class visualised"), Label("predicted_label", "what the model says it is"),
                Scalar("target_probability", "the model's probability for the class visualised"),
-               Scalar("predicted_class", "index of the class the model says"),
+               Scalar("predicted_class", "index of the class the model says", integer=True),
                Scalar("predicted_probability", "the model's probability for the class it says"),
                STEPS, *term("class_score", "class score (logit)")))
 def class_visualisation(loaded: LoadedModel, inputs: Inputs, target: int | None,

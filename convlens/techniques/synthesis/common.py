@@ -73,7 +73,7 @@ def totals(*runs: LoopResult) -> dict[str, float]:
             "cancelled": float(any(r.cancelled for r in runs))}
 
 
-STEPS = Scalar("steps", "steps run")
+STEPS = Scalar("steps", "steps run", integer=True)
 
 
 def term(name: str, caption: str, optional: bool = False) -> tuple[Declared, Declared]:
@@ -104,7 +104,8 @@ def gallery(tiles: Tensor, columns: int | None = None) -> Tensor:
 
 
 def synthesis(images_out: Mapping[str, Tensor], history: dict[str, list[float]], scalars: dict[str, float],
-              labels: Mapping[str, str] | None = None) -> Synthesis:
-    """A result with every image as (3, H, W) on the CPU."""
+              labels: Mapping[str, str] | None = None,
+              series: Mapping[str, tuple[list[float], list[float]]] | None = None) -> Synthesis:
+    """A result with every image as (3, H, W) on the CPU; ``series`` curves other than per-step histories."""
     named = {k: (v[0] if v.ndim == 4 else v).detach().float().cpu().clamp(0, 1) for k, v in images_out.items()}
-    return Synthesis(named, history, scalars, dict(labels or {}))
+    return Synthesis(named, history, scalars, dict(labels or {}), dict(series or {}))

@@ -42,7 +42,7 @@ def _resize(x: Tensor, shape: tuple[int, int]) -> Tensor:
 @technique(name="deepdream", title="DeepDream", family="synthesis", params=DeepDreamParams, inputs=("image",),
            layer="spatial", default_layer="middle_spatial", order=50, reference="Mordvintsev et al. 2015",
            outputs=(Image("original", "original"), Image("result", "dreamed ({octaves:.0f} octaves)", role="primary"),
-                    Scalar("octaves", "octaves run, coarse to fine"), STEPS,
+                    Scalar("octaves", "octaves run, coarse to fine", integer=True), STEPS,
                     Series("layer_l2", "L2 norm of the layer's activations per step, octave after octave"),
                     Scalar("initial_layer_l2", "L2 norm of the layer's activations at the first step"),
                     Scalar("final_layer_l2", "L2 norm of the layer's activations at the last step")))

@@ -81,12 +81,19 @@ def _vgg19(device: torch.device) -> Perceptual:
                       "VGG-19 features, ImageNet weights (Simonyan & Zisserman 2015)")
 
 
+# What the random network's description adds: what real weights give, and how to get them (``auto`` then uses them).
+WITH_VGG19 = ("With VGG-19's ImageNet weights the results carry the source's real structure — brush strokes, "
+              "bricks, the parts of objects — rather than mostly its colours and local statistics: run "
+              "`convlens weights fetch vgg19` (or `make weights`, every model) on a machine with internet; "
+              "network auto then measures with VGG-19.")
+
+
 def _random(device: torch.device) -> Perceptual:
     net = random_vgg().to(device)
     return Perceptual(net, ("relu1_1", "relu2_1", "relu3_1", "relu4_1"), "relu3_2",
                       lambda x: images.normalize(x, IMAGENET_MEAN, IMAGENET_STD), "random_vgg",
                       f"VGG-style network with fixed random weights (seed {RANDOM_VGG_SEED}; "
-                      "He, Wang & Hopcroft 2016) — no pretrained weights")
+                      f"He, Wang & Hopcroft 2016) — no pretrained weights. {WITH_VGG19}")
 
 
 def model_layers(loaded: LoadedModel, count: int = 4) -> tuple[tuple[str, ...], str]:

@@ -57,9 +57,13 @@ class StyleParams:
 @dataclass(frozen=True)
 class StyleGridParams:
     """Rows: content/style weight ratios (the style weight is ``1 / ratio``, the content weight 1). Columns:
-    style scales, or — with two style images and ``columns=blend`` — the first style's blend weight."""
+    style scales, or — with two style images and ``columns=blend`` — the first style's blend weight.
 
-    ratios: tuple[float, ...] = bounded((1.0, 0.1, 0.01), 1e-6, 1e6)
+    The default ratios run from mostly content (1000) to mostly style (10): on the shipped samples (random VGG,
+    128 px, 100 steps) the style loss falls 5–21× from row to row and the mean pixel changes by 0.04–0.14; at ratio
+    1 and below the style has already won and the rows look alike (1, 0.1, 0.01: at most 1.6× and 0.026)."""
+
+    ratios: tuple[float, ...] = bounded((1000.0, 100.0, 10.0), 1e-6, 1e6)
     columns: Literal["scale", "blend"] = "scale"
     scales: tuple[float, ...] = bounded((0.5, 1.0, 2.0), 0.1, 4.0)
     blends: tuple[float, ...] = bounded((0.0, 0.5, 1.0), 0.0, 1.0)
@@ -221,11 +225,12 @@ def cached_cells() -> int:
                Label("network", "the network the losses were measured with"),
                Label("rows", "what the rows vary, and their values"),
                Label("columns", "what the columns vary, and their values"),
-               Scalar("rows", "rows of the grid"), Scalar("columns", "columns of the grid"),
-               Scalar("cells", "cells of the grid"), Scalar("cached_cells", "cells taken from the cache"),
+               Scalar("rows", "rows of the grid", integer=True), Scalar("columns", "columns of the grid", integer=True),
+               Scalar("cells", "cells of the grid", integer=True),
+               Scalar("cached_cells", "cells taken from the cache", integer=True),
                Scalar("style_loss_{row}_{col}", "style loss of the cell of row {row}, column {col}"),
                Scalar("content_loss_{row}_{col}", "content loss of the cell of row {row}, column {col}"),
-               Scalar("steps", "steps run (0 when every cell came from the cache)"),
+               Scalar("steps", "steps run (0 when every cell came from the cache)", integer=True),
                # a curve only when some cell was computed
                Series("style_loss", "style loss per step", optional=True),
                Series("content_loss", "content loss per step", optional=True),
