@@ -15,6 +15,9 @@ SHOWN_LABELS = 8
 SHOWN_TOPK = 3
 MAX_VALUE_WIDTH = 16  # a longer value (a label) pushes its own caption right rather than every row's
 JSON_HINT = "--json for the full response"
+UNFAMILIAR = ("warning: this input does not look like {model}'s training data, so its prediction means little. "
+              "For photos: ImageNet weights (`make weights`, then --model resnet50); for your own kind of images: "
+              "your own model (`convlens model add`, README).")
 _ROLES_FIRST = ("headline", "verdict")
 Row = tuple[str, Declared | None, dict[str, str]]
 
@@ -50,6 +53,8 @@ def summary_lines(declared: Outputs, response: Mapping[str, Any],
     prediction = _prediction(response)
     if prediction:
         lines.append(prediction)
+    if scalars.get("familiar") == 0:  # the familiarity verdict (registry.FAMILIARITY): say what it means
+        lines.append(UNFAMILIAR.format(model=response.get("model", "the model")))
     shown_labels = _in_declared_order(declared, "labels", labels)[:SHOWN_LABELS]
     shown_scalars = sorted(_in_declared_order(declared, "scalars", scalars),
                            key=lambda r: _rank(r[1], common))[:SHOWN_SCALARS]

@@ -167,8 +167,9 @@ def history_figure(series: Mapping[str, list[list[float]]]) -> go.Figure:
     fig = go.Figure()
     for name, (steps, values) in series.items():
         fig.add_trace(go.Scatter(x=steps, y=values, mode="lines", name=name.replace("_", " ")))
-    fig.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), title="Objective per step",
-                      xaxis_title="step", legend=dict(orientation="h"))
+    # the legend to the right of the plot: under it, a horizontal one lands on the axis's labels and title
+    fig.update_layout(height=260, margin=dict(l=10, r=10, t=40, b=10), title="Objective per step",
+                      xaxis_title="step", legend=dict(orientation="v", x=1.02, xanchor="left", y=1, yanchor="top"))
     values = [v for _, ys in series.values() for v in ys]
     if values and min(values) > 0 and max(values) >= LOG_SPREAD * min(values):
         fig.update_yaxes(**log_axis(values))

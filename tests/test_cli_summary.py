@@ -231,3 +231,15 @@ def test_the_summary_shows_headlines_then_the_techniques_own_scalars_then_its_fa
     assert lines[-1] == f"left out: 2 more scalars ({JSON_HINT})"
     assert [line.split()[0] for line in summary_lines(declared, {"scalars": scalars})[1:-1]] == [
         "best", "seconds", "grid_pad", *(d.name for d in own[:5])]  # without the family's: declared order
+
+
+@pytest.mark.parametrize(("sample", "warned"), [("photos/cat.png", True), ("ring.png", False)])
+def test_a_prediction_on_an_input_unlike_the_training_data_says_so(sample: str, warned: bool, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The built-in model knows ten synthetic shapes: a cat photo's "cross 84.7 %" comes with the warning and the
+    way out; a shape of its own kind comes without."""
+    image = Path(__file__).resolve().parents[1] / "dashboard" / "samples" / sample
+    assert core_cli.main(["run", "classify", str(image), "--out", str(tmp_path)]) == 0
+    summary = capsys.readouterr().out
+    assert ("does not look like builtin's training data" in summary) == warned, summary
+    assert ("make weights" in summary and "convlens model add" in summary) == warned

@@ -40,12 +40,9 @@ def page() -> None:
         if response is None:
             return
         result = state.result(info, response)
-        pictures, curve = st.columns([3, 2])
-        with pictures:
-            triptych(result)
-        with curve:
-            robustness_chart(result, float(params.get("epsilon", 0.0)), info.name)
+        triptych(result)
         verdict(result)
+        robustness_chart(result, float(params.get("epsilon", 0.0)), info.name)  # why the budget matters
         per_step = {k: v for k, v in response.series.items() if k != CURVE}  # the loss chart shows steps only
         synthesis_view.finish(info, dataclasses.replace(response, series=per_step), Path(name).stem + "_fooled",
                               info.name)
@@ -81,7 +78,8 @@ def robustness_chart(result: Result, budget: float, key: str) -> None:
         images = int(result.scalar("robustness_images", 0))
         fig.add_trace(go.Scatter(x=curve[0], y=[100 * y for y in curve[1]], mode="lines", line_shape="hv",
                                  name=f"{images} held-out images"))
-    fig.add_vline(x=budget, line_dash="dash", annotation_text=f"budget {budget:g}", annotation_position="top left")
+    fig.add_vline(x=budget, line_dash="dash", annotation_text=f"budget {budget:g}/255",
+                  annotation_position="bottom right")
     if result.scalar("fooled"):
         linf = result.scalar("linf_255")
         fig.add_trace(go.Scatter(x=[linf], y=[100 * share_within(curve, linf) if curve else 0.0], mode="markers",
@@ -89,7 +87,9 @@ def robustness_chart(result: Result, budget: float, key: str) -> None:
     largest = max([budget, *(curve[0] if curve else [16.0])])
     fig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10), title="Fooled within an L∞ budget",
                       xaxis=dict(title="L∞ budget (/255)", range=[0, largest * 1.05]),
-                      yaxis=dict(title="images fooled (%)", range=[0, 102]), legend=dict(orientation="h"))
+                      yaxis=dict(title="images fooled (%)", range=[0, 102]),
+                      # top left is empty: few images fool at small budgets, and the curve rises to the right
+                      legend=dict(x=0.01, y=0.99, xanchor="left", yanchor="top", bgcolor="rgba(255,255,255,0.8)"))
     st.plotly_chart(fig, width="stretch", key=f"{key}_robustness")
     if curve is None:
         st.caption("No curve is measured for this model's weights (bench/fooling_curve.py measures one, about a "

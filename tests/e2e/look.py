@@ -5,7 +5,8 @@ it returns one sentence per problem:
 
 - a button or tab whose label is cut (its text is wider than the box that clips it);
 - a button drawn over an image (a Stop button over the live preview);
-- a chart's toolbar (plotly's mode bar) over one of its legend entries, or two legend entries over each other;
+- a chart's toolbar (plotly's mode bar) over one of its legend entries, a legend entry over an axis title, a tick
+  label or an annotation, or two legend entries over each other;
 - an axis tick label cut off by the chart's edge, or two tick labels of one axis over each other;
 - a numeric axis whose tick labels, read as numbers, do not increase along it (a log axis labelled
   "0.1, 9, 8, 7": plotly's digit-only minor labels).
@@ -49,8 +50,12 @@ PROBLEMS = r"""() => {
     const frame = box(gd.querySelector('.main-svg') || gd);
     const bar = gd.querySelector('.modebar');
     const entries = [...gd.querySelectorAll('.legend .traces')].filter(shown);
+    const titles = [...gd.querySelectorAll('.g-xtitle, .g-ytitle, .g-x2title, .g-y2title, .annotation, '
+                                           + 'g[class$="tick"] > text')].filter(shown);
     for (const [i, t] of entries.entries()) {
       if (bar && overlap(box(bar), box(t)) > 0) problems.push(`toolbar over legend entry "${label(t)}"`);
+      for (const a of titles)
+        if (overlap(box(a), box(t)) > 4) problems.push(`legend entry "${label(t)}" over the text "${label(a)}"`);
       for (const u of entries.slice(i + 1))
         if (overlap(box(t), box(u)) > 4) problems.push(`legend entries "${label(t)}" and "${label(u)}" overlap`);
     }

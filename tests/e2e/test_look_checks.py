@@ -105,3 +105,13 @@ def test_x_labels_cut_by_the_chart_edge_are_found(browser: Any) -> None:
     assert any("cut off by the chart's edge (label " in p for p in found(browser, chart(cut)))
     whole = go.Figure(cut).update_xaxes(automargin=True)
     assert [p for p in found(browser, chart(whole)) if "cut off" in p] == []
+
+
+def test_a_legend_over_the_axis_title_is_found(browser: Any) -> None:
+    """A horizontal legend under a short chart lands on the x axis's title unless the chart leaves room."""
+    fig = legend_figure(dict(orientation="h", x=0.3, y=-0.12, yanchor="top")).update_layout(
+        xaxis_title="L∞ budget (/255)", margin=dict(b=40), height=300)
+    over = found(browser, chart(fig))
+    assert any(p.startswith('legend entry "') and 'over the text "L∞ budget (/255)"' in p for p in over), over
+    inside = go.Figure(fig).update_layout(legend=dict(orientation="v", x=0.01, y=0.99, yanchor="top"))
+    assert found(browser, chart(inside)) == []

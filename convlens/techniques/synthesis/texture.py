@@ -25,7 +25,6 @@ from convlens.techniques.synthesis.param import make_param
 from convlens.techniques.synthesis.perceptual import Network, Perceptual, perceptual
 from convlens.techniques.synthesis.quasi_newton import LBFGSStep
 
-
 DEFAULT_LR = {"lbfgs": 0.3, "adam": 0.03}  # a step size that suits one optimiser wrecks the other
 
 
@@ -87,7 +86,8 @@ def texture(loaded: LoadedModel, inputs: Inputs, target: int | None, params: Tex
     targets = grams(net, source, net.style_layers)
     generator = torch.Generator().manual_seed(params.seed)
     param = make_param(params.parameterisation, 1, (params.size, params.size), generator, net.device, noise=0.1)
-    run = optimize(net.net, param, obj.gram_distance(targets), params.steps, lr=DEFAULT_LR[params.optimizer] if params.lr is None else params.lr, to_input=net.to_input,
+    lr = DEFAULT_LR[params.optimizer] if params.lr is None else params.lr
+    run = optimize(net.net, param, obj.gram_distance(targets), params.steps, lr=lr, to_input=net.to_input,
                    seed=params.seed, progress=progress,
                    optimizer=lbfgs(params.parameterisation) if params.optimizer == "lbfgs" else params.optimizer)
     history = run.history.get("gram_distance", [0.0])
