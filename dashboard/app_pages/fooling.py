@@ -9,12 +9,17 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
+from client.http import ApiError, TechniqueInfo
 from client.results import Result
+from convlens.schema import CORPUS, DATASET_PARAM, SYNTHESIS
 from dashboard import state, synthesis_view, widgets
 
 TITLE, ICON = "Fooling", ":material/theater_comedy:"  # how the sidebar lists this page (dashboard.navigation)
 EASIEST = "(the easiest class for this image)"  # no target: the server aims for the class nearest to first order
 CURVE = "robustness"  # the declared series of the model's measured curve
+IMAGES = "robustness_images"  # the declared scalar: how many images the curve was measured on
+MEASURE_IMAGES = 30  # the measurement's default number of images (about a second per image and budget)
+Curve = tuple[list[float], list[float]]
 
 
 def page() -> None:
@@ -24,7 +29,9 @@ def page() -> None:
     found = synthesis_view.served_and_layers(__file__)
     if found is None:
         return
-    [info], catalogue = found
+    served, catalogue = found
+    [info] = [t for t in served if t.family == SYNTHESIS]
+    measuring = next((t for t in served if t.family == CORPUS), None)  # measures a curve over a dataset
     left, right = st.columns([1, 2])
     with left:
         chosen = widgets.choose_image(f"{info.name}_")
@@ -42,7 +49,10 @@ def page() -> None:
         result = state.result(info, response)
         triptych(result)
         verdict(result)
-        robustness_chart(result, float(params.get("epsilon", 0.0)), info.name)  # why the budget matters
+        curve = answered_curve(result) or st.session_state.get(measured_key(info.name))
+        robustness_chart(result, float(params.get("epsilon", 0.0)), info.name, curve)  # why the budget matters
+        if curve is None and measuring is not None:
+            measure_offer(measuring, info.name)
         per_step = {k: v for k, v in response.series.items() if k != CURVE}  # the loss chart shows steps only
         synthesis_view.finish(info, dataclasses.replace(response, series=per_step), Path(name).stem + "_fooled",
                               info.name)
@@ -69,15 +79,59 @@ def verdict(result: Result) -> None:
                    f"{int(result.scalar('steps_to_fool', steps))} steps{shrunk}.")
 
 
-def robustness_chart(result: Result, budget: float, key: str) -> None:
-    """The model's measured curve (share of held-out images fooled against the L∞ budget), this run's budget and
-    this image's smallest fooling change found."""
+def answered_curve(result: Result) -> tuple[Curve, int] | None:
+    """The curve a fooling answer carries (measured on these weights) and its number of images, or None."""
+    if not result.has("series", CURVE):
+        return None
+    return result.series(CURVE), int(result.scalar(IMAGES, 0))
+
+
+def measured_key(key: str) -> str:
+    """Where the session keeps the curve measured from this page, per model."""
+    return f"{key}_measured_{state.selected_model()}"
+
+
+def measure_offer(measuring: TechniqueInfo, key: str) -> None:
+    """No curve for these weights: measure one over a dataset the analyst picks, as a server job (a progress bar
+    with the time left); the server keeps it, so later fooling answers on these weights carry it."""
+    st.markdown("**Measure this model's curve**: attack each of a few dataset images towards a random other class "
+                "within each budget (about a second per image and budget; kept for these weights).")
+    try:
+        rows = state.datasets()
+    except ApiError as exc:
+        widgets.api_error(exc, "list the datasets")
+        return
+    if not rows:
+        st.info("No dataset yet to measure the curve on: create one on the Datasets page.")
+        return
+    left, right = st.columns(2)
+    dataset = left.selectbox("Dataset", [d["name"] for d in rows], key=f"{key}_curve_dataset")
+    n = int(right.number_input("Images", 1, 200, MEASURE_IMAGES, key=f"{key}_curve_n"))
+    if not st.button("Measure this model's curve", key=f"{key}_measure"):
+        return
+    endpoint, named = state.request_of(measuring)
+    bar = st.progress(0.0, text=f"Measuring the curve over {n} images of {dataset}…")
+    try:
+        response = state.corpus(endpoint, state.selected_model(), on_job=widgets.job_progress(
+            bar, "Measuring the curve"), **{DATASET_PARAM: dataset, "n": n}, **named)
+    except ApiError as exc:
+        widgets.api_error(exc, "measure the curve")
+        return
+    finally:
+        bar.empty()
+    measured = state.result(measuring, response)
+    st.session_state[measured_key(key)] = (measured.series(CURVE), int(measured.scalar(IMAGES, n)))
+    st.rerun()  # the chart above draws the measured curve
+
+
+def robustness_chart(result: Result, budget: float, key: str, measured: tuple[Curve, int] | None = None) -> None:
+    """The model's measured curve (share of images fooled against the L∞ budget), this run's budget and this
+    image's smallest fooling change found."""
     fig = go.Figure()
-    curve = result.series(CURVE) if result.has("series", CURVE) else None
+    curve, images = measured if measured is not None else (None, 0)
     if curve is not None:
-        images = int(result.scalar("robustness_images", 0))
         fig.add_trace(go.Scatter(x=curve[0], y=[100 * y for y in curve[1]], mode="lines", line_shape="hv",
-                                 name=f"{images} held-out images"))
+                                 name=f"{images} images"))
     fig.add_vline(x=budget, line_dash="dash", annotation_text=f"budget {budget:g}/255",
                   annotation_position="bottom right")
     if result.scalar("fooled"):
@@ -92,11 +146,11 @@ def robustness_chart(result: Result, budget: float, key: str) -> None:
                       legend=dict(x=0.01, y=0.99, xanchor="left", yanchor="top", bgcolor="rgba(255,255,255,0.8)"))
     st.plotly_chart(fig, width="stretch", key=f"{key}_robustness")
     if curve is None:
-        st.caption("No curve is measured for this model's weights (bench/fooling_curve.py measures one, about a "
-                   "minute per 100 images): the point is this image's smallest fooling change.")
+        st.caption("No curve is measured for this model's weights yet: the point is this image's smallest fooling "
+                   "change.")
         return
-    measured = result.outputs.get("series", CURVE).caption
-    st.caption(f"Held-out images, each pushed towards a random other class ({measured}): "
+    what = result.outputs.get("series", CURVE).caption
+    st.caption(f"Images, each pushed towards a random other class ({what}): "
                f"{100 * share_within(curve, budget):.0f}% fooled within this budget. The point: this image's "
                "smallest fooling change found.")
 

@@ -453,7 +453,7 @@ def test_dataset_techniques_through_the_pipeline_leave_the_model_untouched(data_
         assert info.value.field == field_name
     assert all(torch.equal(state[k], v) for k, v in loaded.net.state_dict().items()) and count_hooks(loaded.net) == 0
     assert {s.name for s in registry.endpoints()["dataset"]} == {"datasets", "model_files", "embedding", "neighbours",
-                                                                 "top_patches"}
+                                                                 "top_patches", "fooling_curve"}
 
 
 def test_a_sprite_sheet_puts_image_start_plus_k_at_row_k_div_64_column_k_mod_64(data_dir: Path) -> None:
