@@ -37,7 +37,7 @@ def test_attribution_page_shows_real_maps_in_a_browser(live: str) -> None:
         # Pick a sample the way a user does: open the picker and click an option.
         page.locator('[data-testid="stSelectbox"]').filter(has_text="Sample").click()
         page.get_by_role("option", name="ring").click()
-        page.get_by_text("Why “ring”?").wait_for(timeout=120_000)
+        page.get_by_text("Why “ring”?").wait_for(timeout=240_000)  # the first answers of cold workers
         images = page.locator('[data-testid="stImage"] img:visible')  # the guided gradient hides in an expander
         images.nth(3).wait_for(timeout=60_000)
         images.nth(4).wait_for(timeout=60_000)
