@@ -1,4 +1,4 @@
-"""The live API and dashboard that the browser tests drive, started once for the whole browser session."""
+"""The live API and dashboard that the browser tests drive, started once for all of them."""
 
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ def free_port() -> int:
 LIVE_URL_ENV = "CONVLENS_LIVE_DASHBOARD"  # a dashboard already running (e.g. `make run`'s) instead of a new one
 
 
-@pytest.fixture(scope="session")
+# package scope: the server goes when the browser tests are done (the integration tests start servers of their own;
+# two TorchServe fleets at once exhaust a 24 GiB machine)
+@pytest.fixture(scope="package")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if os.environ.get(LIVE_URL_ENV):
         yield os.environ[LIVE_URL_ENV]
