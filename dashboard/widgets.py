@@ -13,9 +13,10 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
-from client.http import ApiError, JobStatus, LayerCatalogue, ModelInfo
+from client.http import ApiError, JobStatus, LayerCatalogue, ModelInfo, TechniqueInfo
 from client.results import Result
 from convlens.colormaps import plotly_scale
+from convlens.schema import CorpusResponse
 from dashboard import state
 from dashboard.upload import UploadError, check_upload
 
@@ -105,17 +106,34 @@ def time_left(elapsed: float, done: float) -> str:
     return f"about {left:.0f} s left" if left < 90 else f"about {left / 60:.0f} min left"
 
 
-def job_progress(bar: Any, what: str, unit: str = "images") -> Callable[[JobStatus], None]:
+def job_progress(bar: Any, what: str, unit: str = "images", note: str | None = None) -> Callable[[JobStatus], None]:
     """A ``on_job`` callback that moves ``bar`` (an ``st.progress``) as a server job reports its steps, with the
-    time left at the pace so far."""
+    time left at the pace so far, then ``note`` in brackets (default: cached answers are computed once)."""
     started = time.monotonic()
+    after = f" ({FIRST_TIME if note is None else note})" if note != "" else ""
 
     def show(job: JobStatus) -> None:
         done = min(1.0, job.step / job.total) if job.total else 0.0
         bar.progress(done, text=f"{what}: {job.step:,} of {job.total:,} {unit} — "
-                                f"{time_left(time.monotonic() - started, done)} ({FIRST_TIME})")
+                                f"{time_left(time.monotonic() - started, done)}{after}")
 
     return show
+
+
+def followed_corpus(info: TechniqueInfo, model: str, starting: str, following: str, failing: str,
+                    **params: Any) -> CorpusResponse | None:
+    """A corpus answer (cached, :func:`state.corpus`) with a progress bar: ``starting`` until the server reports a
+    job, then its steps as ``following`` with the time left. None after an error, shown as "could not
+    ``failing``"."""
+    endpoint, named = state.request_of(info)
+    bar = st.progress(0.0, text=starting)
+    try:  # a large dataset is a job on the server: its progress moves the bar
+        return state.corpus(endpoint, model, on_job=job_progress(bar, following), **params, **named)
+    except ApiError as exc:
+        api_error(exc, failing)
+        return None
+    finally:
+        bar.empty()
 
 
 FIRST_TIME = "first time only: cached afterwards"

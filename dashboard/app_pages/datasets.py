@@ -4,7 +4,6 @@ or an uploaded zip (label subfolders; checked on the server before anything is w
 from __future__ import annotations
 
 import re
-import time
 
 import streamlit as st
 
@@ -27,13 +26,11 @@ def create(name: str, params: dict[str, object]) -> dict[str, object] | None:
     the server's list, or None after an error (shown)."""
     bar = st.progress(0.0, text=f"Creating {name}… {first_estimate(params)}")
     running: list[str] = []
-    started = time.monotonic()
+    follow = widgets.job_progress(bar, f"Creating {name}", note="")
 
     def show(job: JobStatus) -> None:
         running[:] = [] if job.finished else [job.job]
-        done = min(1.0, job.step / job.total) if job.total else 0.0
-        bar.progress(done, text=f"Creating {name}: {job.step:,} of {job.total:,} images — "
-                                f"{widgets.time_left(time.monotonic() - started, done)}")
+        follow(job)
 
     rows = widgets.cancellable(lambda: state.change_datasets(on_job=show, **params),
                                lambda: running[0] if running else None, bar, f"create {name}")

@@ -76,16 +76,11 @@ def page() -> None:
     method = mid.radio("Method", list(METHODS), format_func=METHODS.get, horizontal=True, key="emb_method")
     colour_by = right.radio("Colour by", ["label", "predicted"], horizontal=True, key="emb_colour")
     seed = int(st.number_input("Seed", 0, 10_000, 0, key="emb_seed"))
-    endpoint, named = state.request_of(info)
-    bar = st.progress(0.0, text=f"CNN codes of {dataset}, then {METHODS[method]}… ({widgets.FIRST_TIME})")
-    try:  # a large dataset is a job on the server: its progress moves the bar
-        response = state.corpus(endpoint, model, on_job=widgets.job_progress(bar, f"CNN codes, then {METHODS[method]}"),
-                                dataset=dataset, projection=method, seed=seed, **named)
-    except ApiError as exc:
-        widgets.api_error(exc, f"map {dataset}")
+    response = widgets.followed_corpus(info, model, f"CNN codes of {dataset}, then {METHODS[method]}… "
+                                       f"({widgets.FIRST_TIME})", f"CNN codes, then {METHODS[method]}",
+                                       f"map {dataset}", dataset=dataset, projection=method, seed=seed)
+    if response is None:
         return
-    finally:
-        bar.empty()
     points = response.points or []
     result = state.result(info, response)
     codes_time = "cached" if result.scalar("codes_cached", 0) else f"{result.scalar('codes_seconds', 0.0):.1f} s"

@@ -109,16 +109,11 @@ def measure_offer(measuring: TechniqueInfo, key: str) -> None:
     n = int(right.number_input("Images", 1, 200, MEASURE_IMAGES, key=f"{key}_curve_n"))
     if not st.button("Measure this model's curve", key=f"{key}_measure"):
         return
-    endpoint, named = state.request_of(measuring)
-    bar = st.progress(0.0, text=f"Measuring the curve over {n} images of {dataset}…")
-    try:
-        response = state.corpus(endpoint, state.selected_model(), on_job=widgets.job_progress(
-            bar, "Measuring the curve"), **{DATASET_PARAM: dataset, "n": n}, **named)
-    except ApiError as exc:
-        widgets.api_error(exc, "measure the curve")
+    response = widgets.followed_corpus(measuring, state.selected_model(),
+                                       f"Measuring the curve over {n} images of {dataset}…", "Measuring the curve",
+                                       "measure the curve", **{DATASET_PARAM: dataset, "n": n})
+    if response is None:
         return
-    finally:
-        bar.empty()
     measured = state.result(measuring, response)
     st.session_state[measured_key(key)] = (measured.series(CURVE), int(measured.scalar(IMAGES, n)))
     st.rerun()  # the chart above draws the measured curve

@@ -63,17 +63,12 @@ def page() -> None:
                    f"border. Pick a shallower layer (e.g. `{default}`) for parts of images.")
     overview = st.toggle("Overview: every channel's strongest patch", value=False, key="tp_overview")
     channel = None if overview else int(st.number_input("Channel", 0, row.output_shape[0] - 1, 0, key="tp_channel"))
-    endpoint, named = state.request_of(info)
-    bar = st.progress(0.0, text=f"Ranking every channel of `{layer}` over {dataset}… ({widgets.FIRST_TIME})")
-    try:  # a large dataset is a job on the server: its progress moves the bar
-        response = state.corpus(endpoint, model, on_job=widgets.job_progress(bar, f"Ranking every channel of {layer}"),
-                                layer=layer, dataset=dataset, channel=channel, k=k, **named,
-                                tile=tile_px(row.receptive_field, k if channel is not None else row.output_shape[0]))
-    except ApiError as exc:
-        widgets.api_error(exc, "find the top patches")
+    response = widgets.followed_corpus(
+        info, model, f"Ranking every channel of `{layer}` over {dataset}… ({widgets.FIRST_TIME})",
+        f"Ranking every channel of {layer}", "find the top patches", layer=layer, dataset=dataset, channel=channel,
+        k=k, tile=tile_px(row.receptive_field, k if channel is not None else row.output_shape[0]))
+    if response is None:
         return
-    finally:
-        bar.empty()
     result = state.result(info, response)
     shown = list(result.images())
     if not shown:
