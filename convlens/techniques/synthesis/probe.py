@@ -4,8 +4,6 @@ and then renders as saturated noise)."""
 
 from __future__ import annotations
 
-import threading
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -14,8 +12,7 @@ from convlens.hooks import capture
 from convlens.models import LoadedModel
 
 SAMPLES = 32  # images of the probe pass; enough for a stable ranking of the channels' means
-_LOCK = threading.Lock()
-_MEANS: dict[tuple[str, str, int], dict[str, Tensor]] = {}  # (model, weights, id of the net) → layer → (C,)
+_KEPT = "_convlens_channel_means"  # where a loaded model keeps its channels' means (layer → (C,))
 
 
 def sample_images(loaded: LoadedModel, n: int = SAMPLES) -> Tensor:
@@ -54,21 +51,16 @@ def _photo_crops(size: int, n: int) -> Tensor:
 
 def channel_means(loaded: LoadedModel, layer: str) -> Tensor:
     """(C,) mean activation of each channel of ``layer`` over the sample images and all positions (computed once
-    per model, every spatial layer in one pass)."""
-    key = (loaded.name, str(loaded.weights), id(loaded.net))
-    with _LOCK:
-        known = _MEANS.get(key)
-    if known is None or layer not in known:
+    per loaded model, every spatial layer in one pass, and kept on it)."""
+    known: dict[str, Tensor] = vars(loaded).get(_KEPT, {})
+    if layer not in known:
         layers = [r.name for r in loaded.layers if r.is_spatial and len(r.output_shape) == 3]
         layers = layers if layer in layers else [*layers, layer]
         x = sample_images(loaded).to(loaded.device)
         with torch.no_grad(), capture(loaded.net, layers, detach=True) as seen:
             loaded.net(loaded.preprocessing.normalize(x))
         known = {name: seen[name].float().flatten(2).mean(dim=(0, 2)).cpu() for name in layers}
-        with _LOCK:
-            _MEANS[key] = known
-            while len(_MEANS) > 16:  # models loaded since: keep the latest
-                _MEANS.pop(next(iter(_MEANS)))
+        object.__setattr__(loaded, _KEPT, known)  # a frozen dataclass: kept like its other derived values
     return known[layer]
 
 

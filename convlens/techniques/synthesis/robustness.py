@@ -68,17 +68,13 @@ def curve_path(loaded: LoadedModel) -> Path | None:
 
 
 def weights_sha256(loaded: LoadedModel) -> str | None:
+    """The weights file's SHA-256 (a registered model's card has it; else hashed once per loaded model), or None
+    when the weights came from no file found."""
     if loaded.card is not None:
         return str(loaded.card.weights_sha256)
-    path = find_weights(loaded.name)
-    return None if path is None else _sha256(str(path), path.stat().st_mtime_ns)
+    from convlens.corpus.codes import weights_digest
 
-
-@functools.lru_cache(maxsize=8)
-def _sha256(path: str, _mtime_ns: int) -> str:
-    from convlens.zoo.weights import sha256_file
-
-    return sha256_file(Path(path))
+    return None if find_weights(loaded.name) is None else weights_digest(loaded)
 
 
 def measured_path(sha256: str) -> Path:
