@@ -251,14 +251,14 @@ def param_controls(technique: Any, key: str, skip: tuple[str, ...] = ()) -> dict
     return values
 
 
-def dataset_rows() -> list[dict[str, Any]] | None:
-    """The server's datasets, or None once the page has said why there are none to pick from."""
+def dataset_rows(empty: str = "No dataset yet: create one on the Datasets page.") -> list[dict[str, Any]] | None:
+    """The server's datasets, or None once the page has said why there are none to pick from (``empty``)."""
     try:
         rows = state.datasets()
     except ApiError as exc:
         api_error(exc, "list the datasets")
         return None
     if not rows:
-        st.info("No dataset yet: create one on the Datasets page.")
+        st.info(empty)
         return None
     return rows

@@ -9,7 +9,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
-from client.http import ApiError, TechniqueInfo
+from client.http import TechniqueInfo
 from client.results import Result
 from convlens.schema import CORPUS, DATASET_PARAM, SYNTHESIS
 from dashboard import state, synthesis_view, widgets
@@ -96,13 +96,8 @@ def measure_offer(measuring: TechniqueInfo, key: str) -> None:
     with the time left); the server keeps it, so later fooling answers on these weights carry it."""
     st.markdown("**Measure this model's curve**: attack each of a few dataset images towards a random other class "
                 "within each budget (about a second per image and budget; kept for these weights).")
-    try:
-        rows = state.datasets()
-    except ApiError as exc:
-        widgets.api_error(exc, "list the datasets")
-        return
-    if not rows:
-        st.info("No dataset yet to measure the curve on: create one on the Datasets page.")
+    rows = widgets.dataset_rows("No dataset yet to measure the curve on: create one on the Datasets page.")
+    if rows is None:
         return
     left, right = st.columns(2)
     dataset = left.selectbox("Dataset", [d["name"] for d in rows], key=f"{key}_curve_dataset")
