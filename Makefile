@@ -21,9 +21,12 @@ help:
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --quiet --no-cache-dir --upgrade pip
+	@# torch and torchvision (with the CUDA libraries of their x86_64 build, several GB) on their own first and with
+	@# no pip cache: the peak disk use is then one install's, not the cache's copy of every wheel as well.
+	$(PY) -m pip install --quiet --no-cache-dir $$(grep -E '^torch(vision)?==' requirements.txt)
+	$(PY) -m pip install --quiet --no-cache-dir -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-cache-dir --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# ConvLens dashboard image: Streamlit and the HTTP client. No torch: the dashboard imports only
-# client/, dashboard/ and convlens/schema.py (standard library), which tests/test_import_boundary.py keeps so.
+# ConvLens dashboard image: Streamlit and the HTTP client. No torch: the dashboard imports only client/,
+# dashboard/ and the torch-free core modules copied below (tests/test_import_boundary.py keeps them torch-free;
+# tests/test_deploy_files.py checks that every one the dashboard loads is copied).
 #
 #   docker build -f deploy/dashboard.Dockerfile -t convlens-dashboard .
 ARG BASE_IMAGE=python:3.11-slim
@@ -26,7 +27,7 @@ FROM ${BASE_IMAGE} AS runtime
 RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin convlens
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-COPY convlens/__init__.py convlens/schema.py ./convlens/
+COPY convlens/__init__.py convlens/schema.py convlens/outputs.py convlens/decoding.py convlens/colormaps.py ./convlens/
 COPY client ./client
 COPY dashboard ./dashboard
 COPY deploy/healthcheck.py ./deploy/

@@ -5,6 +5,7 @@ The stack itself is built, started and tested for real by ``make compose-test`` 
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 import subprocess
@@ -190,8 +191,57 @@ def test_dashboard_image_has_no_torch() -> None:
     assert "torch" not in re.sub(r"#.*", "", text)
     copied = [src for line in text.splitlines() if line.startswith("COPY") and "--from=" not in line
               for src in line.split()[1:-1]]
-    assert "convlens" not in copied, "only convlens/schema.py (and __init__) may be copied"
-    assert {"convlens/__init__.py", "convlens/schema.py", "client", "dashboard"} <= set(copied)
+    assert "convlens" not in copied, "only the torch-free core modules the dashboard imports may be copied"
+    assert {"convlens/__init__.py", "client", "dashboard"} <= set(copied)
+
+
+def module_imports(path: Path) -> set[str]:
+    """Modules a file imports when it is loaded (module level, including under ``if``/``try``; not inside
+    functions, which run only on the code paths that use them): ``from a.b import c`` gives a.b and a.b.c."""
+    found: set[str] = set()
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.update([node.module, *(f"{node.module}.{alias.name}" for alias in node.names)])
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.If | ast.Try):
+                visit(node.body + node.orelse + [s for h in getattr(node, "handlers", []) for s in h.body])
+
+    visit(ast.parse(path.read_text()).body)
+    return found
+
+
+def core_modules_loaded_by(folder: str) -> set[str]:
+    """Every ``convlens/*.py`` file that loading any module of ``folder`` loads, transitively (relative paths)."""
+    def source(module: str) -> Path | None:
+        stem = ROOT / module.replace(".", "/")
+        return next((p for p in (stem.with_suffix(".py"), stem / "__init__.py") if p.is_file()), None)
+
+    todo = [".".join(p.relative_to(ROOT).with_suffix("").parts) for p in (ROOT / folder).rglob("*.py")]
+    seen: set[Path] = set()
+    while todo:
+        path = source(todo.pop())
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        todo += [m for m in module_imports(path) if m.split(".")[0] in ("convlens", "client", "dashboard")]
+    return {str(p.relative_to(ROOT)) for p in seen if p.parts[len(ROOT.parts)] == "convlens"}
+
+
+def test_dashboard_image_copies_every_core_module_the_dashboard_loads() -> None:
+    """A module the dashboard imports but the image lacks is a ModuleNotFoundError on every page in the container
+    (it happened: client/http.py imports convlens.outputs while the image copied only convlens/schema.py)."""
+    text = DOCKERFILES["dashboard"].read_text()
+    copied = {src for line in text.splitlines() if line.startswith("COPY") and "--from=" not in line
+              for src in line.split()[1:-1]}
+    needed = core_modules_loaded_by("dashboard")
+    assert {"convlens/outputs.py", "convlens/schema.py"} <= needed  # the scan does follow client/ into the core
+    assert needed - copied == set()
+    heavy = {f"{path}: {module}" for path in needed for module in module_imports(ROOT / path)
+             if module.split(".")[0] in ("torch", "torchvision", "numpy")}
+    assert heavy == set()
 
 
 def test_hadolint_passes_on_both_dockerfiles() -> None:

@@ -20,6 +20,7 @@ from convlens import registry
 from convlens.corpus import datasets as store
 from convlens.models import LoadedModel, load_model
 from convlens.outputs import (
+    COLUMN_DTYPES,
     INTEGER,
     SECTIONS,
     Declared,
@@ -77,7 +78,8 @@ def answer(spec: registry.Spec, loaded: LoadedModel | None, params: Mapping[str,
 
 def sections(out: Any) -> dict[Section, list[str]]:
     return {"images": list(out.images), "scalars": list(out.scalars), "labels": list(out.labels),
-            "series": list(out.series), "items": sorted({k for item in out.items for k in item})}
+            "series": list(out.series), "items": sorted({k for item in out.items for k in item}),
+            "columns": list(getattr(out, "columns", {}))}
 
 
 def fill_every_caption(declared: Outputs, out: Any) -> None:
@@ -140,10 +142,12 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any], list[str]]] = [
      ["images.i0", "images.i3", "items.index", "items.file"]),
     ("datasets", {"action": "sheet", "name": DATASET, "count": 8, "size": 8}, {}, ["images.sheet", "scalars.start"]),
     ("datasets", {"action": "builtin", "name": "made", "n": 5}, {}, ["items.name", "items.largest_class"]),
-    ("neighbours", {"space": "code", "query": None}, {"image": picture(2)}, ["images.code"]),
+    ("neighbours", {"space": "code", "query": None}, {"image": picture(2)}, ["images.code", "scalars.code_exact"]),
     ("neighbours", {"space": "both"}, {}, ["images.pixel", "scalars.pixel_same_label", "scalars.code_same_label"]),
     ("top_patches", {"channel": 0}, {}, ["images.grid", "items.rank"]),
     ("embedding", {"grid": 4, "tile": 8}, {}, ["images.grid"]),
+    ("embedding", {"compact": True, "channel": 1, "files": "0,2"}, {},
+     ["columns.activation", "items.column", "items.code", "items.name", "items.index"]),
     ("model_files", {"action": "list"}, {}, ["scalars.models", "scalars.upload_enabled"]),
 ]
 
@@ -188,7 +192,8 @@ def test_every_declaration_is_well_formed() -> None:
         assert len({(d.section, d.name) for d in rows}) == len(rows), spec.name
         for d in rows:
             assert d.section in SECTIONS and d.caption, (spec.name, d.name)
-            kinds = {"images": ("picture", "map", "grid", "curve"), "scalars": ("", INTEGER)}.get(d.section, ("",))
+            kinds = {"images": ("picture", "map", "grid", "curve"), "scalars": ("", INTEGER),
+                     "columns": tuple(COLUMN_DTYPES)}.get(d.section, ("",))
             assert d.kind in kinds, d
         spec.declared.check_captions(spec.name)
         assert Outputs.from_json(spec.describe()["outputs"]) == spec.declared

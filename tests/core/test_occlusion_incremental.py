@@ -132,8 +132,8 @@ def test_conv_box_by_hand() -> None:
     assert incremental._window_rule([16], 32, 224, 112, 7, 2, 3, None)[:2] == ([7], 19)
     # τ = 0.5: 19 rows of 112 stay (cap 56); of a side of 20 the cap is 10 rows around the centre (11–20),
     # moved inside the map (10–19)
-    assert incremental._window_rule([16], 32, 224, 112, 7, 2, 3, 0.5)[:2] == ([7], 19)
-    assert incremental._cap([7], [26], 20, 0.5) == ([10], 10)
+    assert incremental._window_rule([16], 32, 224, 112, 7, 2, 3, (56, None))[:2] == ([7], 19)
+    assert incremental._cap([7], [26], 20, (10, None)) == ([10], 10)
 
 
 def test_a_model_that_does_not_trace_falls_back_to_whole_copies() -> None:

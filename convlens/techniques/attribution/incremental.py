@@ -27,7 +27,7 @@ import copy
 import math
 import operator
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,32 +111,48 @@ def _format(t: Tensor) -> torch.memory_format:
         and not t.is_contiguous() else torch.contiguous_format
 
 
-def _cap(starts: list[int], ends: list[int], side: int, tau: float | None) -> tuple[list[int], int]:
+Limit = tuple[int, list[float] | None]  # a box's largest side, and the centres to cap around (None: the ranges')
+
+
+def _cap(starts: list[int], ends: list[int], side: int, limit: Limit | None) -> tuple[list[int], int]:
     """One box size for all elements covering each [start, end) (clamped at the borders so the size stays
-    fixed), capped at ``ceil(tau × side)`` around each range's centre when ``tau`` is set."""
+    fixed), capped at ``limit`` around each element's given centre, or its range's centre."""
     size = max(1, min(side, max(e - s for s, e in zip(starts, ends, strict=True))))
-    if tau is not None and size > (cap := max(1, math.ceil(tau * side))):
-        starts = [(s + e - cap) // 2 for s, e in zip(starts, ends, strict=True)]
+    if limit is not None and size > (cap := max(1, limit[0])):
+        centres = limit[1]
+        starts = [(s + e - cap) // 2 for s, e in zip(starts, ends, strict=True)] if centres is None else [
+            cap_start(c, cap) for c in centres]
         size = cap
     return [min(max(s, 0), side - size) for s in starts], size
 
 
+def cap_start(centre: float, size: int) -> int:
+    """First position of a box of ``size`` centred at ``centre`` (map coordinates, before clamping)."""
+    return math.floor(centre - size / 2 + 0.5)
+
+
+def tau_limit(tau: float, side: int) -> int:
+    """Krypton's projective-field threshold: a box may span at most ``ceil(tau × side)`` of its map."""
+    return max(1, math.ceil(tau * side))
+
+
 def _window_rule(starts: list[int], size: int, side: int, out_side: int, kernel: int, stride: int, pad: int,
-                 tau: float | None) -> tuple[list[int], int, list[int], int]:
+                 limit: Limit | None) -> tuple[list[int], int, list[int], int]:
     """Output box (starts, size) hit by input boxes [s, s + size) of a sliding-window op, and the input
     rows it reads, in padded coordinates (starts, size)."""
     lo = [-((-(s + pad - kernel + 1)) // stride) for s in starts]  # ceil
     hi = [(s + size - 1 + pad) // stride + 1 for s in starts]
-    out_starts, out_size = _cap(lo, hi, out_side, tau)
+    out_starts, out_size = _cap(lo, hi, out_side, limit)
     return out_starts, out_size, [o * stride for o in out_starts], (out_size - 1) * stride + kernel
 
 
-def _union(boxes: list[Box], tau: float | None) -> tuple[list[int], list[int], tuple[int, int]]:
+def _union(boxes: list[Box], limits: tuple[Limit | None, Limit | None]) -> tuple[list[int], list[int],
+                                                                                tuple[int, int]]:
     H, W = boxes[0].clean.shape[2:]
     tops, h = _cap([min(b.tops[i] for b in boxes) for i in range(len(boxes[0].tops))],
-                   [max(b.tops[i] + b.size[0] for b in boxes) for i in range(len(boxes[0].tops))], H, tau)
+                   [max(b.tops[i] + b.size[0] for b in boxes) for i in range(len(boxes[0].tops))], H, limits[0])
     lefts, w = _cap([min(b.lefts[i] for b in boxes) for i in range(len(boxes[0].lefts))],
-                    [max(b.lefts[i] + b.size[1] for b in boxes) for i in range(len(boxes[0].lefts))], W, tau)
+                    [max(b.lefts[i] + b.size[1] for b in boxes) for i in range(len(boxes[0].lefts))], W, limits[1])
     return tops, lefts, (h, w)
 
 
@@ -162,23 +178,131 @@ def _is_head(clean: Any) -> bool:
 
 RELUS = (nn.ReLU, F.relu, torch.relu, "relu")
 WHOLE_MAP_AT = 0.5  # a box covering this share of its map becomes a whole-map box
+WORTH_CAPPING = 0.6  # a measured cap is kept only if its box is at most this share of its map
+
+
+@dataclass(frozen=True)
+class Caps:
+    """The largest box a change may occupy on each map: Krypton's uniform ``tau`` × the map's side, or measured
+    ``sizes`` (rows, columns) per node name (:meth:`Session.measure`). Neither: exact."""
+
+    tau: float | None = None
+    sizes: Mapping[str, tuple[int, int]] | None = None
+
+    def limit(self, node: str, axis: int, side: int) -> int | None:
+        if self.tau is not None:
+            return tau_limit(self.tau, side)
+        size = self.sizes.get(node) if self.sizes is not None else None
+        return None if size is None or size[axis] >= side else size[axis]
+
+    @property
+    def centred(self) -> bool:
+        """Measured caps sit around each window's own centre (where they were measured); τ around each range's."""
+        return self.tau is None
+
+    @property
+    def active(self) -> bool:
+        return self.tau is not None or bool(self.sizes)
+
+
+class _Probe:
+    """Records each window's change energy (the squared change summed over channels) along the rows and columns
+    of every map where a cap could bind, to size caps per map size (see :meth:`sizes`)."""
+
+    def __init__(self, centres: tuple[Tensor, Tensor], input_hw: tuple[int, int]) -> None:
+        self.centres, self.input_hw = centres, input_hw
+        self.dropped: dict[str, tuple[Tensor, Tensor]] = {}  # per node, (B, H) and (B, W) shares left out by caps
+        self.sides: dict[str, tuple[int, int]] = {}
+        self.cappable: set[str] = set()  # nodes whose box a cap would limit
+        self.saturated: set[tuple[int, int]] = set()  # map sizes where a window's exact box covers most of the map
+
+    def see(self, node: str, box: Box) -> None:
+        H, W = box.clean.shape[2:]
+        energy = box.data.float().square().sum(1)  # (B, h, w)
+        self.dropped[node] = (_dropped(energy.sum(2), box.tops, H, self.centres[0] * H / self.input_hw[0]),
+                              _dropped(energy.sum(1), box.lefts, W, self.centres[1] * W / self.input_hw[1]))
+        self.sides[node] = (H, W)
+        if box.size[0] * box.size[1] >= WHOLE_MAP_AT * H * W:
+            self.saturated.add((H, W))
+
+    def sizes(self, share: float) -> dict[str, tuple[int, int]]:
+        """One cap per map size where windows' boxes grow over most of the map: the smallest rows (columns) such
+        that, for every window seen, the cap leaves out at most ``share`` / 2 of its change energy on average
+        over that size's maps (the largest share of FLOPs of a deep network is there, and one size for all of a
+        stage's maps keeps its boxes from growing and shrinking). Only caps leaving out a good part of the map."""
+        out = {}
+        for hw in self.saturated:
+            nodes = [n for n in self.cappable if self.sides.get(n) == hw and n in self.dropped]
+            if not nodes:
+                continue
+            caps = [_smallest(torch.stack([self.dropped[n][axis] for n in nodes]).mean(0), share / 2)
+                    for axis in (0, 1)]
+            if caps[0] * caps[1] <= WORTH_CAPPING * hw[0] * hw[1]:
+                out.update({n: (caps[0], caps[1]) for n in nodes})
+        return out
+
+
+def _dropped(profile: Tensor, starts: list[int], side: int, centres: Tensor) -> Tensor:
+    """(B, side): the share of each element's ``profile`` (B, L), which starts at ``starts[b]``, left outside a
+    span of k = 1 … side positions around ``centres[b]`` (moved inside the map, like :func:`_cap`)."""
+    B, L = profile.shape
+    full = profile.new_zeros(B, side + 1)
+    index = torch.tensor(starts, device=profile.device)[:, None] + torch.arange(L, device=profile.device) + 1
+    full.scatter_(1, index, profile)
+    cum = full.cumsum(1)  # cum[:, j] = energy of positions < j
+    k = torch.arange(1, side + 1, device=profile.device)
+    first = (centres.to(profile.device)[:, None] - k / 2 + 0.5).floor().long()  # as cap_start
+    first = torch.minimum(first.clamp_min(0), side - k)
+    inside = cum.gather(1, first + k) - cum.gather(1, first)
+    total = cum[:, -1:]
+    return torch.where(total > 0, 1 - inside / total.clamp_min(1e-30), torch.zeros_like(inside))
+
+
+def _smallest(dropped: Tensor, share: float) -> int:
+    """Smallest span k (1-based) whose share ``dropped`` (B, side) left out is at most ``share`` for every b."""
+    ok = (dropped <= share).all(0)
+    return int(ok.nonzero()[0]) + 1 if bool(ok.any()) else dropped.shape[1]
+
+
+def largest(sizes: Iterable[Mapping[str, tuple[int, int]]]) -> dict[str, tuple[int, int]]:
+    """Per node, the largest rows and columns over several measurements."""
+    out: dict[str, tuple[int, int]] = {}
+    for one in sizes:
+        for node, (h, w) in one.items():
+            old = out.get(node, (0, 0))
+            out[node] = (max(old[0], h), max(old[1], w))
+    return out
 
 
 class _Incremental(fx.Interpreter):
     """Runs the traced model on :class:`Box` values where it has a rule and on full tensors elsewhere.
     Changes are held, and convolved, in ``dtype`` (convolution weights in ``weights``); ``relu`` caches the
-    clean maps of the ReLU rule per node."""
+    clean maps of the ReLU rule per node; ``probe`` (if any) sees every box."""
 
-    def __init__(self, graph: fx.GraphModule, clean: dict[fx.Node, Any], tau: float | None, dtype: torch.dtype,
-                 weights: dict[str, Tensor], relu: dict[fx.Node, tuple[Tensor, Tensor]]) -> None:
+    def __init__(self, graph: fx.GraphModule, clean: dict[fx.Node, Any], caps: Caps, dtype: torch.dtype,
+                 weights: dict[str, Tensor], relu: dict[fx.Node, tuple[Tensor, Tensor]],
+                 probe: _Probe | None = None, centres: tuple[list[float], list[float]] = ([], []),
+                 input_hw: tuple[int, int] = (1, 1)) -> None:
         super().__init__(graph, garbage_collect_values=True)
-        self.clean, self.tau, self.dtype, self.weights, self.relu = clean, tau, dtype, weights, relu
+        self.centres, self.input_hw = centres, input_hw  # each window's centre, in input pixels
+        self.clean, self.caps, self.dtype, self.weights, self.relu = clean, caps, dtype, weights, relu
+        self.probe = probe
         self.node: fx.Node | None = None  # the node being run
 
     @property
     def clean_out(self) -> Any:
         assert self.node is not None
         return self.clean[self.node]
+
+    def _limit(self, axis: int, side: int) -> Limit | None:
+        assert self.node is not None
+        if self.probe is not None:
+            self.probe.cappable.add(self.node.name)
+        size = self.caps.limit(self.node.name, axis, side)
+        if size is None:
+            return None
+        centred = self.caps.centred and len(self.centres[axis]) > 0
+        return size, [c * side / self.input_hw[axis] for c in self.centres[axis]] if centred else None
 
     def run_node(self, n: fx.Node) -> Any:
         self.node = n
@@ -191,10 +315,14 @@ class _Incremental(fx.Interpreter):
                                                  else v)
             return getattr(self, n.op)(n.target, args, kwargs)
         out.clean = self.clean_out
+        if self.probe is not None and n.name in self.probe.cappable:  # only where a cap could bind
+            self.probe.see(n.name, out)
         H, W = out.clean.shape[2:]
         h, w = out.size
-        # nearly whole: per-element crops cost more (not when τ caps boxes around each window's own centre)
-        if self.tau is None and (h, w) != (H, W) and h * w >= WHOLE_MAP_AT * H * W:
+        # nearly whole: per-element crops cost more (not when τ caps boxes around each range's own centre, which
+        # a whole-map box no longer has, nor where a measured cap holds this box)
+        if not self.caps.active and (h, w) != (H, W) \
+                and h * w >= WHOLE_MAP_AT * H * W:
             zeros = [0] * len(out.tops)
             return Box(out.crop(zeros, zeros, (H, W)), zeros, zeros, out.clean)
         return out
@@ -260,11 +388,15 @@ class _Incremental(fx.Interpreter):
         the clean result."""
         h, w = box.size
         H, W = box.clean.shape[2:]
-        out_tops, oh, in_tops, ih = _window_rule(box.tops, h, H, out_hw[0], kernel[0], stride[0], pad[0], self.tau)
+        out_tops, oh, in_tops, ih = _window_rule(box.tops, h, H, out_hw[0], kernel[0], stride[0], pad[0],
+                                                 self._limit(0, out_hw[0]))
         out_lefts, ow, in_lefts, iw = _window_rule(box.lefts, w, W, out_hw[1], kernel[1], stride[1], pad[1],
-                                                   self.tau)
+                                                   self._limit(1, out_hw[1]))
         if value is None and (h, w) == (H, W) and (oh, ow) == out_hw:  # whole map to whole map: pad in the op
             return Box(op(box.data, pad), out_tops, out_lefts, box.clean)
+        if value is None and in_tops == box.tops and in_lefts == box.lefts and (ih, iw) == (h + 2 * pad[0],
+                                                                                        w + 2 * pad[1]):
+            return Box(op(box.data, pad), out_tops, out_lefts, box.clean)  # the box and its halo: pad in the op
         change = box.crop(in_tops, in_lefts, (ih, iw), pad)
         if value is None:
             return Box(op(change), out_tops, out_lefts, box.clean)
@@ -293,7 +425,7 @@ class _Incremental(fx.Interpreter):
         if isinstance(a, Box) and isinstance(b, Box):
             if a.clean.shape != b.clean.shape:
                 return None
-            tops, lefts, size = _union([a, b], self.tau)
+            tops, lefts, size = _union([a, b], (self._limit(0, a.clean.shape[2]), self._limit(1, a.clean.shape[3])))
             da, db = a.crop(tops, lefts, size), b.crop(tops, lefts, size)
             if op in ADDITIVE:
                 return Box(da + db if ADDITIVE[op] > 0 else da - db, tops, lefts, a.clean)
@@ -385,37 +517,72 @@ def _without_inplace(graph: fx.GraphModule) -> fx.GraphModule:
     return graph
 
 
+def _centres(filled: Tensor, tops: list[int], lefts: list[int]) -> tuple[list[float], list[float]]:
+    """Each window's centre (rows, columns) in input pixels."""
+    h, w = filled.shape[2:]
+    return [t + h / 2 for t in tops], [left + w / 2 for left in lefts]
+
+
 class Session:
     """One image's clean float32 forward through ``graph``; :meth:`logits` then runs batches of filled
-    windows, :meth:`forward` batches of whole copies, with convolutions of the changes in ``dtype``."""
+    windows, :meth:`forward` batches of whole copies, with convolutions of the changes in ``dtype`` and boxes
+    capped by ``caps``."""
 
-    def __init__(self, graph: fx.GraphModule, x: Tensor, tau: float | None,
+    def __init__(self, graph: fx.GraphModule, x: Tensor, caps: Caps | None = None,
                  dtype: torch.dtype = torch.float32) -> None:
         recorder = _Recorder(graph)
         with torch.autocast(x.device.type, enabled=False):
             recorder.run(x.float())
-        self.graph, self.clean, self.tau, self.dtype, self.x = graph, recorder.values, tau, dtype, x.float()
-        called = {str(n.target) for n in graph.graph.nodes if n.op == "call_module"}
+        self.graph, self.clean, self.x = graph, recorder.values, x.float()
+        self.caps = caps or Caps()
+        self._set_dtype(dtype)
+        self.largest_per_sample = 0  # elements of the largest value one window needed so far
+
+    def _set_dtype(self, dtype: torch.dtype) -> None:
+        called = {str(n.target) for n in self.graph.graph.nodes if n.op == "call_module"}
+        self.dtype = dtype
         self.weights: dict[str, Tensor] = {} if dtype == torch.float32 else {
-            name: m.weight.to(dtype) for name, m in graph.named_modules()
+            name: m.weight.to(dtype) for name, m in self.graph.named_modules()
             if name in called and isinstance(m, nn.Conv2d)}
         self.relu: dict[fx.Node, tuple[Tensor, Tensor]] = {}
-        self.largest_per_sample = 0  # elements of the largest value one window needed so far
+
+    def variant(self, caps: Caps, dtype: torch.dtype) -> Session:
+        """This image's session with other caps or dtype, sharing its clean forward (and, in the same dtype,
+        its cached clean maps)."""
+        if caps == self.caps and dtype == self.dtype:
+            return self
+        other = copy.copy(self)
+        other.caps = caps
+        if dtype != self.dtype:
+            other._set_dtype(dtype)
+        return other
 
     def logits(self, filled: Tensor, tops: list[int], lefts: list[int]) -> Tensor:
         """Logits (B, K) of the image with window ``b`` replaced by ``filled[b]`` (B, C, w, w) at
         (``tops[b]``, ``lefts[b]``)."""
-        h, w = filled.shape[2:]
-        change = (filled.float() - gather(self.x, tops, lefts, (h, w))).to(self.dtype)
-        return self._run(Box(change, tops, lefts, self.x), len(tops))
+        return self._run(self._first(filled, tops, lefts), len(tops), self.caps, None, _centres(filled, tops, lefts))
+
+    def measure(self, filled: Tensor, tops: list[int], lefts: list[int], share: float) -> tuple[Tensor, Caps]:
+        """Exact logits (B, K) of these windows, and the caps that would have dropped at most about ``share`` of
+        each one's change energy over all maps (the largest box any of them needed on each)."""
+        centres = _centres(filled, tops, lefts)
+        probe = _Probe((torch.tensor(centres[0]), torch.tensor(centres[1])), (self.x.shape[2], self.x.shape[3]))
+        logits = self._run(self._first(filled, tops, lefts), len(tops), Caps(), probe, centres)
+        return logits, Caps(sizes=probe.sizes(share))
 
     def forward(self, batch: Tensor) -> Tensor:
         """Logits of whole (B, C, H, W) inputs (e.g. copies of the image, each with a window filled)."""
         n = len(batch)
-        return self._run(Box((batch.float() - self.x).to(self.dtype), [0] * n, [0] * n, self.x), n)
+        return self._run(Box((batch.float() - self.x).to(self.dtype), [0] * n, [0] * n, self.x), n, self.caps)
 
-    def _run(self, first: Box, batch: int) -> Tensor:
-        runner = _Incremental(self.graph, self.clean, self.tau, self.dtype, self.weights, self.relu)
+    def _first(self, filled: Tensor, tops: list[int], lefts: list[int]) -> Box:
+        h, w = filled.shape[2:]
+        return Box((filled.float() - gather(self.x, tops, lefts, (h, w))).to(self.dtype), tops, lefts, self.x)
+
+    def _run(self, first: Box, batch: int, caps: Caps, probe: _Probe | None = None,
+             centres: tuple[list[float], list[float]] = ([], [])) -> Tensor:
+        runner = _Incremental(self.graph, self.clean, caps, self.dtype, self.weights, self.relu, probe, centres,
+                              (self.x.shape[2], self.x.shape[3]))
         env = runner.env = {}
         out: Any = None
         with torch.autocast(first.data.device.type, enabled=False):

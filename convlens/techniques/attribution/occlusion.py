@@ -25,7 +25,7 @@ from convlens.outputs import Image, Scalar
 from convlens.registry import bounded, technique
 from convlens.results import Attribution, Progress
 from convlens.schema import SchemaError
-from convlens.techniques.attribution import incremental, refinement
+from convlens.techniques.attribution import guard, incremental, refinement
 from convlens.techniques.attribution.common import Target, check_input, model_device, resolve_target, unit_scale
 
 Fill = Literal["zero", "mean", "blur"]
@@ -38,22 +38,27 @@ class OcclusionParams:
     """window/stride in input pixels. ``fill``: ``zero`` (0 in the model's input space, i.e. the
     normalisation mean colour), ``mean`` (the image's own mean colour), ``blur`` (the image blurred with
     σ = window / 4) or a grey level in [0, 1]. ``batch_size``: perturbed copies per forward pass
-    (None: as many as ``memory_budget_mb`` holds). ``precision``: ``reduced`` holds and convolves each
-    window's *change* to the clean activations in bfloat16 on a CPU that supports it or float16 on a GPU
-    (float32 otherwise), with the clean activations and the head in float32 (see :mod:`.incremental`; a model
-    that does not trace runs its copies under autocast), and keeps the result only where 16 windows re-run in
-    float32 correlate ≥ 0.99 with it (else the image is redone in float32; ``scalars["reduced_precision"]``
-    says which). ``incremental`` (default): each filled window's batch
+    (None: as many as ``memory_budget_mb`` holds). ``incremental`` (default): each filled window's batch
     recomputes the early layers only on the box the window changes (exact; see :mod:`.incremental`),
-    falling back to whole copies for a model that does not trace. ``approximation``: Krypton's
-    projective-field threshold τ — boxes are capped at τ × the map's side and changes beyond are dropped;
-    kept only where 16 windows re-run exactly correlate ≥ 0.99 with it (else the image is redone exactly;
-    ``scalars["approximate"]`` says which). ``refinement``: adaptive window refinement (see
-    :mod:`.refinement`): every second window is run, and a cell of them whose probabilities differ by more than
-    this fraction of the image's range is run in full, the rest interpolated; kept only where a sample of
-    interpolated windows run exactly predicts a map correlating ≥ 0.99 with the full one (else the image is
-    finished exactly; ``scalars["refined"]`` says which, ``scalars["windows_run"]`` how many ran). Needs a
-    stride of at most half the window, so that the windows always run still cover every pixel."""
+    falling back to whole copies for a model that does not trace.
+
+    Cheaper modes, each kept only where the guard trusts its map (:mod:`.guard`: the 2 windows of the largest
+    drops and a stratified random sample of 10 others are re-run exactly and join the map, and the sample's
+    errors bound the map's correlation with the exact one, ``scalars["predicted_correlation"]``, a 95 % lower
+    bound; under 0.99 the image is finished exactly, and the mode's scalar says 0):
+
+    - ``dropped_energy`` (``approximate``): boxes capped per layer by measurement. The lattice's corner and
+      centre windows run exactly first, and each layer's box is capped at the smallest size around the window
+      that held all but this share of their change energy there.
+    - ``approximation`` (``approximate``): Krypton's projective-field threshold τ, every box capped at τ × its
+      map's side.
+    - ``precision="reduced"`` (``reduced_precision``): each window's *change* to the clean activations is held
+      and convolved in bfloat16 where the CPU runs it faster, float16 on a GPU (float32 otherwise), with the
+      clean activations and the head in float32; a model that does not trace runs its copies under autocast.
+    - ``refinement`` (``refined``, ``windows_run``): adaptive window refinement (:mod:`.refinement`): every
+      second window is run, a cell of them whose probabilities differ by more than this fraction of the image's
+      range is run in full, the rest interpolated, with its own guard over interpolated windows. Needs a stride
+      of at most half the window, so that the windows always run still cover every pixel."""
 
     window: int = 8
     stride: int = 4
@@ -64,6 +69,7 @@ class OcclusionParams:
     incremental: bool = True
     approximation: float | None = bounded(None, 0.05, 1.0)
     refinement: float | None = bounded(None, 0.0, 1.0)
+    dropped_energy: float | None = bounded(None, 1e-6, 0.1)
 
 
 def positions(size: int, window: int, stride: int) -> list[int]:
@@ -132,6 +138,11 @@ def _check(params: OcclusionParams, height: int, width: int) -> None:
         raise SchemaError("params.approximation", f"τ must be in [0.05, 1] or null, got {params.approximation}")
     if params.refinement is not None and not 0.0 <= params.refinement <= 1.0:
         raise SchemaError("params.refinement", f"must be in [0, 1] or null, got {params.refinement}")
+    if params.dropped_energy is not None and not 1e-6 <= params.dropped_energy <= 0.1:
+        raise SchemaError("params.dropped_energy", f"must be in [1e-6, 0.1] or null, got {params.dropped_energy}")
+    if params.dropped_energy is not None and params.approximation is not None:
+        raise SchemaError("params.dropped_energy", "caps boxes by measurement; τ (params.approximation) caps them "
+                                                   "by rule: choose one")
     if params.refinement is not None and 2 * params.stride > params.window:
         raise SchemaError("params.refinement", f"needs a stride of at most half the window (window "
                                                f"{params.window}, stride {params.stride})")
@@ -163,7 +174,9 @@ def fill_image(x: Tensor, params: OcclusionParams, to_input: images.Normalizer |
                Scalar("reduced_precision", "1 when the map was computed in reduced precision", integer=True),
                Scalar("approximate", "1 when the incremental approximation was kept", integer=True),
                Scalar("incremental", "1 when only the region a window changes was recomputed", integer=True),
-               Scalar("refined", "1 when the adaptively refined map was kept", integer=True)))
+               Scalar("refined", "1 when the adaptively refined map was kept", integer=True),
+               Scalar("predicted_correlation", "the guard's 95 % lower bound on the cheaper map's correlation with "
+                                               "the exact one (1: exact)")))
 def occlusion(
     model: nn.Module, x: Tensor, target: Target = None, params: OcclusionParams = OcclusionParams(),
     progress: Progress | None = None, to_input: images.Normalizer | None = None,
@@ -190,19 +203,13 @@ def occlusion(
     run = _WindowRunner(model, x, params, fill_image(x, params, to_input), batch, dtype, progress,
                         n * len(windows))
     drops_p, drops_l = [], []
-    tau = params.approximation if run.graph is not None else None
-    used_reduced, used_approx = dtype != torch.float32, tau is not None
-    refined = {"windows_run": 0.0, "refined": float(params.refinement is not None)}
+    # per image: flags and the bound are 1 only if every image kept its cheaper map; windows add up
+    used = {"reduced_precision": 1.0, "approximate": 1.0, "windows_run": 0.0, "refined": 1.0,
+            "predicted_correlation": 1.0}
     base_prob = torch.softmax(base_logits, 1).gather(1, t[:, None])[:, 0]
     for i in range(n):
-        logits, info = _image_logits(run, i, windows, tops, lefts, params.refinement, int(t[i]), dtype, tau)
-        refined = {"windows_run": refined["windows_run"] + info["windows_run"],
-                   "refined": min(refined["refined"], info["refined"])}
-        if (dtype != torch.float32 or tau is not None) and not _agrees(
-                logits, i, t, windows, lambda j, chosen: run.logits(j, chosen, torch.float32, None, None)):
-            # reduced precision or the capped boxes lost the signal: redo the image exactly
-            logits = run.logits(i, windows, torch.float32, None, i * len(windows))
-            used_reduced = used_approx = False
+        logits, info = _image_logits(run, i, windows, tops, lefts, int(t[i]), dtype)
+        used = {k: used[k] + info[k] if k == "windows_run" else min(used[k], info[k]) for k in used}
         drops_p.append(base_prob[i] - torch.softmax(logits, 1)[:, t[i]])
         drops_l.append(base_logits[i, t[i]] - logits[:, t[i]])
     raw = _window_means(windows, torch.stack(drops_p), params.window, height, width)
@@ -211,33 +218,115 @@ def occlusion(
         unit_scale(raw.clamp_min(0)), t, base_prob, base_logits, raw=raw, objective="class probability",
         signed={"logit_drop": signed},
         scalars={"windows": float(len(windows)), "batch_size": float(max(run.batches)),
-                 "reduced_precision": float(used_reduced), "approximate": float(used_approx),
-                 "incremental": float(run.graph is not None), **refined,
+                 "incremental": float(run.graph is not None), **used,
                  "max_probability_drop": raw.flatten(1).amax(1), "max_logit_drop": signed.flatten(1).amax(1)},
     )
 
 
 def _image_logits(run: _WindowRunner, i: int, windows: list[tuple[int, int]], tops: list[int], lefts: list[int],
-                  tolerance: float | None, target: int, dtype: torch.dtype, tau: float | None
-                  ) -> tuple[Tensor, dict[str, float]]:
-    """(windows, K) logits of image ``i``: every window, or by adaptive refinement (``tolerance``)."""
-    if tolerance is None:
-        return run.logits(i, windows, dtype, tau, i * len(windows)), {"windows_run": float(len(windows)),
-                                                                      "refined": 0.0}
-    logits, info = _refined(functools.partial(run.logits, i, run_dtype=dtype, tau=tau, done=None),
-                            tops, lefts, tolerance, target)
-    run.report((i + 1) * len(windows))
+                  target: int, dtype: torch.dtype) -> tuple[Tensor, dict[str, float]]:
+    """(windows, K) logits of image ``i`` — exact, or cheaper (capped boxes, reduced precision, refinement) and
+    then guarded — and what was kept: ``reduced_precision``, ``approximate``, ``refined`` (1/0), ``windows_run``,
+    ``predicted_correlation``."""
+    params = run.params
+    exact: dict[int, Tensor] = {}  # window index → its exact logits
+    caps = incremental.Caps(tau=params.approximation) if run.graph is not None else incremental.Caps()
+    if params.dropped_energy is not None and run.graph is not None:
+        caps, exact = run.measured_caps(i, windows, len(tops), len(lefts))
+    info = {"reduced_precision": float(dtype != torch.float32), "approximate": float(caps.active),
+            "windows_run": float(len(windows)), "refined": 0.0, "predicted_correlation": 1.0}
+    if params.refinement is None:
+        rest = [k for k in range(len(windows)) if k not in exact]
+        cheap = run.logits(i, [windows[k] for k in rest], dtype, caps, i * len(windows) + len(exact))
+        logits = cheap.new_empty(len(windows), cheap.shape[1])
+        logits[rest] = cheap
+        for k, row in exact.items():
+            logits[k] = row
+    else:
+        logits, refined = _refined(functools.partial(run.logits, i, run_dtype=dtype, caps=caps, done=None),
+                                   tops, lefts, params.refinement, target)
+        run.report((i + 1) * len(windows))
+        info.update(refined)
+        exact.clear()  # the refined lattice ran its own windows: the calibration's are not part of it
+    if dtype == torch.float32 and not caps.active:
+        return logits, info
+    logits, predicted = _guarded(run, i, logits, target, windows, set(exact))
+    if predicted is None:  # refused: finished exactly
+        info.update(reduced_precision=0.0, approximate=0.0, refined=0.0)
+        run.forget_caps()
+    else:
+        info["predicted_correlation"] = predicted
     return logits, info
 
 
-def _window_means(windows: list[tuple[int, int]], drops: Tensor, w: int, height: int, width: int) -> Tensor:
-    """(N, H, W): each pixel's mean of the (N, windows) drops over the windows covering it."""
+STRONGEST, SPREAD = 2, 10  # windows the guard re-runs exactly: the largest drops, and a stratified random sample
+
+
+def calibration_windows(rows: int, cols: int) -> list[int]:
+    """Indices of the lattice's four corners and its centre: where changes are clamped by the border and where
+    they spread furthest."""
+    corners = {0, cols - 1, (rows - 1) * cols, rows * cols - 1, (rows // 2) * cols + cols // 2}
+    return sorted(corners)
+
+
+def _guarded(run: _WindowRunner, i: int, logits: Tensor, target: int, windows: list[tuple[int, int]],
+             known: set[int]) -> tuple[Tensor, float | None]:
+    """Keep a cheaper map only if the guard (:mod:`.guard`) trusts it: re-run exactly the windows of the largest
+    drops and a stratified random sample of the others (they join the map), bound the map's correlation with the
+    exact one from the sample's errors, and finish the image exactly when that falls under 0.99. Returns the
+    logits and the bound (None: refused, the logits are exact)."""
+    p = torch.softmax(logits, 1)[:, target]
+    candidates = [k for k in range(len(windows)) if k not in known]
+    strongest = sorted(candidates, key=lambda k: float(p[k]))[:STRONGEST]
+    others = [k for k in candidates if k not in strongest]
+    spread = guard.stratified(others, SPREAD)
+    rows = run.logits(i, [windows[k] for k in strongest + spread], torch.float32, incremental.Caps(), None)
+    # the strongest windows are exact from now on; the spread ones sample the errors of the windows left cheap
+    errors = p[spread] - torch.softmax(rows[len(strongest):], 1)[:, target]
+    logits = logits.clone()
+    logits[strongest + spread] = rows
+    left = [k for k in others if k not in spread]
+    predicted = _map_correlation(torch.softmax(logits, 1)[:, target], errors, windows, left, run.params.window,
+                                 tuple(run.x.shape[2:]))
+    if _agrees(predicted):
+        return logits, predicted
+    if left:
+        logits[left] = run.logits(i, [windows[k] for k in left], torch.float32, incremental.Caps(), None)
+    run.report((i + 1) * len(windows))
+    return logits, None
+
+
+def _map_correlation(scores: Tensor, errors: Tensor, windows: list[tuple[int, int]], cheap: list[int], w: int,
+                     size: tuple[int, ...]) -> float:
+    """The guard's 95 % bound on the pixel map's correlation with the exact one (:func:`guard.correlation_of`):
+    the map averages the windows covering each pixel, which averages their errors too."""
+    height, width = size
+    pixels = _window_means(windows, scores[None].cpu(), w, height, width)[0]
+    count = _window_means(windows, torch.ones(1, len(windows)), w, height, width, mean=False)[0]
+    covered = count > 0
+    flags = torch.zeros(1, len(windows))
+    flags[0, cheap] = 1.0
+    # a pixel's error is the mean of its covering windows' errors, whose square is at most the mean of their
+    # squares (Jensen) — whatever their correlation: the share of cheap windows, weighted by what they cover
+    weight = float((_window_means(windows, flags, w, height, width, mean=False)[0] / count.clamp_min(1))
+                   [covered].mean())
+    return guard.correlation_of(float(pixels[covered].double().var()), errors, weight)
+
+
+def _agrees(predicted: float) -> bool:
+    """The guard's verdict (a seam for tests that score a cheaper map itself)."""
+    return predicted >= guard.MIN_CORRELATION
+
+
+def _window_means(windows: list[tuple[int, int]], drops: Tensor, w: int, height: int, width: int,
+                  mean: bool = True) -> Tensor:
+    """(N, H, W): each pixel's mean (``mean``, else sum) of the (N, windows) drops over the windows covering it."""
     total = torch.zeros(drops.shape[0], height, width, device=drops.device)
     count = torch.zeros(height, width, device=drops.device)
     for k, (top, left) in enumerate(windows):
         count[top:top + w, left:left + w] += 1
         total[:, top:top + w, left:left + w] += drops[:, k, None, None]
-    return total / count.clamp_min(1)
+    return total / count.clamp_min(1) if mean else total
 
 
 class _WindowRunner:
@@ -254,40 +343,93 @@ class _WindowRunner:
         self.graph = self.traced if params.incremental else None
         self.batches = [batch]  # batch sizes used, the last one current
         self.progress, self.total = progress, total
+        self._session: tuple[int, incremental.Session] | None = None
 
     def report(self, done: int) -> None:
         if self.progress is not None:
             self.progress(done, self.total, None)
 
-    def logits(self, i: int, chosen: list[tuple[int, int]], run_dtype: torch.dtype, tau: float | None,
+    def session(self, i: int, caps: incremental.Caps, dtype: torch.dtype) -> incremental.Session | None:
+        """Image ``i``'s incremental session (its clean forward is run once and shared by every variant), or None
+        for plain whole copies."""
+        if self.traced is None or (self.graph is None and dtype == torch.float32):
+            return None
+        if self._session is None or self._session[0] != i:
+            with torch.inference_mode():
+                self._session = (i, incremental.Session(self.traced, self.x[i:i + 1]))
+        return self._session[1].variant(caps, dtype)
+
+    def logits(self, i: int, chosen: list[tuple[int, int]], run_dtype: torch.dtype, caps: incremental.Caps,
                done: int | None) -> Tensor:
         """Logits (len(chosen), K) of image ``i`` with each chosen window filled; progress from ``done`` (None:
         not reported)."""
+        session = self.session(i, caps, run_dtype)
+        return self._batches(i, chosen, done, run_dtype, session,
+                             lambda chunk: self._chunk(i, self.x[i:i + 1], chunk, session, run_dtype))
+
+    def measure(self, i: int, chosen: list[tuple[int, int]], share: float) -> tuple[Tensor, incremental.Caps]:
+        """Exact logits of these windows of image ``i`` and the caps that keep all but ``share`` of their change
+        energy on every map (:meth:`incremental.Session.measure`)."""
+        session = self.session(i, incremental.Caps(), torch.float32)
+        assert session is not None and self.graph is not None
+        measured: list[incremental.Caps] = []
+
+        def chunk(windows: list[tuple[int, int]]) -> Tensor:
+            logits, caps = session.measure(self._filled(i, windows), [c[0] for c in windows],
+                                           [c[1] for c in windows], share)
+            measured.append(caps)
+            return logits
+
+        logits = self._batches(i, chosen, None, torch.float32, session, chunk)
+        return logits, incremental.Caps(sizes=incremental.largest(c.sizes or {} for c in measured))
+
+    def measured_caps(self, i: int, windows: list[tuple[int, int]], rows: int, cols: int
+                      ) -> tuple[incremental.Caps, dict[int, Tensor]]:
+        """Caps for ``dropped_energy``, and the exact logits of any windows run to measure them: measured on image
+        ``i``'s corner and centre windows (:func:`calibration_windows`), or kept from an earlier image of this model
+        at this input size, window, stride, fill and share (caps follow the architecture more than the image; the
+        guard still checks every image, and a refusal forgets them)."""
+        kept = _MEASURED.setdefault(self.traced, {}) if self.traced is not None else {}
+        if self._caps_key in kept:
+            return kept[self._caps_key], {}
+        probes = calibration_windows(rows, cols)
+        assert self.params.dropped_energy is not None
+        logits, caps = self.measure(i, [windows[k] for k in probes], self.params.dropped_energy)
+        kept[self._caps_key] = caps
+        return caps, dict(zip(probes, logits, strict=True))
+
+    def forget_caps(self) -> None:
+        if self.traced is not None:
+            _MEASURED.get(self.traced, {}).pop(self._caps_key, None)
+
+    @property
+    def _caps_key(self) -> tuple[object, ...]:
+        p = self.params
+        return tuple(self.x.shape[1:]), p.window, p.stride, str(p.fill), p.dropped_energy
+
+    def _batches(self, i: int, chosen: list[tuple[int, int]], done: int | None, run_dtype: torch.dtype,
+                 session: incremental.Session | None, run: Callable[[list[tuple[int, int]]], Tensor]) -> Tensor:
         out = []
-        image = self.x[i:i + 1]
-        # the clean forward: boxes for incremental windows; for whole copies in reduced precision, the clean
-        # activations their changes are taken from
-        with torch.inference_mode():
-            session = incremental.Session(self.traced, image, tau, run_dtype) if self.traced is not None and (
-                self.graph is not None or run_dtype != torch.float32) else None
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=run_dtype,
                                                     enabled=run_dtype != torch.float32 and session is None):
             start = 0
             while start < len(chosen):
                 chunk = chosen[start:start + self.batches[-1]]
-                out.append(self._chunk(i, image, chunk, session, run_dtype))
+                out.append(run(chunk))
                 start += len(chunk)
                 if done is not None:
                     self.report(done + start)
         return torch.cat(out)
 
+    def _filled(self, i: int, chunk: list[tuple[int, int]]) -> Tensor:
+        w = self.params.window
+        return torch.stack([self.fill[i, :, top:top + w, left:left + w] for top, left in chunk])
+
     def _chunk(self, i: int, image: Tensor, chunk: list[tuple[int, int]], session: incremental.Session | None,
                run_dtype: torch.dtype) -> Tensor:
         w, fill = self.params.window, self.fill
         if self.graph is not None and session is not None:
-            tops, lefts = [c[0] for c in chunk], [c[1] for c in chunk]
-            filled = torch.stack([fill[i, :, top:top + w, left:left + w] for top, left in chunk])
-            logits = session.logits(filled, tops, lefts).float()
+            logits = session.logits(self._filled(i, chunk), [c[0] for c in chunk], [c[1] for c in chunk]).float()
             if self.params.batch_size is None:  # boxes need less memory than whole copies: re-size the batch
                 self.batches.append(_budget_batch(session.largest_per_sample, self.x.shape[1:].numel(),
                                                   self.params.memory_budget_mb, run_dtype))
@@ -314,27 +456,8 @@ def _refined(run: Callable[[list[tuple[int, int]]], Tensor], tops: list[int], le
     return logits.flatten(0, 1), info
 
 
-CHECK_WINDOWS = 16
-MIN_CORRELATION = 0.99
-
-
-def _agrees(logits: Tensor, i: int, t: Tensor, windows: list[tuple[int, int]],
-            rerun: Callable[[int, list[tuple[int, int]]], Tensor]) -> bool:
-    """Do reduced-precision or approximate window scores track exact float32 ones? Re-run the 8 strongest
-    and 8 evenly spread windows exactly in float32; the cheaper map is kept only if their target
-    probabilities correlate ≥ 0.99."""
-    p = torch.softmax(logits, 1)[:, t[i]]
-    strongest = p.argsort()[: CHECK_WINDOWS // 2].tolist()
-    spread = torch.linspace(0, len(windows) - 1, CHECK_WINDOWS // 2).round().long().tolist()
-    chosen = sorted(set(strongest + spread))
-    if len(chosen) < 3:
-        return True
-    exact = torch.softmax(rerun(i, [windows[k] for k in chosen]), 1)[:, t[i]]
-    pair = torch.stack([p[chosen], exact])
-    if float(pair[1].std()) < 1e-12:  # nothing moves the target: nothing to lose
-        return bool(torch.allclose(pair[0], pair[1], atol=1e-3))
-    return float(torch.corrcoef(pair)[0, 1]) >= MIN_CORRELATION
-
+_MEASURED: weakref.WeakKeyDictionary[nn.Module, dict[tuple[object, ...], incremental.Caps]] = \
+    weakref.WeakKeyDictionary()  # measured caps per traced model and geometry
 
 _CHANNELS_LAST: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], nn.Module]] = weakref.WeakKeyDictionary()
 

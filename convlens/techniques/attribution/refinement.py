@@ -7,23 +7,21 @@ object can hide between them. Each cell of the coarse lattice whose four corner 
 interpolated from their corners (the same idea as adaptive mesh refinement; Krypton's "adaptive drill-down",
 Nakandala et al. 2019 §4.2, spends its fine windows by score instead).
 
-The guard estimates what the interpolation cost the map from a sample of interpolated windows run exactly,
-which then join the map: the expected correlation of the refined map with the full one is
-``1 / sqrt(1 + mse × interpolated / (var × windows))`` (errors independent of the map; ``mse`` the sample's
-mean squared interpolation error, ``var`` the variance of the scores), and the image is finished exactly
-when that falls below :data:`MIN_CORRELATION`.
+The guard (:mod:`.guard`) predicts what the interpolation cost the map from a sample of interpolated windows
+run exactly, which then join the map, and the image is finished exactly when the predicted correlation with
+the full map (a 95 % lower bound) falls below 0.99.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-MIN_CORRELATION = 0.99
-CHECK_WINDOWS = 8
+from convlens.techniques.attribution import guard
+
+CHECK_WINDOWS = 12
 Position = tuple[int, int]
 
 
@@ -79,17 +77,6 @@ def interpolate(values: Tensor, known: Tensor) -> Tensor:
     return out
 
 
-def expected_correlation(score: Tensor, errors: Tensor, interpolated: int) -> float:
-    """The refined map's expected correlation with the full one, from the sampled interpolation ``errors``."""
-    var = float(score.var()) if score.numel() > 1 else 0.0
-    if interpolated == 0:
-        return 1.0
-    mse = float(errors.square().mean()) if errors.numel() else math.inf
-    if var <= 0.0:
-        return 1.0 if mse == 0.0 else 0.0
-    return 1.0 / math.sqrt(1.0 + mse * interpolated / (var * score.numel()))
-
-
 def refine(rows: int, cols: int, tolerance: float, run: Callable[[list[Position]], Tensor],
            score: Callable[[Tensor], Tensor]) -> tuple[Tensor, dict[str, float]]:
     """Window outputs (R, C, K) from as few runs as the map allows. ``run(positions)`` returns the (P, K)
@@ -115,21 +102,13 @@ def refine(rows: int, cols: int, tolerance: float, run: Callable[[list[Position]
     evaluate(to_refine(score(values.flatten(0, 1)).view(rows, cols), tolerance))
     guess = interpolate(values, known)
     unknown = (~known).nonzero().tolist()
-    sample = [tuple(p) for p in _spread(unknown, CHECK_WINDOWS)]
+    sample = [tuple(p) for p in guard.stratified(unknown, CHECK_WINDOWS)]
     evaluate(sample)  # type: ignore[arg-type]
     sampled = torch.tensor(sample, dtype=torch.long).view(-1, 2)
     errors = score(values[sampled[:, 0], sampled[:, 1]]) - score(guess[sampled[:, 0], sampled[:, 1]])
     refined = interpolate(values, known)
-    kept = expected_correlation(score(refined.flatten(0, 1)), errors, int((~known).sum())) >= MIN_CORRELATION
+    kept = guard.trusted(score(refined.flatten(0, 1)), errors, int((~known).sum()))
     if not kept:
         evaluate([(r, c) for r in range(rows) for c in range(cols)])
         refined = values
     return refined, {"windows_run": float(known.sum()), "refined": float(kept)}
-
-
-def _spread(items: list[list[int]], k: int) -> list[list[int]]:
-    """Up to ``k`` items evenly spread over the list (deterministic: the map must not depend on a seed)."""
-    if len(items) <= k:
-        return items
-    step = len(items) / k
-    return [items[int(i * step)] for i in range(k)]

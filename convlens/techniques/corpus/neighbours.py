@@ -1,6 +1,8 @@
 """Nearest neighbours in code space vs pixel space (CS231n lecture 12; Krizhevsky et al. 2012, Fig. 4):
 images close in CNN-code space share content even where their pixels differ, while pixel-space
-neighbours share colours and layout."""
+neighbours share colours and layout. Exact search up to 50,000 images, an approximate faiss index kept
+beside the cached codes (or pixels) above that (:mod:`convlens.corpus.index`); ``code_exact`` and
+``pixel_exact`` say which answered."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from torch import Tensor
 from convlens import images as imaging
 from convlens.corpus import datasets as store
 from convlens.corpus.codes import PIXEL_SIZE, codes_of, dataset_codes, dataset_pixels, pixel_row, reduced_precision
-from convlens.corpus.search import knn
+from convlens.corpus.index import nearest
 from convlens.models import LoadedModel
 from convlens.outputs import Image, Item, Scalar
 from convlens.registry import technique
@@ -61,6 +63,11 @@ def _row(ds: store.Dataset, indices: list[int]) -> Tensor:
                # only for a query taken from the dataset (an uploaded one has no label)
                Scalar("code_same_label", "share of the CNN-code neighbours with the query's label", optional=True),
                Scalar("pixel_same_label", "share of the pixel neighbours with the query's label", optional=True),
+               # one per space asked for: 1 exact search, 0 an approximate (faiss) index over a large dataset
+               Scalar("code_exact", "1 when the CNN-code neighbours are exact, 0 when from an approximate index",
+                      optional=True, integer=True),
+               Scalar("pixel_exact", "1 when the pixel neighbours are exact, 0 when from an approximate index",
+                      optional=True, integer=True),
                Item("space", "code or pixel"), Item("rank", "0 for the nearest"),
                Item("index", "the neighbour's index in the dataset"), Item("distance", "its distance to the query"),
                Item("label", "its label"), Item("file", "its file in the dataset")))
@@ -97,7 +104,9 @@ def neighbours(loaded: LoadedModel, inputs: Mapping[str, Tensor], params: Neighb
         else:
             database = dataset_pixels(ds, progress=report)
             query = pixel_vector(shown)
-        idx, dist = knn(query, database, params.k, params.metric, exclude=exclude)
+        found = nearest(query, database, params.k, params.metric, exclude=exclude)
+        idx, dist = found.indices, found.distances
+        scalars[f"{space}_exact"] = float(found.exact)
         chosen = [int(i) for i in idx[0]]
         pictures[space] = _row(ds, chosen)
         items.extend({"space": space, "rank": r, "index": i, "distance": float(d), "label": ds.label(i),
