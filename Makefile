@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test test-kernels run stop weights bench lint builtin demo clean compose-test soak bench-serving
+.PHONY: help install test test-kernels run stop weights bench lint builtin demo clean compose-test soak bench-serving \
+	compose-test-ray bench-corpus-1m
 
 help:
 	@echo "make run      start the API (TorchServe behind the nginx gate) and the dashboard on the built-in model"
@@ -17,6 +18,8 @@ help:
 	@echo "make builtin  retrain the built-in model (about 10 min on 2 CPU cores)"
 	@echo "make lint     ruff + mypy"
 	@echo "make compose-test  build both images, start the compose stack, smoke-test API and dashboard, tear down"
+	@echo "make compose-test-ray  the api with a Ray head + worker (compose profile ray): codes on the cluster"
+	@echo "make bench-corpus-1m  the corpus end to end at 100,000 and 1,000,000 images (hours; ~6 GB under /tmp)"
 	@echo "make soak     the long reliability runs (8 clients x 60 s, killed worker) -> docs/reliability.md"
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
@@ -63,6 +66,10 @@ test-kernels: $(STAMP)
 compose-test: $(STAMP)
 	deploy/compose_test.sh
 
+# The api with the compose profile "ray" (a Ray head and a worker): a dataset's CNN codes computed on the cluster.
+compose-test-ray: $(STAMP)
+	deploy/compose_test_ray.sh
+
 soak: $(STAMP) $(NGINX)
 	CONVLENS_SOAK=1 $(PY) -m pytest -q -m soak tests/reliability -s
 
@@ -95,6 +102,10 @@ bench: $(STAMP)
 	$(PY) bench/serving.py --out docs/benchmarks.md
 	$(PY) bench/occlusion.py --out docs/benchmarks.md
 	$(PY) bench/corpus.py --out docs/benchmarks.md
+
+# Not part of `make bench`: hours on 2 cores. Data under $CONVLENS_BENCH_DIR (default /tmp/convlens-scale).
+bench-corpus-1m: $(STAMP)
+	$(PY) bench/corpus_scale.py --n 100000 --n 1000000 --ray-cpus 2 --out docs/benchmarks.md
 
 builtin: $(STAMP)
 	$(VENV)/bin/convlens builtin train

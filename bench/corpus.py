@@ -158,9 +158,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-DRAWN = """n => { const gd = document.getElementById('plot');
-                 return !!gd && (gd.data || []).reduce((k, t) => k + (t.x ? t.x.length : 0), 0) === n
-                        && !!gd.querySelector('canvas'); }"""
+DRAWN = """n => { const t = window.__convlensTimes, a = window.__convlensArgs;  // the canvas-2D scatter
+                 return !!t && t.drawn > 0 && !!a && a.data.n === n; }"""
 
 
 def wait_drawn(page, points: int) -> float:  # type: ignore[no-untyped-def]

@@ -78,11 +78,22 @@ def per_query(queries: np.ndarray, codes: np.ndarray, **kw: object) -> tuple[np.
 
 def measure(folder: Path, n: int, queries: np.ndarray, recall_queries: int, log=print,  # type: ignore[no-untyped-def]
             force: str | None = None) -> dict[str, object]:
+    """Synthetic codes written to ``folder`` and measured by :func:`measure_file`, then deleted."""
     path = folder / f"codes{n}_{force or 'default'}.npy"
     t = time.perf_counter()
     np.save(path, clustered(n, DIM, seed=1))
-    codes = np.load(path, mmap_mode="r")
     log(f"  {n:,} codes generated in {time.perf_counter() - t:.1f} s")
+    result = measure_file(path, queries, recall_queries, log, force)
+    path.unlink(missing_ok=True)
+    return result
+
+
+def measure_file(path: Path, queries: np.ndarray, recall_queries: int, log=print,  # type: ignore[no-untyped-def]
+                 force: str | None = None) -> dict[str, object]:
+    """The index of the codes in ``path`` (an (N, D) ``.npy``) built, reloaded and queried one query a call;
+    recall@10 of the first ``recall_queries`` queries against exact search. The index files are deleted."""
+    codes = np.load(path, mmap_mode="r")
+    n = len(codes)
     kw: dict[str, object] = {} if force is None else {"exact_max": 0, "hnsw_max": 10**12 if force == "hnsw" else 0}
     X.forget()
     builds = X.builds()
@@ -117,7 +128,7 @@ def measure(folder: Path, n: int, queries: np.ndarray, recall_queries: int, log=
               "p95_ms": float(np.percentile(ms, 95)), "queries": len(ms), "build_s": build_s, "load_s": load_s,
               "size": size, "exact_ms": exact_s * 1e3, "params": params.get("params", {})}
     del codes
-    for p in (path, index_file, X._record_path(index_file)):
+    for p in (index_file, X._record_path(index_file)):
         p.unlink(missing_ok=True)
     X.forget()
     return result

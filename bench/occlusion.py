@@ -279,11 +279,14 @@ def main(argv: list[str] | None = None) -> int:
                         "kept", "result"], curve, "lrrrrrrrrr"),
     ])
     print(body)
-    if args.out:  # a run under CPU caps (e.g. an AVX2 profile) keeps its own section beside the machine's own
+    if args.out:  # a run under CPU caps, or on a CPU below AVX-512, keeps its own section beside the others
         from bench.cpu_kernels import CAPS
+        from bench.timing import cpu_model
 
         caps = " ".join(f"{k}={os.environ[k]}" for k in CAPS if k in os.environ)
-        replace_section(args.out, HEADING + (f": {caps}" if caps else ""), body)
+        capability = torch.backends.cpu.get_cpu_capability()
+        where = caps or ("" if capability.startswith("AVX512") else f"{capability} CPU ({cpu_model()})")
+        replace_section(args.out, HEADING + (f": {where}" if where else ""), body)
     return 0
 
 

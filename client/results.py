@@ -10,11 +10,14 @@ Torch-free (the dashboard imports it); ``response`` is any of ``convlens.schema`
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from convlens.outputs import Declared, Outputs, Role, Section, caption
+import numpy as np
+
+from convlens.outputs import COLUMN_DTYPES, Declared, Outputs, Role, Section, caption
 
 
 class UndeclaredOutput(KeyError):
@@ -80,6 +83,15 @@ class Result:
 
     def label(self, decl: Declared | str, default: str = "") -> str:
         return str(self.get("labels", decl, default))
+
+    def column(self, decl: Declared | str) -> np.ndarray:
+        """A declared column as a read-only array of its declared type (decoded from base64, no copy made);
+        KeyError naming it when absent from this result."""
+        declared = self._declared("columns", decl)
+        text = self._section("columns").get(declared.name)
+        if text is None:
+            raise KeyError(f"this result holds no column {declared.name!r}")
+        return np.frombuffer(base64.b64decode(text), dtype=COLUMN_DTYPES[declared.kind])
 
     def series(self, decl: Declared | str) -> tuple[list[float], list[float]]:
         xs, ys = self._section("series")[self._declared("series", decl).name]

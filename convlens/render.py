@@ -8,16 +8,19 @@ CLI); here every image is still a tensor.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch.nn.functional as F
 from torch import Tensor
 
 from convlens import images, registry
+from convlens.outputs import COLUMN_DTYPES
 from convlens.registry import Family
 from convlens.results import Attribution, Corpus, Grid, Grids, Synthesis
 
@@ -49,6 +52,7 @@ class Output:
     vectors: list[list[float]] | None = None
     points: list[list[float]] | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def method(self) -> str:
@@ -57,7 +61,8 @@ class Output:
     def sections(self) -> dict[str, list[str]]:
         """The keys of each declared section (what :meth:`convlens.outputs.Outputs.check` compares)."""
         return {"images": list(self.images), "scalars": list(self.scalars), "labels": list(self.labels),
-                "series": list(self.series), "items": sorted({k for item in self.items for k in item})}
+                "series": list(self.series), "items": sorted({k for item in self.items for k in item}),
+                "columns": list(self.columns)}
 
     def to_json(self, encode_image: Callable[[Tensor], str]) -> dict[str, Any]:
         """Every field as JSON values, images through ``encode_image`` (a response type picks its fields), declared
@@ -66,7 +71,21 @@ class Output:
         return {**values, "images": {k: encode_image(v) for k, v in self.images.items()},
                 "topk": [{"index": i, "label": label, "probability": p} for i, label, p in self.topk],
                 "series": {k: [list(xs), list(ys)] for k, (xs, ys) in self.series.items()},
-                "items": list(self.items), "scalars": self._typed_scalars(), "labels": dict(self.labels)}
+                "items": list(self.items), "scalars": self._typed_scalars(), "labels": dict(self.labels),
+                "columns": self._encoded_columns()}
+
+    def _encoded_columns(self) -> dict[str, str]:
+        """Each column as base64 of its little-endian array, in the element type its declaration names."""
+        if not self.columns:
+            return {}
+        declared = registry.get(self.technique).declared
+        out = {}
+        for key, values in self.columns.items():
+            found = declared.find("columns", key)
+            kind = found[0].kind if found is not None else "float32"
+            array = np.ascontiguousarray(np.asarray(values), dtype=COLUMN_DTYPES[kind])
+            out[key] = base64.b64encode(array.tobytes()).decode("ascii")
+        return out
 
     def _typed_scalars(self) -> dict[str, Any]:
         """The scalars, a declared integer as a JSON integer (``"predicted_class": 9``, not ``9.0``)."""
@@ -171,7 +190,7 @@ def corpus(head: Output, result: Corpus) -> Output:
 
     return dataclasses.replace(head, images=_pictures(result.images), scalars=dict(result.scalars),
                                items=list(result.items), series=dict(result.series), vectors=rows(result.vectors),
-                               points=rows(result.points))
+                               points=rows(result.points), columns=dict(result.columns))
 
 
 def _pictures(named: dict[str, Tensor]) -> dict[str, Tensor]:

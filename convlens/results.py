@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 from torch import Tensor
 
 # progress(step, total, preview): preview is an image (3, H, W) in [0, 1] or None.
@@ -100,6 +101,7 @@ class Corpus:
     points:  (N, 2) float (an embedding), or None.
     images:  named pictures (a grid of patches, a curve) (3, H, W) in [0, 1].
     series:  named curves as (x, y) lists, for the charts.
+    columns: named (N,) arrays, one value per image (sent compactly, :func:`convlens.outputs.Column`).
     """
 
     vectors: Tensor | None = None
@@ -108,3 +110,4 @@ class Corpus:
     series: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
     items: list[dict[str, float | int | str]] = field(default_factory=list)
     scalars: dict[str, float] = field(default_factory=dict)
+    columns: dict[str, np.ndarray] = field(default_factory=dict)

@@ -173,7 +173,7 @@ class GridsResponse(_Json):
 class CorpusResponse(_Json):
     """Corpus family: what a model makes of a dataset. ``series`` are named curves ``[xs, ys]`` (for
     charts), ``vectors`` one float vector per image (CNN codes), ``points`` 2-D coordinates, ``items``
-    one dict per image or patch."""
+    one dict per image or patch, ``columns`` one compact array per per-image value (:mod:`convlens.outputs`)."""
 
     technique: str
     images: dict[str, str]
@@ -186,6 +186,7 @@ class CorpusResponse(_Json):
     layer: str | None = None
     vectors: list[list[float]] | None = None
     points: list[list[float]] | None = None
+    columns: dict[str, str] | None = None  # name → base64 of a little-endian array, one value per image
 
 
 @dataclass(frozen=True)

@@ -47,9 +47,9 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* /usr/share/doc /usr/share/man \
     && useradd --system --uid 10001 --user-group --home-dir /var/lib/convlens --shell /usr/sbin/nologin convlens \
     && mkdir -p /var/lib/convlens/model-store /var/lib/convlens-key /var/lib/convlens-weights /var/lib/convlens-data \
-       /var/lib/convlens-models \
+       /var/lib/convlens-models /var/lib/convlens-ray \
     && chown -R convlens:convlens /var/lib/convlens /var/lib/convlens-key /var/lib/convlens-weights \
-       /var/lib/convlens-data /var/lib/convlens-models
+       /var/lib/convlens-data /var/lib/convlens-models /var/lib/convlens-ray
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /app /app
 COPY --from=build --chown=convlens:convlens /app/model-store /var/lib/convlens/model-store

@@ -24,17 +24,8 @@ step() {  # step NAME: close the previous step's timer
     step_start=$now
 }
 
-if command -v podman >/dev/null || [ "$(id -u)" = 0 ]; then
-    BASE_IMAGE=$(deploy/podman_setup.sh | tail -1)
-    export BASE_IMAGE CONTAINERS_CONF=${CONTAINERS_CONF:-$ROOT/deploy/podman/containers.conf}
-    ENGINE=podman
-    COMPOSE=("$ROOT/.venv/bin/podman-compose" -p "$PROJECT")
-else
-    ENGINE=docker
-    export BASE_IMAGE=${BASE_IMAGE:-python:3.11-slim}
-    COMPOSE=(docker compose -p "$PROJECT")
-fi
-export IMAGE_PREFIX=${IMAGE_PREFIX:-localhost/convlens-} IMAGE_TAG=${IMAGE_TAG:-latest}
+# shellcheck source=deploy/compose_engine.sh
+source deploy/compose_engine.sh
 export CONVLENS_BIND=127.0.0.1 CONVLENS_INFERENCE_PORT=$API_PORT CONVLENS_DASHBOARD_PORT=$DASH_PORT
 step "setup ($ENGINE, $BASE_IMAGE)"
 

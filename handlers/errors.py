@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from convlens.corpus.ray_codes import RETRY_AFTER_S, ClusterUnavailable
 from convlens.results import Cancelled
 from convlens.schema import SchemaError
 
@@ -61,10 +62,12 @@ def internal_error(message: str = INTERNAL_ERROR) -> Outcome:
 
 
 def expected_failure(exc: BaseException) -> Outcome | None:
-    """The answer of a failure a request can cause (bad input, a cancelled job), or None for a bug (a 500 the
-    caller logs)."""
+    """The answer of a failure a request can cause (bad input, a cancelled job) or meet (an unusable Ray
+    cluster: 503 naming it, with Retry-After), or None for a bug (a 500 the caller logs)."""
     if isinstance(exc, (SchemaError, RequestError)):
         return error(exc)
     if isinstance(exc, Cancelled):  # a job stopped with nothing to show (its runner says why)
         return error(RequestError(409, "cancelled", "cancel"))
+    if isinstance(exc, ClusterUnavailable):  # the Ray cluster codes run on (not this request) is at fault: retry
+        return error(RequestError(503, str(exc), None, {"Retry-After": str(RETRY_AFTER_S)}))
     return None

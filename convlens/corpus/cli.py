@@ -1,7 +1,7 @@
 """The corpus commands of ``convlens`` (added to :func:`convlens.cli.build_parser`):
 
-    convlens dataset list | add NAME PATH_OR_ZIP | builtin NAME --n N | natural NAME | remove NAME
-    convlens codes DATASET [--model M] [--layer L]            last line: codes=N dim=D seconds=S
+    convlens dataset list | add NAME PATH_OR_ZIP | builtin NAME --n N [--workers W] | natural NAME | remove NAME
+    convlens codes DATASET [--model M] [--layer L] [--ray auto|HOST:PORT]   last line: codes=N dim=D seconds=S
     convlens project DATASET --method umap|tsne|pca           last line: points=N seconds=S
     convlens neighbours DATASET IMAGE --k 8 --out DIR         IMAGE: a file, or a dataset index
     convlens top-patches DATASET --layer L --channel C --k 9 --out DIR   writes grid.png
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,15 +29,20 @@ def _progress(prefix: str):  # type: ignore[no-untyped-def]
     return report
 
 
+def _exit_on_terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C: the dataset being written is removed
+
+
 def cmd_dataset(args: argparse.Namespace) -> int:
+    import signal
+
     from convlens.corpus import datasets as store
 
     if args.action == "list":
         rows = store.list_datasets()
         print(f"# data directory: {store.data_dir()}")
-        for d in rows:
-            info = d.describe()
-            print(f"{d.name:24s} {info['images']:>8} images {info['classes']:>5} labels  {info['source']}")
+        for d in rows:  # from each index: no file is read (describe() would check every file's fingerprint)
+            print(f"{d.name:24s} {len(d):>8} images {len(d.classes):>5} labels  {d.meta.get('source', '')}")
         print(f"datasets={len(rows)}")
         return 0
     started = time.perf_counter()
@@ -44,12 +50,18 @@ def cmd_dataset(args: argparse.Namespace) -> int:
         store.remove_dataset(args.name)
         print(f"removed {args.name}")
         return 0
-    if args.action == "add":
-        ds = store.add(args.name, Path(args.path), progress=_progress("files"))
-    elif args.action == "builtin":
-        ds = store.builtin(args.name, args.n, seed=args.seed, progress=_progress("images"))
-    else:
-        ds = store.natural(args.name)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_terminate) if main else None
+    try:
+        if args.action == "add":
+            ds = store.add(args.name, Path(args.path), progress=_progress("files"))
+        elif args.action == "builtin":
+            ds = store.builtin(args.name, args.n, seed=args.seed, progress=_progress("images"), workers=args.workers)
+        else:
+            ds = store.natural(args.name)
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     skipped = ds.meta.get("skipped", 0)
     print(f"{ds.name}: {len(ds)} images, {len(ds.classes)} labels, {skipped} files skipped, in {ds.root}")
     print(f"images={len(ds)} seconds={time.perf_counter() - started:.2f}")
@@ -64,15 +76,23 @@ def _model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def cmd_codes(args: argparse.Namespace) -> int:
     from convlens.corpus import datasets as store
-    from convlens.corpus.codes import dataset_codes
+    from convlens.corpus.codes import cluster_address, dataset_codes
+    from convlens.corpus.ray_codes import ClusterError
 
     started = time.perf_counter()
     loaded = _model(args)
     ds = store.open_dataset(args.dataset)
     if args.layer:
         loaded.layer(args.layer)
-    codes = dataset_codes(loaded, ds, args.layer, args.pool, args.batch_size, progress=_progress("codes"))
-    print(f"model={loaded.name} layer={codes.layer} cached={codes.cached} cache={codes.key}")
+    try:
+        codes = dataset_codes(loaded, ds, args.layer, args.pool, args.batch_size, progress=_progress("codes"),
+                              ray=args.ray, ray_actors=args.ray_actors)
+    except ClusterError as exc:  # one line, and no fallback to this process: the cluster was asked for
+        print(f"convlens: error: {exc}", file=sys.stderr)
+        return 1
+    address = cluster_address(args.ray)
+    where = f" ray={address}" if address and not codes.cached else ""
+    print(f"model={loaded.name} layer={codes.layer} cached={codes.cached} cache={codes.key}{where}")
     print(f"codes={len(codes.vectors)} dim={codes.dim} seconds={time.perf_counter() - started:.2f}")
     return 0
 
@@ -164,6 +184,8 @@ def add_corpus_commands(sub: Any) -> None:
     gen.add_argument("name")
     gen.add_argument("--n", type=int, default=10_000)
     gen.add_argument("--seed", type=int, default=2, help="stream (0 and 1 are the model's training/held-out)")
+    gen.add_argument("--workers", type=int, help="processes rendering images (default: one per core from 2,000 "
+                                                 "images, at most $CONVLENS_DATASET_WORKERS; the files are the same)")
     gen.set_defaults(func=cmd_dataset)
     nat = dataset.add_parser("natural", help="the sample photographs of scikit-image and scikit-learn, with crops")
     nat.add_argument("name")
@@ -182,6 +204,11 @@ def add_corpus_commands(sub: Any) -> None:
     model_args(codes)
     codes.add_argument("--pool", choices=("avg", "max"), default="avg")
     codes.add_argument("--batch-size", type=int)
+    codes.add_argument("--ray", metavar="auto|HOST:PORT",
+                       help="compute on a Ray cluster (default: $CONVLENS_RAY_ADDRESS; unset: in this process); auto: "
+                            "$CONVLENS_RAY_ADDRESS, else a cluster already running on this machine")
+    codes.add_argument("--ray-actors", type=int, metavar="N", help="at most N model actors (default: one per CPU "
+                       "group of $CONVLENS_RAY_CPUS_PER_ACTOR, or per GPU)")
     codes.set_defaults(func=cmd_codes)
     project = sub.add_parser("project", help="2-D map of the codes; last line points=N seconds=S")
     model_args(project)

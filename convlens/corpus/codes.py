@@ -23,7 +23,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +42,7 @@ from convlens.models import LoadedModel, find_weights
 from convlens.zoo.weights import sha256_file
 
 Pool = Literal["avg", "max"]
+RAY_ADDRESS_ENV = "CONVLENS_RAY_ADDRESS"  # a Ray cluster (HOST:PORT or auto): codes are computed there
 Progress = Callable[[int, int], None]
 
 
@@ -138,8 +139,13 @@ def codes_of(loaded: LoadedModel, x: Tensor, layer: str, pool: Pool = "avg",
 def load_batch(loaded: LoadedModel, dataset: Dataset, indices: range | list[int]) -> Tensor:
     """Dataset images → normalised model input (B, 3, S, S) float32 on the CPU, channels-last in memory
     (one uint8 stack, converted and normalised in one step)."""
+    return images_input(loaded, (dataset.image(i) for i in indices))
+
+
+def images_input(loaded: LoadedModel, images: Iterable[Image.Image]) -> Tensor:
+    """RGB images → normalised model input (B, 3, S, S), as :func:`load_batch` (which reads them from a dataset)."""
     p = loaded.preprocessing
-    stack = np.stack([np.asarray(resize_and_crop(dataset.image(i), p.resize_size, p.input_size)) for i in indices])
+    stack = np.stack([np.asarray(resize_and_crop(img, p.resize_size, p.input_size)) for img in images])
     x = torch.from_numpy(stack).permute(0, 3, 1, 2).float() / 255.0  # (B, 3, S, S), NHWC strides
     return p.normalize(x)
 
@@ -159,10 +165,12 @@ def batches(loaded: LoadedModel, dataset: Dataset, batch_size: int) -> Iterator[
 
 @dataclass(frozen=True)
 class Codes:
-    """A dataset's codes: ``vectors`` (N, D) float32 (memory-mapped when cached), ``predicted`` (N,) classes."""
+    """A dataset's codes: ``vectors`` (N, D) float32 (memory-mapped when cached), ``predicted`` (N,) classes
+    and ``confidence`` (N,) float32, the softmax probability of the predicted class."""
 
     vectors: np.ndarray
     predicted: np.ndarray
+    confidence: np.ndarray
     layer: str
     key: str
     cached: bool
@@ -179,9 +187,15 @@ def _atomic_npy(path: Path, shape: tuple[int, ...], dtype: type) -> tuple[np.mem
 
 
 def dataset_codes(loaded: LoadedModel, dataset: Dataset, layer: str | None = None, pool: Pool = "avg",
-                  batch_size: int | None = None, progress: Progress | None = None) -> Codes:
+                  batch_size: int | None = None, progress: Progress | None = None, ray: str | None = None,
+                  ray_actors: int | None = None) -> Codes:
     """The codes of every image of ``dataset`` at ``layer`` (default: the model's code layer), from the
-    cache when they are there."""
+    cache when they are there.
+
+    Computed on a Ray cluster when one is asked for: ``ray`` (an address ``HOST:PORT`` or ``"auto"``), else
+    ``$CONVLENS_RAY_ADDRESS``; in this process when neither is set. Same cache key, same files, same codes
+    either way (see :mod:`convlens.corpus.ray_codes`; ``ray_actors`` caps its model actors). A cluster that
+    was asked for and cannot be used raises ``ClusterUnavailable``; nothing falls back to this process."""
     started = time.perf_counter()
     layer = layer or loaded.code_layer
     if len(dataset) == 0:
@@ -189,40 +203,85 @@ def dataset_codes(loaded: LoadedModel, dataset: Dataset, layer: str | None = Non
     dtype = reduced_precision(loaded)
     key = cache_key(loaded, dataset, layer, pool, str(dtype or "float32"))
     folder = cache_dir("codes")
-    vec_path, pred_path = folder / f"{key}.npy", folder / f"{key}.pred.npy"
-    if vec_path.is_file() and pred_path.is_file():
+    vec_path, pred_path, conf_path = (folder / f"{key}{suffix}.npy" for suffix in ("", ".pred", ".conf"))
+    if vec_path.is_file() and pred_path.is_file() and conf_path.is_file():
         vectors = np.load(vec_path, mmap_mode="r")
-        predicted = np.load(pred_path)
-        if len(vectors) == len(dataset) == len(predicted):
+        predicted, confidence = np.load(pred_path), np.load(conf_path)
+        if len(vectors) == len(dataset) == len(predicted) == len(confidence):
             if progress is not None:
                 progress(len(dataset), len(dataset))
-            return Codes(vectors, predicted, layer, key, True, time.perf_counter() - started)
+            return Codes(vectors, predicted, confidence, layer, key, True, time.perf_counter() - started)
+    address = cluster_address(ray)
     batch_size = batch_size or default_batch_size(loaded)
-    vectors_out: np.memmap | None = None
-    predicted = np.empty(len(dataset), dtype=np.int64)
-    tmp: Path | None = None
+    out = _CodesFile(vec_path, len(dataset))
     try:
-        for start, x in batches(loaded, dataset, batch_size):
-            codes, logits = codes_of(loaded, x, layer, pool, dtype)
-            if vectors_out is None:
-                vectors_out, tmp = _atomic_npy(vec_path, (len(dataset), codes.shape[1]), np.float32)
-            vectors_out[start:start + len(codes)] = codes.cpu().numpy()
-            predicted[start:start + len(codes)] = logits.argmax(dim=1).cpu().numpy()
-            if progress is not None:
-                progress(start + len(codes), len(dataset))
-        assert vectors_out is not None and tmp is not None
-        vectors_out.flush()
-        del vectors_out
-        np.save(pred_path.with_suffix(".tmp.npy"), predicted)
-        os.replace(tmp, vec_path)
-        os.replace(pred_path.with_suffix(".tmp.npy"), pred_path)
+        if address is None:
+            for start, x in batches(loaded, dataset, batch_size):
+                codes, logits = codes_of(loaded, x, layer, pool, dtype)
+                top = logits.softmax(dim=1).max(dim=1)
+                out.write(slice(start, start + len(codes)), codes.cpu().numpy(), top.indices.cpu().numpy(),
+                          top.values.cpu().numpy())
+                if progress is not None:
+                    progress(start + len(codes), len(dataset))
+        else:
+            from convlens.corpus import ray_codes
+
+            ray_codes.compute(address, loaded, dataset, layer, pool, dtype, batch_size, out.write, progress,
+                              ray_actors)
+        out.commit(pred_path, conf_path)
         (folder / f"{key}.json").write_text(json.dumps({
             "model": loaded.name, "weights": loaded.weights, "layer": layer, "pool": pool, "dataset": dataset.name,
             "images": len(dataset), "fingerprint": dataset.fingerprint}))
     finally:
-        if tmp is not None and tmp.exists():
-            tmp.unlink()
-    return Codes(np.load(vec_path, mmap_mode="r"), predicted, layer, key, False, time.perf_counter() - started)
+        out.discard()
+    return Codes(np.load(vec_path, mmap_mode="r"), out.predicted, out.confidence, layer, key, False,
+                 time.perf_counter() - started)
+
+
+def cluster_address(requested: str | None = None) -> str | None:
+    """The Ray cluster codes are computed on: ``requested``, else ``$CONVLENS_RAY_ADDRESS``; None (in this
+    process) when neither is set. ``"auto"`` is resolved by :func:`convlens.corpus.ray_codes.connect`."""
+    address = (requested or os.environ.get(RAY_ADDRESS_ENV) or "").strip()
+    return address or None
+
+
+class _CodesFile:
+    """The cache files being written: codes (memory-mapped, under a temporary name, created at the first rows),
+    predicted classes and confidences in memory. Rows may arrive in any order; :meth:`commit` renames the codes
+    file into place last, once every row was written; :meth:`discard` drops what was not committed."""
+
+    def __init__(self, path: Path, n: int) -> None:
+        self.path, self.n = path, n
+        self.vectors: np.memmap | None = None
+        self.tmp: Path | None = None
+        self.predicted = np.empty(n, dtype=np.int64)
+        self.confidence = np.empty(n, dtype=np.float32)
+        self.written = np.zeros(n, dtype=bool)
+
+    def write(self, rows: slice | np.ndarray, vectors: np.ndarray, predicted: np.ndarray,
+              confidence: np.ndarray) -> None:
+        if self.vectors is None:
+            self.vectors, self.tmp = _atomic_npy(self.path, (self.n, vectors.shape[1]), np.float32)
+        self.vectors[rows] = vectors
+        self.predicted[rows] = predicted
+        self.confidence[rows] = confidence
+        self.written[rows] = True
+
+    def commit(self, pred_path: Path, conf_path: Path) -> None:
+        if self.vectors is None or self.tmp is None or not self.written.all():
+            missing = int(self.n - self.written.sum())
+            raise RuntimeError(f"codes incomplete: {missing} of {self.n} images have no code")
+        self.vectors.flush()
+        self.vectors = None
+        for path, column in ((pred_path, self.predicted), (conf_path, self.confidence)):
+            np.save(path.with_suffix(".tmp.npy"), column)
+            os.replace(path.with_suffix(".tmp.npy"), path)
+        os.replace(self.tmp, self.path)  # last: the codes file is what marks the cache entry complete
+
+    def discard(self) -> None:
+        self.vectors = None
+        if self.tmp is not None and self.tmp.exists():
+            self.tmp.unlink()
 
 
 PIXEL_SIZE = 32  # pixel-space neighbours compare images at 32×32 (3072 values), as CS231n's CIFAR-10 example

@@ -5,6 +5,7 @@
             circle/000000.png      label folder / image (every image is stored as an RGB PNG)
             .masks/circle/000000.png   optional object masks (the built-in generator writes them)
             .meta.json             where it came from, how many files were skipped
+            .index.npz             its files, labels, sizes, times and fingerprint: opened without a scan
         .tmp-*/                    a dataset being written (renamed into place when complete)
         .cache/                    CNN codes, projections, top patches (see ``convlens.corpus.codes``)
 
@@ -14,25 +15,29 @@ failed or rejected import never leaves a half-written dataset and never touches 
 Zips are checked entry by entry before anything is written (path escapes, symlinks, encryption, compression
 method, entry count, total uncompressed size, compression ratio), read with a cap on the bytes actually inflated
 (a header may lie), and any read error is a refusal naming ``params.archive``; non-images are skipped and
-counted; every image mode (grey, CMYK, palette, 16-bit) is converted to RGB.
+counted; every image mode (grey, CMYK, palette, 16-bit) is converted to RGB. The built-in generator renders
+chunks of images in a pool of processes; the files do not depend on how many.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import re
 import shutil
 import stat
 import tempfile
+import threading
 import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property, partial
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -49,6 +54,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 UNLABELLED = "unlabelled"
 MASKS = ".masks"
 META = ".meta.json"
+INDEX = ".index.npz"  # files, targets, sizes, times and fingerprint of a dataset: opened without a scan
+INDEX_VERSION = 1
+SETTLE_NS = 50_000_000  # a folder time recorded in an index is at least this old (see _settled_mtime)
 
 # Zip limits (an upload must stay under all of them).
 MAX_ZIP_ENTRIES = 100_000
@@ -56,6 +64,13 @@ MAX_ZIP_TOTAL_BYTES = 2 * 1024**3  # uncompressed
 MAX_ZIP_ENTRY_BYTES = 20 * 1024**2  # one image
 MAX_ZIP_RATIO = 100.0  # uncompressed / compressed, per entry and overall
 MAX_BUILTIN = 1_000_000
+# Built-in generation: chunks of images rendered by a pool of processes (one per core, at most
+# $CONVLENS_DATASET_WORKERS) once a dataset is large enough to pay for starting them.
+CHUNK = 100  # images: a cancel waits for the running chunks (a fraction of a second on an idle core)
+PARALLEL_MIN = 2000
+WORKERS_ENV = "CONVLENS_DATASET_WORKERS"
+POLL_S = 0.25  # progress is reported (and a cancel noticed) at least this often while chunks render
+BYTES_PER_IMAGE = 16 * 1024  # disk taken by a built-in image and its mask (~10 kB PNG + a 4 kB block), measured
 
 Progress = Callable[[int, int], None]
 TMP_PREFIX = ".tmp-"  # + the writing process's pid + "-": a dataset being written
@@ -83,10 +98,12 @@ def check_name(name: object, field_name: str = "params.dataset") -> str:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A scanned dataset. ``files[i]`` (relative POSIX path) has label ``classes[targets[i]]``.
+    """A dataset. ``files[i]`` (relative POSIX path) has label ``classes[targets[i]]``.
 
     ``fingerprint`` changes whenever a file is added, removed, renamed or rewritten (it hashes every
-    relative path with its size and modification time): cached codes are keyed by it.
+    relative path with its size and modification time): cached codes are keyed by it. It is worked out on first
+    use by ``digest``: a dataset opened from its index (:data:`INDEX`) has read nothing but the index and its
+    folders' times, and stats every file only when its fingerprint is asked for.
     """
 
     name: str
@@ -94,8 +111,12 @@ class Dataset:
     files: tuple[str, ...]
     targets: np.ndarray  # (N,) int64
     classes: tuple[str, ...]
-    fingerprint: str
+    digest: Callable[[], str] = field(repr=False, compare=False)
     meta: dict[str, object] = field(default_factory=dict)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return self.digest()
 
     def __len__(self) -> int:
         return len(self.files)
@@ -129,46 +150,205 @@ class Dataset:
                 "largest_class": int(counts.max()) if len(counts) else 0}
 
 
-def scan(root: Path, name: str | None = None) -> Dataset:
-    """Read a dataset folder: label subfolders (dot-folders ignored); images directly in the root are
-    ``unlabelled``. Symlinks are not followed."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError("params.dataset", f"no dataset {name or root.name!r} in {root.parent}")
+# ------------------------------------------------------------------------------- scanning and the index
+#
+# A full scan lists every label folder and stats every file. A dataset of a million images would pay that on every
+# open, so each dataset folder keeps an index (written when the dataset is written, rewritten by the first open
+# after a change): its files, targets and labels, every file's size and modification time, the fingerprint, and
+# the modification time of each label folder. Opening trusts the index when the root still has the same
+# entries and no label folder's time moved (adding, removing or renaming a file moves its folder's time); a file
+# rewritten in place moves only its own time, which the fingerprint's check of every file sees.
+
+
+@dataclass(frozen=True)
+class _Listing:
+    """A scan: files in order with labels, sizes and times; the root's entries that count (``label/`` for a
+    folder); each label folder's time, taken before it was listed (None if it had not settled)."""
+
+    files: list[str]
+    labels: list[str]
+    sizes: np.ndarray  # (N,) int64
+    mtimes: np.ndarray  # (N,) int64, ns
+    top: list[str]
+    folders: dict[str, int | None]
+
+
+def _settled_mtime(path: str) -> int | None:
+    """The folder's modification time once it is :data:`SETTLE_NS` old (file-system clocks are coarse: a change
+    in the same tick would not move it), waiting for that at most once; None if it is in the future or keeps
+    moving (a folder being written)."""
+    mtime = os.stat(path, follow_symlinks=False).st_mtime_ns
+    age = time.time_ns() - mtime
+    if 0 <= age < SETTLE_NS:
+        time.sleep((SETTLE_NS - age) / 1e9)
+        again = os.stat(path, follow_symlinks=False).st_mtime_ns
+        return mtime if again == mtime else None
+    return mtime if age >= 0 else None
+
+
+def _walk(root: Path) -> _Listing:
+    """Label subfolders (dot-folders ignored) and images directly in the root (``unlabelled``), in name order;
+    symlinks are not followed."""
     files: list[str] = []
     labels: list[str] = []
-    digest = hashlib.sha256()
+    sizes: list[int] = []
+    mtimes: list[int] = []
+    top: list[str] = []
+    folders: dict[str, int | None] = {}
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if entry.name.startswith("."):
             continue
         if entry.is_dir(follow_symlinks=False):
+            top.append(entry.name + "/")
+            folders[entry.name] = _settled_mtime(entry.path)  # before listing: a later change moves it
             for sub in sorted(os.scandir(entry.path), key=lambda e: e.name):
                 if sub.is_file(follow_symlinks=False) and sub.name.lower().endswith(IMAGE_SUFFIXES):
-                    rel = f"{entry.name}/{sub.name}"
-                    files.append(rel)
-                    labels.append(entry.name)
                     st = sub.stat(follow_symlinks=False)
-                    digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                    files.append(f"{entry.name}/{sub.name}")
+                    labels.append(entry.name)
+                    sizes.append(st.st_size)
+                    mtimes.append(st.st_mtime_ns)
         elif entry.is_file(follow_symlinks=False) and entry.name.lower().endswith(IMAGE_SUFFIXES):
+            top.append(entry.name)
+            st = entry.stat(follow_symlinks=False)
             files.append(entry.name)
             labels.append(UNLABELLED)
-            st = entry.stat(follow_symlinks=False)
-            digest.update(f"{entry.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    classes = tuple(sorted(set(labels)))
-    index = {c: k for k, c in enumerate(classes)}
-    meta: dict[str, object] = {}
+            sizes.append(st.st_size)
+            mtimes.append(st.st_mtime_ns)
+    return _Listing(files, labels, np.asarray(sizes, dtype=np.int64), np.asarray(mtimes, dtype=np.int64), top,
+                    folders)
+
+
+def _top(root: Path) -> tuple[list[str], dict[str, int]]:
+    """The root's entries that count, as :func:`_walk` names them, and each label folder's time."""
+    top: list[str] = []
+    folders: dict[str, int] = {}
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            top.append(entry.name + "/")
+            folders[entry.name] = entry.stat(follow_symlinks=False).st_mtime_ns
+        elif entry.is_file(follow_symlinks=False) and entry.name.lower().endswith(IMAGE_SUFFIXES):
+            top.append(entry.name)
+    return top, folders
+
+
+def _digest(files: Sequence[str], sizes: np.ndarray, mtimes: np.ndarray) -> str:
+    """Every relative path with its size and modification time, in order."""
+    text = "".join(f"{rel}\0{size}\0{mtime}\n" for rel, size, mtime in zip(files, sizes.tolist(), mtimes.tolist(),
+                                                                           strict=True))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _checked_digest(root: Path, files: Sequence[str], sizes: np.ndarray, mtimes: np.ndarray, recorded: str) -> str:
+    """The fingerprint of an indexed dataset: ``recorded`` if every file still has the size and time the index
+    holds, else worked out from what they are now (a file gone counts as size and time -1)."""
+    base = f"{root}{os.sep}"
+    now_sizes: list[int] = []
+    now_mtimes: list[int] = []
+    for rel in files:
+        try:
+            st = os.lstat(base + rel)
+        except OSError:
+            now_sizes.append(-1)
+            now_mtimes.append(-1)
+            continue
+        now_sizes.append(st.st_size)
+        now_mtimes.append(st.st_mtime_ns)
+    size_now, mtime_now = np.asarray(now_sizes, dtype=np.int64), np.asarray(now_mtimes, dtype=np.int64)
+    if np.array_equal(size_now, sizes) and np.array_equal(mtime_now, mtimes):
+        return recorded
+    return _digest(files, size_now, mtime_now)
+
+
+def _read_meta(root: Path) -> dict[str, object]:
     if (root / META).is_file():
         try:
-            meta = dict(json.loads((root / META).read_text()))
-        except (ValueError, TypeError):
-            meta = {}
-    targets = np.fromiter((index[label] for label in labels), dtype=np.int64, count=len(labels))
-    return Dataset(name or root.name, root, tuple(files), targets, classes, digest.hexdigest(), meta)
+            return dict(json.loads((root / META).read_text()))
+        except (ValueError, TypeError, OSError):
+            return {}
+    return {}
+
+
+def _write_index(root: Path, listing: _Listing, classes: Sequence[str], targets: np.ndarray,
+                 fingerprint: str) -> bool:
+    """Write :data:`INDEX` into ``root`` (atomically); False when the scan cannot be trusted later (a folder that
+    had not settled, a file name that does not fit the format) or the folder is not writable."""
+    if any(t is None for t in listing.folders.values()):
+        return False
+    try:
+        blob = "\n".join(listing.files).encode()
+    except UnicodeEncodeError:
+        return False
+    if blob.count(b"\n") != max(len(listing.files) - 1, 0):  # a name with a line break
+        return False
+    header = {"version": INDEX_VERSION, "top": listing.top, "folders": listing.folders, "classes": list(classes),
+              "fingerprint": fingerprint}
+    tmp = root / f"{INDEX}.{os.getpid()}-{threading.get_ident()}.tmp"
+    try:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
+                     files=np.frombuffer(blob, dtype=np.uint8), targets=targets.astype(np.int32),
+                     sizes=listing.sizes, mtimes=listing.mtimes)
+        os.replace(tmp, root / INDEX)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return False
+    return True
+
+
+INDEX_READ_ERRORS = (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile)
+
+
+def _from_index(root: Path, name: str) -> Dataset | None:
+    """The dataset as its index has it, if the index is there, readable and still right (the same root entries,
+    no label folder changed); None otherwise."""
+    try:
+        with np.load(root / INDEX, allow_pickle=False) as stored:
+            header = json.loads(stored["header"].tobytes())
+            if not isinstance(header, dict) or header.get("version") != INDEX_VERSION:
+                return None
+            if (header["top"], header["folders"]) != _top(root):
+                return None
+            blob = stored["files"].tobytes().decode()
+            targets = stored["targets"].astype(np.int64)
+            sizes, mtimes = stored["sizes"], stored["mtimes"]
+    except INDEX_READ_ERRORS:
+        return None
+    files = tuple(blob.split("\n")) if blob else ()
+    if not len(files) == len(targets) == len(sizes) == len(mtimes):
+        return None
+    recorded = str(header["fingerprint"])
+    return Dataset(name, root, files, targets, tuple(header["classes"]),
+                   partial(_checked_digest, root, files, sizes, mtimes, recorded), _read_meta(root))
+
+
+def scan(root: Path, name: str | None = None, index: bool = False) -> Dataset:
+    """Read a dataset folder: label subfolders (dot-folders ignored); images directly in the root are
+    ``unlabelled``. Symlinks are not followed. ``index``: also (re)write its index."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError("params.dataset", f"no dataset {name or root.name!r} in {root.parent}")
+    listing = _walk(root)
+    classes = tuple(sorted(set(listing.labels)))
+    position = {c: k for k, c in enumerate(classes)}
+    targets = np.fromiter((position[label] for label in listing.labels), dtype=np.int64, count=len(listing.labels))
+    fingerprint = _digest(listing.files, listing.sizes, listing.mtimes)
+    if index:
+        _write_index(root, listing, classes, targets, fingerprint)
+    return Dataset(name or root.name, root, tuple(listing.files), targets, classes, partial(str, fingerprint),
+                   _read_meta(root))
+
+
+def _open(root: Path, name: str) -> Dataset:
+    """From the index when it is still right, else a scan that rewrites it."""
+    return _from_index(root, name) or scan(root, name, index=True)
 
 
 def list_datasets() -> list[Dataset]:
     base = data_dir()
-    return [scan(p) for p in sorted(base.iterdir()) if p.is_dir() and NAME_PATTERN.fullmatch(p.name)]
+    return [_open(p, p.name) for p in sorted(base.iterdir()) if p.is_dir() and NAME_PATTERN.fullmatch(p.name)]
 
 
 def open_dataset(name: str) -> Dataset:
@@ -178,7 +358,7 @@ def open_dataset(name: str) -> Dataset:
     if not root.is_dir():
         known = ", ".join(p.name for p in sorted(data_dir().iterdir()) if p.is_dir() and NAME_PATTERN.fullmatch(p.name))
         raise DatasetError("params.dataset", f"no dataset {name!r}; known: {known or 'none (create one first)'}")
-    return scan(root, name)
+    return _open(root, name)
 
 
 def remove_dataset(name: str) -> None:
@@ -254,13 +434,9 @@ class _Writer:
             rel = f"{label}/{stem}_{k}.png"
             k += 1
         self._names.add(rel)
-        (self.tmp / label).mkdir(exist_ok=True)
         if img.mode != "RGB":
             self.converted += 1
-        img.convert("RGB").save(self.tmp / rel, format="PNG", compress_level=1)
-        if mask is not None:
-            (self.tmp / MASKS / label).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(mask.astype(np.uint8) * 255).save(self.tmp / MASKS / rel, format="PNG")
+        _save(self.tmp, rel, img, mask)
         self.written += 1
 
     def add_bytes(self, data: bytes, label: str, stem: str) -> bool:
@@ -284,11 +460,24 @@ class _Writer:
         meta = {"source": self.source, "images": self.written, "skipped": self.skipped, "converted": self.converted,
                 **(extra or {})}
         (self.tmp / META).write_text(json.dumps(meta, indent=2))
+        scan(self.tmp, index=True)  # the index travels with the folder: the first open reads it
         try:
             os.rename(self.tmp, self.target)  # atomic; fails if the name was taken meanwhile
         except OSError:
             raise DatasetError("params.name", f"a dataset called {self.name!r} exists") from None
-        return scan(self.target, self.name)
+        return _open(self.target, self.name)
+
+
+def _save(folder: Path, rel: str, img: Image.Image, mask: np.ndarray | None) -> None:
+    """``img`` as an RGB PNG at ``folder/rel``, and ``mask`` (bool) at ``folder/.masks/rel``. Never creates
+    ``folder``: a worker that outlives its removal (a swept orphan) fails instead of leaving debris."""
+    label = rel.rpartition("/")[0]
+    (folder / label).mkdir(exist_ok=True)
+    img.convert("RGB").save(folder / rel, format="PNG", compress_level=1)
+    if mask is not None:
+        (folder / MASKS).mkdir(exist_ok=True)
+        (folder / MASKS / label).mkdir(exist_ok=True)
+        Image.fromarray(mask.astype(np.uint8) * 255).save(folder / MASKS / rel, format="PNG")
 
 
 def _labels_of(paths: Sequence[PurePosixPath]) -> list[str]:
@@ -450,19 +639,90 @@ def add(name: str, source: Path, progress: Progress | None = None) -> Dataset:
     return import_folder(name, source, progress=progress)
 
 
-def builtin(name: str, n: int, seed: int = 2, progress: Progress | None = None) -> Dataset:
-    """``n`` images of the built-in generator (stream ``seed``; 0 and 1 are the model's training and held-out
-    streams) with their labels and object masks."""
+def default_workers(n: int) -> int:
+    """Processes that generate ``n`` built-in images: one per available core (at most ``$CONVLENS_DATASET_WORKERS``),
+    or this process alone below :data:`PARALLEL_MIN` images (starting a worker takes seconds)."""
+    if n < PARALLEL_MIN:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cap = os.environ.get(WORKERS_ENV, "").strip()
+    if cap.isascii() and cap.isdigit() and int(cap) >= 1:
+        cores = min(cores, int(cap))
+    return max(1, cores)
+
+
+def _render_chunk(folder: str, seed: int, start: int, stop: int) -> int:
+    """Images ``start`` … ``stop - 1`` of stream ``seed`` (and their masks) into ``folder``; each file depends on
+    its index and the seed only, so any split into chunks writes the same bytes. Runs in a worker process."""
     from convlens.builtin.dataset import CLASSES, render_sample
 
+    root = Path(folder)
+    for i in range(start, stop):
+        s = render_sample(seed, i)
+        label = LABEL_PATTERN.sub("_", CLASSES[s.label]).strip("._-")[:64] or UNLABELLED
+        _save(root, f"{label}/{i:07d}.png", Image.fromarray(s.image), s.mask)
+    return stop - start
+
+
+def _render_in_pool(folder: Path, seed: int, n: int, workers: int, progress: Progress | None) -> None:
+    """All ``n`` images in chunks over ``workers`` processes, at most two chunks each in flight. Progress is the
+    number of images written (rising to ``n``), reported every :data:`POLL_S` at least; whatever it raises (a
+    cancel) stops the pool: queued chunks are dropped and running ones (a fraction of a second each) finish
+    before this returns, so nothing writes into ``folder`` afterwards."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    chunks = ((start, min(start + CHUNK, n)) for start in range(0, n, CHUNK))
+    # spawn, not fork: this may run in a thread of a server process whose other threads hold locks
+    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        pending: set[cf.Future[int]] = set()
+        done = 0
+        while True:
+            for start, stop in itertools.islice(chunks, 2 * workers - len(pending)):
+                pending.add(pool.submit(_render_chunk, str(folder), seed, start, stop))
+            if not pending:
+                break
+            finished, pending = cf.wait(pending, timeout=POLL_S, return_when=cf.FIRST_COMPLETED)
+            try:
+                done += sum(f.result() for f in finished)
+            except cf.process.BrokenProcessPool as exc:
+                raise RuntimeError("a process generating images stopped (killed, out of memory, or a script that "
+                                   "calls this without `if __name__ == '__main__':`; workers=1 renders in this "
+                                   "process)") from exc
+            if progress is not None:
+                progress(done, n)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _check_room(n: int) -> None:
+    free = shutil.disk_usage(data_dir()).free
+    if n * BYTES_PER_IMAGE > free:
+        raise DatasetError("params.n", f"{n:,} images need about {n * BYTES_PER_IMAGE / 1e9:.1f} GB of disk; "
+                                       f"{free / 1e9:.1f} GB are free")
+
+
+def builtin(name: str, n: int, seed: int = 2, progress: Progress | None = None, workers: int | None = None) -> Dataset:
+    """``n`` images of the built-in generator (stream ``seed``; 0 and 1 are the model's training and held-out
+    streams) with their labels and object masks, rendered by ``workers`` processes (default
+    :func:`default_workers`); the files are the same whatever the number of workers."""
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BUILTIN:
         raise DatasetError("params.n", f"must be an integer in [1, {MAX_BUILTIN}], got {n!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise DatasetError("workers", f"must be a positive integer, got {workers!r}")
+    count = min(default_workers(n) if workers is None else workers, -(-n // CHUNK))
+    check_name(name, "params.name")
+    _check_room(n)
     with _Writer(name, "builtin") as writer:
-        for i in range(n):
-            s = render_sample(seed, i)
-            writer.add(Image.fromarray(s.image), CLASSES[s.label], f"{i:07d}", s.mask)
-            if progress is not None and (i % 100 == 99 or i == n - 1):
-                progress(i + 1, n)
+        if count > 1:
+            _render_in_pool(writer.tmp, seed, n, count, progress)
+        else:
+            for start in range(0, n, CHUNK):
+                done = start + _render_chunk(str(writer.tmp), seed, start, min(start + CHUNK, n))
+                if progress is not None:
+                    progress(done, n)
+        writer.written = n
         return writer.commit({"seed": seed})
 
 

@@ -14,17 +14,23 @@ TITLE, ICON = "Datasets", ":material/folder:"  # how the sidebar lists this page
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 MAX_ZIP_MB = 11  # the API's request limit is 16 MB; base64 adds a third
-IMAGES_PER_SECOND = 500  # the built-in generator's pace on the server (convlens.techniques.corpus.work)
+IMAGES_PER_SECOND = 500  # the built-in generator's pace on the server, one core (convlens.techniques.corpus.work)
+MAX_BUILTIN = 1_000_000  # the server's limit (convlens.corpus.datasets.MAX_BUILTIN)
 
 
 DONE_KEY = "ds_outcome"  # what the last change did, said after the rerun that lists it
 
 
 def create(name: str, params: dict[str, object]) -> dict[str, object] | None:
-    """Create a dataset with a progress bar and an estimate of the time left (a large one is a job on the server,
-    polled); leaving the page meanwhile cancels the job, and the server removes what it had written. Its row of
-    the server's list, or None after an error (shown)."""
-    bar = st.progress(0.0, text=f"Creating {name}… {first_estimate(params)}")
+    """Create a dataset with a progress bar, an estimate of the time left and a Stop button (a large one is a job
+    on the server, polled); pressing Stop or leaving the page meanwhile cancels the job, and the server removes
+    what it had written. Its row of the server's list, or None after an error (shown)."""
+    panel = st.empty()  # the bar and Stop while the job runs; cleared when it ends
+    with panel.container():
+        bar = st.progress(0.0, text=f"Creating {name}… {first_estimate(params)}")
+        # Pressing Stop reruns the page, which interrupts the wait below: widgets.cancellable cancels the job.
+        st.button("Stop", key="ds_stop", icon=":material/stop:",
+                  help="Cancel the creation; the server stops and removes the images written so far")
     running: list[str] = []
     follow = widgets.job_progress(bar, f"Creating {name}", note="")
 
@@ -33,7 +39,7 @@ def create(name: str, params: dict[str, object]) -> dict[str, object] | None:
         follow(job)
 
     rows = widgets.cancellable(lambda: state.change_datasets(on_job=show, **params),
-                               lambda: running[0] if running else None, bar, f"create {name}")
+                               lambda: running[0] if running else None, panel, f"create {name}")
     if rows is None:
         return None
     row: dict[str, object] = next((r for r in rows if r.get("name") == name), {"name": name})
@@ -46,7 +52,10 @@ def first_estimate(params: dict[str, object]) -> str:
     n = params.get("n")
     if params.get("action") == "builtin" and isinstance(n, int):
         seconds = n / IMAGES_PER_SECOND
-        return "a few seconds" if seconds < 5 else f"about {seconds:.0f} s for {n:,} images"
+        if seconds < 5:
+            return "a few seconds"
+        return f"about {seconds:.0f} s for {n:,} images" if seconds < 90 else \
+            f"up to {seconds / 60:.0f} min for {n:,} images"
     return ""
 
 
@@ -78,7 +87,9 @@ def page() -> None:
                          help="a-z, 0-9, '_' and '-'")
     params: dict[str, object] = {"name": name}
     if source == "Built-in generator":
-        params.update(action="builtin", n=int(st.number_input("Images", 10, 100_000, 10_000, 1000, key="ds_n")))
+        n = st.number_input("Images", 10, MAX_BUILTIN, 10_000, 1000, key="ds_n",
+                            help="about 16 kB of the server's disk an image: 1,000,000 take about 16 GB")
+        params.update(action="builtin", n=int(n))
     elif source == "Natural photos":
         params.update(action="natural")
     else:

@@ -1,18 +1,21 @@
-"""A WebGL scatter whose hover shows the point's own image (Streamlit's ``plotly_chart`` has selection
-events but no hover events, and Plotly's hover labels cannot hold an ``<img>``).
+"""A scatter of up to a million points whose hover shows the point's own image (Streamlit's ``plotly_chart`` has
+selection events but no hover events, and Plotly's hover labels cannot hold an ``<img>``; Plotly's WebGL scatter
+is software-rendered and slow at 1M points in a GPU-less browser).
 
-The component is ``index.html`` here plus the ``plotly.min.js`` shipped in the plotly wheel (offline: no
-CDN), copied to a served folder at first use. Thumbnails come from sprite sheets (1,024 tiles of 32 px,
-64 to a row, the dataset endpoint's ``sheet`` action) written into that folder as ``sheets/<key>/<k>.png``:
-the browser loads a sheet the first time a point of it is hovered and then answers every hover from memory.
-Clicking, box- or lasso-selecting points returns their dataset indices to the page.
+The component is ``index.html`` here (a canvas-2D renderer, no build step), copied to a served folder at first use.
+The points' columns (``x``, ``y``, ``label``, ``predicted``, ``confidence``, …) are written there as one binary file
+of little-endian typed arrays, ``data/<digest>.bin.gz`` (:func:`write_columns`), which the browser fetches once: the
+component's arguments stay a few kilobytes however many points there are. Thumbnails come from sprite sheets (1,024
+tiles of 32 px, 64 to a row, the dataset endpoint's ``sheet`` action) written into that folder as
+``sheets/<key>/<k>.png``: the browser loads a sheet the first time a point of it is hovered and then answers every
+hover from memory. Clicking or lasso-selecting points returns their dataset indices to the page.
 """
 
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -22,23 +25,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import plotly
+import numpy as np
 import streamlit.components.v1 as components
 
 HERE = Path(__file__).resolve().parent
-PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 PER_SHEET = 1024  # small requests: a sheet never holds the dataset endpoint for long
 COLUMNS = 64
 TILE = 32
 DISPLAY = 96  # px the hovered thumbnail is shown at
+POINTS_MAX = 50_000  # with more points than this in view the component draws their density, else each point
+KEEP_DATA_FILES = 8  # columns files kept in the served folder (the newest; one per map and colour channel)
+KINDS = {"<f4": "float32", "<i4": "int32", "<u2": "uint16", "|u1": "uint8"}
 
 
 def served_dir() -> Path:
-    """The folder Streamlit serves the component from: index.html, plotly.min.js, sheets/ (created once)."""
+    """The folder Streamlit serves the component from: index.html, data/, sheets/ (created once)."""
     root = Path(os.environ.get("CONVLENS_DASHBOARD_CACHE") or Path(tempfile.gettempdir()) /
                 f"convlens-dashboard-{os.getuid()}") / "hover_scatter"
     root.mkdir(parents=True, exist_ok=True)
-    for src in (HERE / "index.html", PLOTLY_JS):
+    for src in (HERE / "index.html",):
         dst = root / src.name
         if not dst.is_file() or dst.stat().st_size != src.stat().st_size or dst.stat().st_mtime < src.stat().st_mtime:
             tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
@@ -102,36 +107,56 @@ def write_sheets_in_background(key: str, images: int, fetch: Callable[[int, int,
         return thread
 
 
-def layout(height: int) -> dict[str, Any]:
-    """The plotly layout the component draws with. The toolbar (modebar) sits over the figure's top right, so the
-    legend goes under the plot, anchored to the figure's bottom edge, where nothing else is drawn."""
-    return {"height": height, "margin": {"l": 10, "r": 10, "t": 36, "b": 10}, "dragmode": "lasso",
-            "legend": {"orientation": "h", "x": 0, "xanchor": "left", "y": 0, "yanchor": "bottom", "yref": "container",
-                       "itemsizing": "constant"},
-            "xaxis": {"visible": False}, "yaxis": {"visible": False}}
+def write_columns(columns: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Write the points' columns, each (N,) little-endian and 4-byte aligned, as one file in the served folder
+    (named by its content's digest, so a page rerun reuses it and the browser's cache holds); what the component
+    needs to read it back: ``{"url", "n", "columns": {name: [byte offset, kind]}}``.
+
+    The file is a gzip member of stored (uncompressed) blocks, ``data/<digest>.bin.gz``: Streamlit's server gzips
+    every component file at level 9 on every request unless its type is already compressed (17 MB of columns at
+    1M points took seconds), and a ``.gz`` file is served as it is; the browser unpacks it natively
+    (``DecompressionStream``), and writing stored blocks costs no more than writing the bytes."""
+    n = len(next(iter(columns.values())))
+    parts, layout, offset = [], {}, 0
+    for name, values in columns.items():
+        array = np.asarray(values)
+        array = array.astype(array.dtype.newbyteorder("<"), copy=False)
+        if len(array) != n or array.dtype.str not in KINDS:
+            raise ValueError(f"column {name!r}: {len(array)} values of {array.dtype}, expected {n} of "
+                             f"{', '.join(KINDS.values())}")
+        data = np.ascontiguousarray(array).tobytes()
+        layout[name] = [offset, KINDS[array.dtype.str]]
+        parts.append(data + b"\0" * (-len(data) % 4))
+        offset += len(parts[-1])
+    blob = b"".join(parts)
+    digest = hashlib.blake2b(blob, digest_size=12).hexdigest()
+    folder = served_dir() / "data"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{digest}.bin.gz"
+    if not path.is_file():
+        tmp = folder / f".{digest}.{os.getpid()}.tmp"
+        tmp.write_bytes(gzip.compress(blob, compresslevel=0, mtime=0))
+        os.replace(tmp, path)
+        for old in sorted(folder.glob("*.bin.gz"), key=lambda p: p.stat().st_mtime)[:-KEEP_DATA_FILES]:
+            if old != path:
+                old.unlink(missing_ok=True)
+    return {"url": f"data/{path.name}", "n": n, "columns": layout}
 
 
-def scatter_args(points: list[list[float]], items: list[dict[str, Any]], colour_by: str, palette: tuple[str, ...],
-                 key: str, height: int = 620) -> dict[str, Any]:
-    """The component's arguments: one trace per colour group (x, y, dataset indices), per-image captions,
-    where the sheets are, and a version that changes when anything drawn changes."""
-    groups: dict[str, list[int]] = {}
-    for i, item in enumerate(items):
-        groups.setdefault(str(item[colour_by]), []).append(i)
-    traces = [{"name": name, "color": palette[k % len(palette)], "index": members,
-               "x": [round(points[i][0], 4) for i in members], "y": [round(points[i][1], 4) for i in members]}
-              for k, (name, members) in enumerate(sorted(groups.items()))]
-    args = {"traces": traces, "files": [str(it["file"]) for it in items],
-            "labels": [str(it["label"]) for it in items], "predicted": [str(it["predicted"]) for it in items],
+def scatter_args(data: dict[str, Any], colour: dict[str, Any], names: dict[str, dict[str, str]], key: str,
+                 filter: dict[str, Any] | None = None, height: int = 620) -> dict[str, Any]:
+    """The component's arguments: where the columns are (:func:`write_columns`), how to colour the points
+    (``{"column", "colours", "legend"}`` by class code, or ``{"column", "range", "ramp", "title"}`` for a continuous
+    column), the class names of the label and predicted codes (code as text → name, for the hover's caption), the
+    filter (``label``/``predicted``: codes kept, or None for all; ``confidence``: [low, high]), where the sheets are."""
+    return {"data": data, "colour": colour, "names": names, "filter": filter or {},
             "sheet": {"base": f"sheets/{key}/", "per_sheet": PER_SHEET, "columns": COLUMNS, "tile": TILE,
                       "display": DISPLAY},
-            "marker": 4 if len(points) > 5000 else 7, "height": height, "layout": layout(height)}
-    args["version"] = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:16]
-    return args
+            "points_max": POINTS_MAX, "radius": 2 if data["n"] > 5000 else 3, "plot_height": height}
 
 
 def hover_scatter(args: dict[str, Any], key: str) -> list[int]:
-    """Draw the scatter; the dataset indices of the last click / box / lasso selection ([] for none)."""
+    """Draw the scatter; the dataset indices of the last click or lasso selection ([] for none)."""
     component = components.declare_component("hover_scatter", path=str(served_dir()))
     value = component(**args, key=key, default=None)
     if not isinstance(value, dict):

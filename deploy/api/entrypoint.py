@@ -11,17 +11,23 @@
    ``0.0.0.0:$CONVLENS_PORT`` and forwards to TorchServe.
 4. TorchServe's log is copied to stdout; if TorchServe or the gate dies the container exits (its
    restart policy brings it back); SIGTERM stops both.
+5. With ``$CONVLENS_RAY_ADDRESS=HOST:PORT`` the container joins that Ray cluster as a node with no CPUs
+   (``ray start --address=... --num-cpus=0``, from /tmp, retried every 10 s while the head starts), so the
+   workers can send CNN-code work to its actors (docs/deployment.md); until then such requests answer 503.
 
 Environment: CONVLENS_PORT (8080), CONVLENS_WORKERS (workers per endpoint, 1),
 CONVLENS_WORKERS_<ENDPOINT> (one endpoint), CONVLENS_RUN_DIR, CONVLENS_KEY_DIR, the gate's
-CONVLENS_GATE_* limits (serve/gate.py), TORCH_HOME (weights), CONVLENS_DATA_DIR (datasets).
+CONVLENS_GATE_* limits (serve/gate.py), TORCH_HOME (weights), CONVLENS_DATA_DIR (datasets),
+CONVLENS_RAY_ADDRESS (a Ray cluster to join).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -86,6 +92,38 @@ def follow(path: Path, stop: threading.Event, offset: int = 0) -> None:
                 time.sleep(0.5)
 
 
+RAY_JOIN_RETRY_S = 10.0
+RAY_NODE_OBJECT_STORE_BYTES = 300_000_000  # this node only receives results: a small object store
+
+
+def ray_join_command(address: str) -> list[str] | None:
+    """``ray start`` joining ``address`` as a node with no CPUs or GPUs; None when there is nothing to join (unset,
+    ``auto``, or a ``ray://`` address, which the workers refuse with a 503 saying why)."""
+    address = address.strip()
+    if not address or address == "auto" or address.startswith("ray://"):
+        return None
+    return ["ray", "start", f"--address={address}", "--num-cpus=0", "--num-gpus=0", "--disable-usage-stats",
+            f"--object-store-memory={RAY_NODE_OBJECT_STORE_BYTES}"]
+
+
+def join_ray(command: list[str], stop: threading.Event) -> None:
+    """Run ``command`` (from /tmp: Ray writes its session files there) until it succeeds or the container stops."""
+    if shutil.which(command[0]) is None:
+        log("CONVLENS_RAY_ADDRESS is set but Ray is not installed; not joining")
+        return
+    attempt = 0
+    while not stop.is_set():
+        attempt += 1
+        done = subprocess.run(command, cwd="/tmp", capture_output=True, text=True, check=False)
+        if done.returncode == 0:
+            log(f"joined the Ray cluster ({command[2]}) as a node with no CPUs")
+            return
+        if attempt == 1 or attempt % 6 == 0:
+            last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            log(f"Ray cluster not joined yet ({command[2]}): {last[0][:200]}; retrying every {RAY_JOIN_RETRY_S:.0f} s")
+        stop.wait(RAY_JOIN_RETRY_S)
+
+
 def alive(pid: int) -> bool:
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
@@ -104,6 +142,9 @@ def main() -> int:
     log_file = run_dir / "torchserve.log"
     offset = log_file.stat().st_size if log_file.exists() else 0  # a restarted container: only this run's lines
     threading.Thread(target=follow, args=(log_file, stop_event, offset), daemon=True).start()
+    join = ray_join_command(os.environ.get("CONVLENS_RAY_ADDRESS", ""))
+    if join is not None:
+        threading.Thread(target=join_ray, args=(join, stop_event), daemon=True).start()
 
     terminating = False
 

@@ -146,8 +146,9 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any], list[str]]] = [
     ("neighbours", {"space": "both"}, {}, ["images.pixel", "scalars.pixel_same_label", "scalars.code_same_label"]),
     ("top_patches", {"channel": 0}, {}, ["images.grid", "items.rank"]),
     ("embedding", {"grid": 4, "tile": 8}, {}, ["images.grid"]),
-    ("embedding", {"compact": True, "channel": 1, "files": "0,2"}, {},
-     ["columns.activation", "items.column", "items.code", "items.name", "items.index"]),
+    ("embedding", {"compact": True, "channel": 1}, {},
+     ["columns.activation", "columns.x", "items.column", "items.code", "items.name"]),
+    ("embedding", {"compact": True, "files": "0,2"}, {}, ["items.index", "items.file"]),
     ("model_files", {"action": "list"}, {}, ["scalars.models", "scalars.upload_enabled"]),
 ]
 

@@ -30,7 +30,7 @@ VALUES: dict[str, Any] = {
     "cached_cells": 0.0, "channels": 6.0, "dead_channels": 1.0, "height": 8.0, "width": 8.0, "shown": 6.0,
     "filters": 32.0, "kernel_height": 7.0, "kernel_width": 7.0, "grid_pad": 2.0, "{grid}_tile_height": 24.0,
     "{grid}_tile_width": 24.0, "{grid}_columns": 3.0, "pointing_game": 0.9, "insertion_auc": 0.8,
-    "deletion_auc": 0.3, "images": 6.0, "dim": 128.0, "codes_cached": 1.0, "projection_cached": 0.0,
+    "deletion_auc": 0.3, "images": 6.0, "fitted": 6.0, "dim": 128.0, "codes_cached": 1.0, "projection_cached": 0.0,
     "projection_seconds": 1.5, "psnr_{layer}": 20.0, "score": 1.5, "probability": 0.9,
     "original_label": "ring", "network": "random VGG (test)", "layers": "features.2, features.16",
     "colormap": "inferno", "map_low": 0.0, "map_high": 0.25, "map_min": -0.01, "map_max": 0.25, "map_normalised": 1.0,
@@ -78,9 +78,9 @@ def sections(name: str, labels: Mapping[str, str] | None = None,
     top, and ``rows`` as its items (completed with every non-optional declared field); a key or an item field
     that ``name`` does not declare fails."""
     outputs = registry.get(name).declared
-    out: dict[str, Any] = {"images": {}, "scalars": {}, "labels": {}, "series": {}}
+    out: dict[str, Any] = {"images": {}, "scalars": {}, "labels": {}, "series": {}, "columns": {}}
     for declared in outputs.declared:
-        if declared.optional or declared.section == "items":
+        if declared.optional or declared.section in ("items", "columns"):  # columns: the fake gives them (extra)
             continue
         for key in expand(declared, placeholders or {}):
             out[declared.section][key] = _value(declared, key, labels or {})

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pytest
 import streamlit as st
 from PIL import Image
@@ -58,6 +59,7 @@ class FakeClient:
     answers: dict[str, Any] = field(default_factory=dict)  # technique → the last answer given
     # what prediction and attribution answers say of the input's likeness to the training data (none: not calibrated)
     familiarity: dict[str, float] = field(default_factory=dict)
+    embedding_fitted: float | None = None  # the map fitted on a sample of this many images (None: on all of them)
 
     def answer(self, name: str, response: Any) -> Any:
         self.answers[name] = response
@@ -217,11 +219,27 @@ class FakeClient:
             else:
                 items = [{"name": n, "images": 6, "classes": 2, "source": "builtin", "skipped": 0, "labels": "a,b",
                           "largest_class": 3, "fingerprint": f"fp-{n}"} for n in self.datasets_on_server]
-        elif method == "embedding":
-            points = [[float(i), float(i % 3)] for i in range(6)]
-            items = [{"label": lab, "predicted": "circle", "file": f"{lab}/{i}.png"} for i, lab in enumerate(labels)]
+        elif method == "embedding":  # compact: columns and the class names (what the page asks for)
+            codes = [0, 0, 0, 1, 1, 1]
+            columns = {"x": np.arange(6, dtype="<f4"), "y": np.arange(6, dtype="<f4") % 3,
+                       "label": np.array(codes, dtype="<u2"), "predicted": np.zeros(6, dtype="<u2"),
+                       "correct": np.array([1, 1, 1, 0, 0, 0], dtype="u1"),
+                       "confidence": np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4], dtype="<f4")}
+            if params.get("channel") is not None:
+                columns["activation"] = np.arange(6, dtype="<f4") * (1 + int(params["channel"]))
+            items = [{"column": "label", "code": 0, "name": "circle"}, {"column": "label", "code": 1, "name": "square"},
+                     {"column": "predicted", "code": 0, "name": "circle"}]
+            items += [{"index": int(i), "file": f"{labels[int(i)]}/{i}.png"}
+                      for i in str(params.get("files") or "").split(",") if i]
             if params.get("grid"):
                 images["grid"] = b64png((0, 0, 200))
+            encoded = {} if params.get("files") else {k: base64.b64encode(v.tobytes()).decode()
+                                                      for k, v in columns.items()}  # files: a lookup
+            fitted = {} if self.embedding_fitted is None else {"fitted": self.embedding_fitted}
+            out = canned.sections(method, images=images, rows=items, columns=encoded, scalars=fitted)
+            return self.answer(method, CorpusResponse(method, out["images"], out["scalars"], out["series"],
+                                                      out["items"], 1.0, "builtin", model, layer or "code", None,
+                                                      None, out["columns"]))
         elif method == "neighbours":
             images = {"query": b64png((9, 9, 9)), "code": b64png((1, 1, 1)), "pixel": b64png((2, 2, 2))}
             items = [{"space": space, "rank": r, "index": r, "distance": 0.5 * r, "label": labels[r], "file": "x.png"}

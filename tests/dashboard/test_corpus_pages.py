@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
+from streamlit.testing.v1 import AppTest
 
 from client.http import ApiError
 from tests.dashboard.conftest import FakeClient, run_page
@@ -40,6 +43,12 @@ def test_datasets_page_reports_a_refused_zip() -> None:
     assert not at.exception and "field `params.archive`" in at.error[0].value
 
 
+def component_args(at: AppTest) -> dict:  # type: ignore[type-arg]
+    [chart] = at.get("component_instance")
+    assert chart.proto.component_name == "dashboard.hover_scatter.hover_scatter"
+    return json.loads(chart.proto.json_args)  # type: ignore[no-any-return]
+
+
 def test_embedding_page_draws_the_hover_scatter_per_label_and_offers_the_grid(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONVLENS_DASHBOARD_CACHE", str(tmp_path))
@@ -47,15 +56,19 @@ def test_embedding_page_draws_the_hover_scatter_per_label_and_offers_the_grid(
     at = run_page(str(PAGES / "embedding.py"), client)
     assert not at.exception and not at.error
     [call] = [c for c in client.calls if c["method"] == "embedding"]
-    assert call["params"] == {"dataset": "shapes", "projection": "umap", "seed": 0}
-    [chart] = at.get("component_instance")
-    assert chart.proto.component_name == "dashboard.hover_scatter.hover_scatter"
-    args = json.loads(chart.proto.json_args)
-    assert [t["name"] for t in args["traces"]] == ["circle", "square"]
-    assert args["traces"][1]["index"] == [3, 4, 5] and args["traces"][1]["x"] == [3.0, 4.0, 5.0]
-    assert args["files"][4] == "square/4.png" and args["labels"][4] == "square"
-    # the hover's thumbnails: one sprite sheet of the 6 images, tile k at column k, written where it is served
+    assert call["params"] == {"dataset": "shapes", "projection": "umap", "seed": 0, "compact": True}
+    args = component_args(at)
+    assert args["colour"]["column"] == "label" and [e["name"] for e in args["colour"]["legend"]] == ["circle", "square"]
+    assert args["names"]["label"] == {"0": "circle", "1": "square"} and args["names"]["predicted"] == {"0": "circle"}
+    # the points' columns: one binary file beside the component, typed arrays at the offsets the args give
     served = tmp_path / "hover_scatter"
+    blob = gzip.decompress((served / args["data"]["url"]).read_bytes())
+    assert args["data"]["n"] == 6 and len(json.dumps(args)) < 4000
+    offset, kind = args["data"]["columns"]["x"]
+    assert kind == "float32" and np.frombuffer(blob, "<f4", 6, offset).tolist() == [0, 1, 2, 3, 4, 5]
+    offset, kind = args["data"]["columns"]["label"]
+    assert kind == "uint16" and np.frombuffer(blob, "<u2", 6, offset).tolist() == [0, 0, 0, 1, 1, 1]
+    # the hover's thumbnails: one sprite sheet of the 6 images, tile k at column k, written where it is served
     written = served / args["sheet"]["base"] / "0.png"
     for _ in range(100):  # written on a background thread
         if written.is_file():
@@ -65,15 +78,45 @@ def test_embedding_page_draws_the_hover_scatter_per_label_and_offers_the_grid(
     assert sheet_call["params"] == {"action": "sheet", "name": "shapes", "start": 0, "count": 6, "size": 32}
     sheet = Image.open(written)
     assert sheet.size == (6 * 32, 32) and sheet.getpixel((5 * 32 + 16, 16)) == (200, 200, 200)
-    assert (served / "index.html").is_file() and (served / "plotly.min.js").stat().st_size > 1_000_000
+    assert (served / "index.html").is_file()
     at.radio(key="emb_colour").set_value("predicted").run()
-    assert [t["name"] for t in json.loads(at.get("component_instance")[0].proto.json_args)["traces"]] == ["circle"]
+    assert [e["name"] for e in component_args(at)["colour"]["legend"]] == ["circle"]
     assert len([c for c in client.calls if c["params"].get("action") == "sheet"]) == 1  # sheets stay on disk
     at.radio(key="emb_method").set_value("tsne").run()
     assert client.calls[-1]["params"]["projection"] == "tsne"
     at.slider(key="emb_grid").set_value(16).run()
     at.button(key="emb_grid_go").click().run()
     assert client.calls[-1]["params"]["grid"] == 16 and len(at.get("download_button")) == 1
+
+
+def test_the_embedding_colours_by_correctness_and_by_a_channel(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVLENS_DASHBOARD_CACHE", str(tmp_path))
+    client = FakeClient()
+    at = run_page(str(PAGES / "embedding.py"), client)
+    at.radio(key="emb_colour").set_value("correct").run()
+    colour = component_args(at)["colour"]
+    assert colour["column"] == "correct" and [e["name"] for e in colour["legend"]] == ["incorrect", "correct"]
+    at.radio(key="emb_colour").set_value("channel").run()
+    at.number_input(key="emb_channel").set_value(2).run()
+    assert not at.exception and not at.error
+    assert client.calls[-1]["params"] == {"dataset": "shapes", "projection": "umap", "seed": 0, "compact": True,
+                                          "channel": 2}
+    args = component_args(at)
+    assert args["colour"]["column"] == "activation" and args["colour"]["range"] == [0.0, 15.0]  # 3·arange(6)
+    assert args["colour"]["title"] == "channel 2" and "activation" in args["data"]["columns"]
+
+
+def test_the_embedding_filter_narrows_the_points_and_says_how_many(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVLENS_DASHBOARD_CACHE", str(tmp_path))
+    at = run_page(str(PAGES / "embedding.py"), FakeClient())
+    assert component_args(at)["filter"] == {"label": None, "predicted": None, "confidence": [0.0, 1.0]}
+    at.multiselect(key="emb_filter_label").set_value(["square"]).run()
+    at.slider(key="emb_filter_confidence").set_value((0.45, 1.0)).run()
+    assert not at.exception
+    assert component_args(at)["filter"] == {"label": [1], "predicted": None, "confidence": [0.45, 1.0]}
+    assert any("keeps 2 of 6 images" in c.value for c in at.caption)  # squares 3, 4 (0.6, 0.5); 5 is at 0.4
 
 
 def test_a_click_or_lasso_in_the_scatter_shows_those_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -85,6 +128,27 @@ def test_a_click_or_lasso_in_the_scatter_shows_those_images(tmp_path: Path, monk
     assert not at.exception and at.subheader[0].value == "Selected: 2 images"
     assert client.calls[-1]["params"] == {"name": "shapes", "action": "images", "indices": "4,1"}
     assert len(at.get("image")) == 2
+    # the selection's files as CSV: fetched only when asked for
+    at.button(key="emb_csv_go").click().run()
+    assert not at.exception and client.calls[-1]["params"]["files"] == "4,1"
+    [csv_text] = [at.session_state["emb_csv"][1]]
+    assert csv_text.splitlines() == ["index,file,label,predicted,confidence", "4,square/4.png,square,circle,0.5000",
+                                     "1,circle/1.png,circle,circle,0.8000"]
+    assert [d for d in at.get("download_button") if "selection" in str(d.proto)]
+
+
+def test_a_map_fitted_on_a_sample_says_so_with_the_sample_size_and_why(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVLENS_DASHBOARD_CACHE", str(tmp_path))
+    client = FakeClient()
+    at = run_page(str(PAGES / "embedding.py"), client)
+    assert not at.exception and not at.info  # fitted on all 6 images: nothing to explain
+    client.embedding_fitted = 3.0
+    at.radio(key="emb_method").set_value("tsne").run()
+    assert not at.exception
+    [note] = [i.value for i in at.info]
+    assert "t-SNE was fitted on a seeded sample of **3 of the 6 images**" in note and "Barnes-Hut" in note
+    assert any("fitted on 3, the rest placed on it" in c.value for c in at.caption)
 
 
 def test_embedding_page_without_datasets_points_to_the_datasets_page() -> None:

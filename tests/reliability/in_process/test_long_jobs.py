@@ -158,12 +158,12 @@ def test_start_up_sweeps_unfinished_folders_of_dead_workers_only(dirs: Path) -> 
 
 def test_a_dataset_written_by_a_job_is_named_after_its_process(dirs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[str] = []
-    real = store._Writer.add
+    real = store._render_chunk
 
-    def spy(self: Any, *args: Any, **kwargs: Any) -> None:
-        seen.append(self.tmp.name)
-        real(self, *args, **kwargs)
+    def spy(folder: str, *args: Any) -> int:
+        seen.append(Path(folder).name)
+        return real(folder, *args)
 
-    monkeypatch.setattr(store._Writer, "add", spy)
+    monkeypatch.setattr(store, "_render_chunk", spy)
     store.builtin("named", 2)
     assert seen and all(name.startswith(f".tmp-{os.getpid()}-") for name in seen)
