@@ -109,9 +109,10 @@ def run(n: int, data: Path, ray_cpus: int, fresh: bool) -> tuple[list[Stage], di
     key = value(codes.out, "cache")
     if ray_cpus:
         shutil.rmtree(cache / "codes", ignore_errors=True)
-        with local_ray(ray_cpus, env) as address:
+        ray_env = {**env, "RAY_AUTH_MODE": "token"}  # the head's token (~/.ray) for a client of an explicit address
+        with local_ray(ray_cpus, ray_env) as address:
             stages.append(stage(f"codes, local Ray cluster ({ray_cpus} actors)",
-                                [convlens, "codes", name, "--ray", address], env))
+                                [convlens, "codes", name, "--ray", address], ray_env))
         assert value(stages[-1].out, "cache") == key, "the Ray path must fill the same cache entry"
     points_dir = data / f"{name}-points"
     stages.append(stage("UMAP map (cold)", [convlens, "project", name, "--method", "umap", "--out", str(points_dir)],
