@@ -136,6 +136,15 @@ def codes_of(loaded: LoadedModel, x: Tensor, layer: str, pool: Pool = "avg",
     return pooled(activation.float(), pool), logits.float()
 
 
+def coded(loaded: LoadedModel, x: Tensor, layer: str, pool: Pool = "avg",
+          dtype: torch.dtype | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`codes_of` as the dataset cache stores it: codes (N, D) float32, predicted classes (N,) and their
+    softmax probabilities (N,) float32."""
+    codes, logits = codes_of(loaded, x, layer, pool, dtype)
+    top = logits.softmax(dim=1).max(dim=1)
+    return codes.cpu().numpy(), top.indices.cpu().numpy(), top.values.cpu().numpy()
+
+
 def load_batch(loaded: LoadedModel, dataset: Dataset, indices: range | list[int]) -> Tensor:
     """Dataset images → normalised model input (B, 3, S, S) float32 on the CPU, channels-last in memory
     (one uint8 stack, converted and normalised in one step)."""
@@ -217,12 +226,10 @@ def dataset_codes(loaded: LoadedModel, dataset: Dataset, layer: str | None = Non
     try:
         if address is None:
             for start, x in batches(loaded, dataset, batch_size):
-                codes, logits = codes_of(loaded, x, layer, pool, dtype)
-                top = logits.softmax(dim=1).max(dim=1)
-                out.write(slice(start, start + len(codes)), codes.cpu().numpy(), top.indices.cpu().numpy(),
-                          top.values.cpu().numpy())
+                vectors, predicted, confidence = coded(loaded, x, layer, pool, dtype)
+                out.write(slice(start, start + len(vectors)), vectors, predicted, confidence)
                 if progress is not None:
-                    progress(start + len(codes), len(dataset))
+                    progress(start + len(vectors), len(dataset))
         else:
             from convlens.corpus import ray_codes
 

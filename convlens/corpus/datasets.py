@@ -96,6 +96,13 @@ def check_name(name: object, field_name: str = "params.dataset") -> str:
     return name
 
 
+def read_rgb(path: Path) -> Image.Image:
+    """An image file as RGB, read whole (the file is closed on return)."""
+    with Image.open(path) as img:
+        img.load()
+        return img.convert("RGB") if img.mode != "RGB" else img.copy()
+
+
 @dataclass(frozen=True)
 class Dataset:
     """A dataset. ``files[i]`` (relative POSIX path) has label ``classes[targets[i]]``.
@@ -129,9 +136,7 @@ class Dataset:
 
     def image(self, i: int) -> Image.Image:
         """Image ``i`` as RGB."""
-        with Image.open(self.path(i)) as img:
-            img.load()
-            return img.convert("RGB") if img.mode != "RGB" else img.copy()
+        return read_rgb(self.path(i))
 
     def mask(self, i: int) -> np.ndarray | None:
         """The object mask (H, W) bool of image ``i``, if the dataset has masks."""

@@ -14,7 +14,7 @@ How the work flows:
   as many threads as it has CPUs), and returns ``index, vectors, predicted, confidence`` per block.
 - The driver writes the rows in place, in whatever order they arrive, into the memory-mapped cache file and
   reports ``progress(done, total)`` after each block. The forward pass is the in-process one
-  (:func:`~convlens.corpus.codes.codes_of`, in the precision the cache key names), so the codes match.
+  (:func:`~convlens.corpus.codes.coded`, in the precision the cache key names), so the codes match.
 
 Cancelling: the progress callback raises (a job's :class:`~convlens.results.Cancelled`); it is called after
 every block and every :data:`TICK_S` while none arrives (actors starting, a busy cluster), so a cancel lands
@@ -44,10 +44,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
-from convlens.corpus.codes import RAY_ADDRESS_ENV, Pool, Progress, codes_of, images_input, weights_digest
-from convlens.corpus.datasets import Dataset
+from convlens.corpus.codes import RAY_ADDRESS_ENV, Pool, Progress, coded, images_input, weights_digest
+from convlens.corpus.datasets import Dataset, read_rgb
 from convlens.models import LoadedModel, load_model
 
 CPUS_PER_ACTOR_ENV = "CONVLENS_RAY_CPUS_PER_ACTOR"
@@ -155,13 +154,6 @@ def _quiet_data_context() -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
-def _read_rgb(path: Path) -> Image.Image:
-    """As :meth:`convlens.corpus.datasets.Dataset.image`."""
-    with Image.open(path) as img:
-        img.load()
-        return img.convert("RGB") if img.mode != "RGB" else img.copy()
-
-
 class ConvLensCodes:
     """A model actor: loads the model once, then maps blocks of ``(index, path)`` rows to their codes."""
 
@@ -190,12 +182,12 @@ class ConvLensCodes:
         self.readers = ThreadPoolExecutor(max_workers=max(1, int(cpus)))  # decoding releases the GIL
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        images = list(self.readers.map(_read_rgb, [self.root / str(p) for p in batch["path"]]))
+        images = list(self.readers.map(read_rgb, [self.root / str(p) for p in batch["path"]]))
         x = images_input(self.loaded, images)
-        codes, logits = codes_of(self.loaded, x.to(self.loaded.device), self.layer, self.pool, self.dtype)
-        top = logits.softmax(dim=1).max(dim=1)
-        return {"index": np.asarray(batch["index"], dtype=np.int64), "vectors": codes.cpu().numpy(),
-                "predicted": top.indices.cpu().numpy(), "confidence": top.values.cpu().numpy()}
+        vectors, predicted, confidence = coded(self.loaded, x.to(self.loaded.device), self.layer, self.pool,
+                                               self.dtype)
+        return {"index": np.asarray(batch["index"], dtype=np.int64), "vectors": vectors, "predicted": predicted,
+                "confidence": confidence}
 
 
 def pool_size(address: str, blocks: int, actors: int | None = None) -> tuple[int, float, float | None]:
