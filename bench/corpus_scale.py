@@ -92,10 +92,9 @@ def trustworthiness_of(codes: np.ndarray, points: np.ndarray, seed: int = 0) -> 
     return float(trustworthiness(np.asarray(codes[rows], dtype=np.float32), points[rows], n_neighbors=TRUST_K))
 
 
-def run(n: int, data: Path, ray_cpus: int, fresh: bool) -> tuple[list[Stage], dict[str, object]]:
+def run(n: int, name: str, data: Path, ray_cpus: int, fresh: bool) -> tuple[list[Stage], dict[str, object]]:
     env = {**os.environ, "CONVLENS_DATA_DIR": str(data)}
     convlens = str(BIN / "convlens")
-    name = f"scale{n}"
     stages: list[Stage] = []
     if fresh:
         shutil.rmtree(data / name, ignore_errors=True)
@@ -110,9 +109,9 @@ def run(n: int, data: Path, ray_cpus: int, fresh: bool) -> tuple[list[Stage], di
     if ray_cpus:
         shutil.rmtree(cache / "codes", ignore_errors=True)
         ray_env = {**env, "RAY_AUTH_MODE": "token"}  # the head's token (~/.ray) for a client of an explicit address
-        with local_ray(ray_cpus, ray_env) as address:
+        with local_ray(ray_cpus, ray_env):  # found by ``--ray auto``, as a user on the head node finds it
             stages.append(stage(f"codes, local Ray cluster ({ray_cpus} actors)",
-                                [convlens, "codes", name, "--ray", address], ray_env))
+                                [convlens, "codes", name, "--ray", "auto"], ray_env))
         assert value(stages[-1].out, "cache") == key, "the Ray path must fill the same cache entry"
     points_dir = data / f"{name}-points"
     stages.append(stage("UMAP map (cold)", [convlens, "project", name, "--method", "umap", "--out", str(points_dir)],
@@ -164,19 +163,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, action="append", help="images (repeatable; default 100000)")
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("CONVLENS_BENCH_DIR", "/tmp/convlens-scale")))
     ap.add_argument("--ray-cpus", type=int, default=0, help="also compute the codes on a local Ray cluster")
+    ap.add_argument("--name", help="the dataset's name (one --n only; default scale<N>)")
     ap.add_argument("--fresh", action="store_true", help="regenerate the dataset even when it exists")
     ap.add_argument("--out", type=Path, help="markdown file whose section is (re)written")
     args = ap.parse_args(argv)
+    sizes = args.n or [100_000]
+    if args.name and len(sizes) > 1:
+        ap.error("--name names one dataset: give one --n with it")
     args.data.mkdir(parents=True, exist_ok=True)
     command = "python bench/corpus_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    sections = []
-    for n in args.n or [100_000]:
-        stages, extra = run(n, args.data, args.ray_cpus, args.fresh)
-        sections.append(report(n, stages, extra, command))
-        print(sections[-1])
-    if args.out:
-        replace_section(args.out, HEADING, "\n".join(sections))
+    for n in sizes:
+        stages, extra = run(n, args.name or f"scale{n}", args.data, args.ray_cpus, args.fresh)
+        section = report(n, stages, extra, command)
+        print(section)
+        if args.out:
+            write_size(args.out, n, section)
     return 0
+
+
+def write_size(path: Path, n: int, section: str) -> None:
+    """Replace this size's ``### N images`` part of the section in ``path``, keeping the other sizes' parts."""
+    text = path.read_text() if path.exists() else ""
+    start = text.find(HEADING + "\n")
+    body = ""
+    if start >= 0:
+        end = text.find("\n## ", start + len(HEADING))
+        body = text[start + len(HEADING):end if end >= 0 else len(text)]
+    parts = {int(m.group(1).replace(",", "")): m.group(0)
+             for m in re.finditer(r"^### ([\d,]+) images\n.*?(?=^### |\Z)", body, re.M | re.S)}
+    parts[n] = section
+    replace_section(path, HEADING, "\n".join(parts[k].strip() + "\n" for k in sorted(parts)))
 
 
 if __name__ == "__main__":

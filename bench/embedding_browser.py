@@ -126,7 +126,7 @@ def serve(folder: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
-def page_side(columns: dict[str, np.ndarray]) -> dict[str, float]:
+def page_side(columns: dict[str, np.ndarray]) -> dict[str, Any]:
     """What the page's Python does with an answer: base64 columns → arrays (client.results) → the columns file."""
     from dashboard.hover_scatter import write_columns
 
@@ -144,14 +144,34 @@ def page_side(columns: dict[str, np.ndarray]) -> dict[str, float]:
             "file_mb": file.stat().st_size / 1e6, "old_answer_mb": old_bytes / 1e6, "data": data}
 
 
-def args_for(data: dict[str, Any]) -> dict[str, Any]:
+def args_for(data: dict[str, Any], names: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+    """The component's arguments as the page gives them, coloured by label; ``names``: each column's class names
+    by code (default class0 … class9)."""
     from dashboard.hover_scatter import scatter_args
 
-    names = {str(k): f"class{k}" for k in range(10)}
-    colour = {"column": "label", "colours": [PALETTE[k] for k in range(10)],
-              "legend": [{"name": f"class{k}", "colour": PALETTE[k]} for k in range(10)]}
-    return scatter_args(data, colour, {"label": names, "predicted": names}, SHEET_KEY,
-                        {"label": None, "predicted": None, "confidence": [0.0, 1.0]})
+    names = names or {column: {str(k): f"class{k}" for k in range(10)} for column in ("label", "predicted")}
+    labels = sorted(names["label"].items(), key=lambda kv: int(kv[0]))
+    colour = {"column": "label", "colours": [PALETTE[k % len(PALETTE)] for k in range(len(labels))],
+              "legend": [{"name": name, "colour": PALETTE[k % len(PALETTE)]} for k, (_, name) in enumerate(labels)]}
+    return scatter_args(data, colour, names, SHEET_KEY, {"label": None, "predicted": None, "confidence": [0.0, 1.0]})
+
+
+def real(name: str) -> tuple[dict[str, np.ndarray], dict[str, dict[str, str]]]:
+    """The columns and class names the Embedding page gets for dataset ``name`` (under ``$CONVLENS_DATA_DIR``):
+    the product's own embedding technique on the built-in model, its codes and UMAP map computed or read from the
+    cache."""
+    from convlens.models import load_model
+    from convlens.techniques.corpus.embedding import EmbeddingParams, embedding
+
+    started = time.perf_counter()
+    corpus = embedding(load_model("builtin"), {}, EmbeddingParams(dataset=name, compact=True))
+    names: dict[str, dict[str, str]] = {"label": {}, "predicted": {}}
+    for item in corpus.items:
+        names[str(item["column"])][str(item["code"])] = str(item["name"])
+    print(f"{name}: {len(corpus.columns['x']):,} images' columns in {time.perf_counter() - started:.1f} s "
+          f"(codes cached: {bool(corpus.scalars['codes_cached'])}, map cached: "
+          f"{bool(corpus.scalars['projection_cached'])})", flush=True)
+    return dict(corpus.columns), names
 
 
 RAF_RECORDER = """() => { window.__raf = []; window.__rafOn = true;
@@ -426,18 +446,22 @@ def through_streamlit(n: int, args: dict[str, Any], folder: Path, browser: Any, 
         proc.wait(timeout=30)
 
 
-def markdown(rows: list[dict[str, Any]], command: str, versions: str) -> str:
+def markdown(rows: list[dict[str, Any]], command: str, versions: str, dataset: str | None = None) -> str:
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     ok = lambda v, goal: "yes" if v <= goal else "**no**"  # noqa: E731
     lines = [
-        "## Embedding scatter in the browser (bench/embedding_browser.py)", "",
+        f"## Embedding scatter in the browser{' on real codes' if dataset else ''} (bench/embedding_browser.py)", "",
         f"Run {when}. Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores; "
         f"{versions}; load average at start {', '.join(f'{x:.2f}' for x in os.getloadavg())}.", "",
         "Command:", "", "```", command, "```", "",
         "The component (`dashboard/hover_scatter/index.html`, a canvas-2D renderer) in a static harness page that "
-        "speaks the Streamlit component protocol, fed synthetic points (10 labelled clusters) through the page's own "
-        "columns file; headless Chromium, no GPU, viewport 1280×900. Zoomed out, with more than 50,000 points in "
-        "view, it draws their density (each pixel the mean colour of its points, opacity by log count); zoomed in, "
+        "speaks the Streamlit component protocol, fed " + (
+            f"the columns the Embedding page gets for the built-in dataset `{dataset}` (its real CNN codes' UMAP map, "
+            "labels, predictions and confidences from the product's embedding technique; the thumbnails' sprite "
+            "sheets are of real size but synthetic)" if dataset else "synthetic points (10 labelled clusters)"
+        ) + " through the page's own columns file; headless Chromium, no GPU, viewport 1280×900. Zoomed out, with "
+        "more than 50,000 points in view, it draws their density (each pixel the mean colour of its points, opacity "
+        "by log count); zoomed in, "
         "each point. Goals (issue #28): first render ≤ 5 s at 1M, hover → image ≤ 150 ms, no frame over 200 ms "
         "while panning.", "",
         "| points | first render s | of it: fetch s | pan: frames, draw median ms, max frame gap ms (gaps over "
@@ -506,11 +530,12 @@ def write_section(path: Path, section: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--dataset", help="a dataset's real columns instead of synthetic points (--sizes ignored)")
     parser.add_argument("--webgl", action="store_true", help="also time Plotly's WebGL scatter on the same points")
     parser.add_argument("--streamlit", action="store_true", help="also open the component in a real Streamlit app")
     parser.add_argument("--out", type=Path, default=None, help="a markdown file to write this benchmark's section in")
     args = parser.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [0] if args.dataset else [int(s) for s in args.sizes.split(",")]
     folder = Path(tempfile.mkdtemp(prefix="bench-embedding-"))
     os.environ["CONVLENS_DASHBOARD_CACHE"] = str(folder)
     from playwright.sync_api import sync_playwright
@@ -525,9 +550,10 @@ def main(argv: list[str] | None = None) -> int:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             versions = f"Chromium {browser.version}"
             for n in sizes:
-                columns = synthetic(n)
+                columns, names = real(args.dataset) if args.dataset else (synthetic(n), None)
+                n = len(columns["x"])
                 side = page_side(columns)
-                component_args = args_for(side.pop("data"))
+                component_args = args_for(side.pop("data"), names)
                 harness = HARNESS.replace("__ARGS__", json.dumps(component_args))
                 (served / f"harness-{n}.html").write_text(harness)
                 print(f"{n:,} points: page decode {side['decode_s']:.3f} s, write {side['write_s']:.3f} s, "
@@ -545,10 +571,11 @@ def main(argv: list[str] | None = None) -> int:
         server.shutdown()
         shutil.rmtree(folder, ignore_errors=True)
     command = ".venv/bin/python bench/embedding_browser.py" + (
-        f" --sizes {args.sizes}" if args.sizes != "100000,1000000" else "") + (
+        f" --sizes {args.sizes}" if args.sizes != "100000,1000000" and not args.dataset else "") + (
+        f" --dataset {args.dataset}" if args.dataset else "") + (
         " --webgl" if args.webgl else "") + (" --streamlit" if args.streamlit else "") + (
         f" --out {args.out}" if args.out else "")
-    section = markdown(rows, command, versions)
+    section = markdown(rows, command, versions, args.dataset)
     print(section)
     if args.out:
         write_section(args.out, section)
