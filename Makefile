@@ -19,7 +19,7 @@ help:
 	@echo "make lint     ruff + mypy"
 	@echo "make compose-test  build both images, start the compose stack, smoke-test API and dashboard, tear down"
 	@echo "make compose-test-ray  the api with a Ray head + worker (compose profile ray): codes on the cluster"
-	@echo "make bench-corpus-1m  the corpus end to end at 100,000 and 1,000,000 images (hours; ~6 GB under /tmp)"
+	@echo "make bench-corpus-1m  the corpus end to end at 100,000 and 1,000,000 images (about 2 hours on 2 cores; ~17 GB under /tmp)"
 	@echo "make soak     the long reliability runs (8 clients x 60 s, killed worker) -> docs/reliability.md"
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml

@@ -3,7 +3,7 @@ cluster) → UMAP map → the map reopened from the cache → the neighbour inde
 trustworthiness; wall time and peak memory (RSS) of every stage.
 
     .venv/bin/python bench/corpus_scale.py --n 100000 --ray-cpus 2 --out docs/benchmarks.md
-    make bench-corpus-1m      # 100,000 then 1,000,000 images (hours on 2 cores; about 6 GB of disk at 1M)
+    make bench-corpus-1m      # 100,000 then 1,000,000 images (about 2 hours on 2 cores; ~17 GB of disk at 1M)
 
 Every stage is the product's own command in a fresh process (``convlens dataset builtin``, ``convlens codes``,
 ``convlens project``), so a time includes the Python start, importing torch and loading the model, as a user

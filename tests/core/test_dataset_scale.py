@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import threading
 import time
 from pathlib import Path
 
@@ -123,6 +124,33 @@ def test_any_change_to_the_files_changes_the_fingerprint(data_dir: Path, change:
     same_as_a_scan(after)
     again = store.open_dataset("set")  # the index rewritten after the change (or the file check) agrees
     assert again.fingerprint == after.fingerprint and again.files == after.files
+
+
+def test_a_large_dataset_checked_before_answers_at_once_and_sees_an_in_place_rewrite_one_open_later(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above the threshold, a process that has checked every file of a dataset answers a later open with that
+    check's fingerprint and checks again on a background thread; the open after that sees the rewrite."""
+    monkeypatch.setattr(store, "RECHECK_IN_BACKGROUND_MIN", 10)
+    monkeypatch.setattr(store, "_CHECKED", {})
+    monkeypatch.setattr(store, "_RECHECKING", set())
+    store.builtin("big", 30, seed=4)
+    checked_on: list[str] = []
+    check = store._checked_digest
+    monkeypatch.setattr(store, "_checked_digest",
+                        lambda *a: (checked_on.append(threading.current_thread().name), check(*a))[1])
+    first = store.open_dataset("big").fingerprint
+    assert checked_on == [threading.current_thread().name]  # nothing known yet: checked before answering
+    target = store.open_dataset("big").root / "circle" / "0000000.png"
+    Image.new("RGB", (64, 64), (255, 255, 0)).save(target)  # same name, in place: the folder's time stays
+    os.utime(target, ns=(1, 1))
+    assert store.open_dataset("big").fingerprint == first  # the last check's answer, at once
+    deadline = time.monotonic() + 30
+    while (store._RECHECKING or len(checked_on) < 2) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert checked_on[1].startswith("fingerprint-") and not store._RECHECKING  # the check ran in the background
+    after = store.open_dataset("big")
+    assert after.fingerprint != first
+    same_as_a_scan(after)
 
 
 def test_an_unreadable_or_foreign_index_is_ignored_and_rewritten(data_dir: Path) -> None:
