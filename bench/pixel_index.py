@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--queries", type=int, default=200, help="timed one-query calls")
     ap.add_argument("--recall-queries", type=int, default=50, help="of them, compared with exact search")
+    ap.add_argument("--reuse-index", action="store_true", help="query the index on disk instead of building it")
     args = ap.parse_args(argv)
     os.environ["CONVLENS_DATA_DIR"] = str(args.data)
     from PIL import Image
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     pixels_s = time.perf_counter() - started
     source = X.backing_file(pixels)
     assert source is not None
-    for path in (X.index_path(source, "l2"), X._record_path(X.index_path(source, "l2"))):
+    for path in () if args.reuse_index else (X.index_path(source, "l2"), X._record_path(X.index_path(source, "l2"))):
         path.unlink(missing_ok=True)
     X.forget()
     queries = np.stack([pixel_row(Image.fromarray(render_sample(3, i).image), PIXEL_SIZE)
