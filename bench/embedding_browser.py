@@ -379,22 +379,32 @@ st.write(f"selected: {len(chosen)}")
 """
 
 
+def scatter_frame(page: Any, timeout_s: float = 300.0) -> Any:
+    """The scatter component's frame in a Streamlit page, once it is there (polled every 10 ms)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        frame = next((f for f in page.frames if "hover_scatter" in f.url), None)
+        if frame is not None:
+            return frame
+        page.wait_for_timeout(10)
+    raise TimeoutError(f"the scatter's frame did not appear in {timeout_s:.0f} s")
+
+
 def through_streamlit(n: int, args: dict[str, Any], folder: Path, browser: Any, log: Any, visits: int = 3
                       ) -> dict[str, float]:
     """The component in a real Streamlit app (given the same arguments): seconds from opening the app to the points
     drawn (a new browser context each visit: Streamlit's frontend is fetched again), and from a click on a point to
     the app's rerun showing the selection."""
-    import socket
     import subprocess
     import urllib.request
+
+    from bench.timing import free_port
 
     saved = folder / f"args-{n}.json"
     saved.write_text(json.dumps(args))
     app = folder / f"app-{n}.py"
     app.write_text(STREAMLIT_APP.replace("__ROOT__", repr(str(ROOT))).replace("__ARGS__", repr(str(saved))))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
                              "--server.address", "127.0.0.1", "--server.headless", "true",
                              "--browser.gatherUsageStats", "false"], stdout=subprocess.DEVNULL,
@@ -413,10 +423,7 @@ def through_streamlit(n: int, args: dict[str, Any], folder: Path, browser: Any, 
             page = context.new_page()
             started = time.perf_counter()
             page.goto(url)
-            frame = None
-            while frame is None:
-                frame = next((f for f in page.frames if "hover_scatter" in f.url), None)
-                page.wait_for_timeout(10)
+            frame = scatter_frame(page)
             frame.wait_for_function("() => window.__convlensTimes && window.__convlensTimes.drawn > 0",
                                     timeout=300_000, polling="raf")
             opened.append(time.perf_counter() - started)

@@ -38,29 +38,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.embedding_browser import CHROMIUM, CHROMIUM_ARGS, THUMB_SHOWN  # noqa: E402
+from bench.embedding_browser import CHROMIUM, CHROMIUM_ARGS, THUMB_SHOWN, scatter_frame  # noqa: E402
+from bench.timing import free_port  # noqa: E402
 
 HEADING = "## The Embedding page of the running product on real images (bench/embedding_live.py)"
 FRAME = 'iframe[src*="hover_scatter"]'
 DRAWN = "() => window.__convlensTimes && window.__convlensTimes.drawn > 0"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def scatter(page: Any) -> Any:
-    """The component's frame, once it is there."""
-    for _ in range(6000):
-        frame = next((f for f in page.frames if "hover_scatter" in f.url), None)
-        if frame is not None:
-            return frame
-        page.wait_for_timeout(50)
-    raise TimeoutError("the scatter's frame did not appear")
 
 
 def explore(url: str, dataset: str, sheets: Path, shot: Path | None, log: Any) -> dict[str, Any]:
@@ -80,7 +63,7 @@ def explore(url: str, dataset: str, sheets: Path, shot: Path | None, log: Any) -
             if dataset not in picker.inner_text():
                 picker.click()
                 page.get_by_role("option", name=dataset, exact=True).click()
-            frame = scatter(page)
+            frame = scatter_frame(page)
             frame.wait_for_function(DRAWN, timeout=3_600_000, polling=200)
             out["open_s"] = time.perf_counter() - started
             caption = page.get_by_text(" images · codes of ").first.inner_text()
@@ -126,7 +109,7 @@ def explore(url: str, dataset: str, sheets: Path, shot: Path | None, log: Any) -
             before = frame.evaluate("() => window.__convlensTimes.last")
             page.locator('[data-testid="stRadio"]').filter(has_text="Colour by").get_by_text(
                 "predicted", exact=True).click()
-            frame = scatter(page)
+            frame = scatter_frame(page)
             frame.wait_for_function(f"() => window.__convlensTimes && window.__convlensTimes.drawn > 0 && "
                                     f"window.__convlensTimes.last !== {before}", timeout=300_000, polling=100)
             out["recolour_s"] = time.perf_counter() - t
@@ -169,7 +152,7 @@ def explore(url: str, dataset: str, sheets: Path, shot: Path | None, log: Any) -
             again.get_by_text("API: connected").wait_for(timeout=120_000)
             t = time.perf_counter()
             again.get_by_role("link", name="Embedding").click()
-            scatter(again).wait_for_function(DRAWN, timeout=600_000, polling=100)
+            scatter_frame(again).wait_for_function(DRAWN, timeout=600_000, polling=100)
             out["reopen_s"] = time.perf_counter() - t
             log(f"opened again in a new tab → drawn in {out['reopen_s']:.1f} s")
         finally:

@@ -22,8 +22,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-K = 10
-
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -36,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["CONVLENS_DATA_DIR"] = str(args.data)
     from PIL import Image
 
+    from bench.neighbour_index import K, per_query, recall
     from convlens.builtin.dataset import render_sample
     from convlens.corpus import index as X
     from convlens.corpus.codes import PIXEL_SIZE, dataset_pixels, pixel_row
@@ -57,20 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     first = X.nearest(queries[:1], pixels, K)
     build_s = time.perf_counter() - started
-    found, times = [], []
-    for q in queries:
-        t = time.perf_counter()
-        found.append(X.nearest(q[None], pixels, K).indices[0])
-        times.append(time.perf_counter() - t)
+    found, times = per_query(queries, pixels)
     started = time.perf_counter()
     truth, _ = knn(queries[:args.recall_queries], pixels, K)
     exact_ms = (time.perf_counter() - started) * 1e3 / args.recall_queries
-    recall = float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth, strict=False)]))
+    found_recall = recall(found[:args.recall_queries], truth)
     ms = np.array(times) * 1e3
     index_file = X.index_path(source, "l2")
     size = index_file.stat().st_size if index_file.is_file() else 0  # none below the exact-search threshold
     print(f"| {len(pixels):,} | {pixels.shape[1]:,} uint8 | {pixels_s:,.0f} s | {first.method} | {build_s:,.0f} s | "
-          f"{size / 2**20:,.0f} MiB | {recall:.4f} ({args.recall_queries} q) | {ms.mean():.1f} / "
+          f"{size / 2**20:,.0f} MiB | {found_recall:.4f} ({args.recall_queries} q) | {ms.mean():.1f} / "
           f"{np.percentile(ms, 95):.1f} ms ({len(ms)} q) | {exact_ms:,.0f} ms | "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB |")
     print("columns: images | row | pixels computed | index | index built | index file | recall@10 vs exact | "

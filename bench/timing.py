@@ -14,6 +14,7 @@ import importlib.metadata
 import os
 import platform
 import re
+import socket
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -23,6 +24,13 @@ from pathlib import Path
 import torch
 
 # ----------------------------------------------------------------------------- machine
+
+
+def free_port() -> int:
+    """A currently free loopback port (for a server a benchmark starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def cpu_model() -> str:

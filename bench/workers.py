@@ -18,7 +18,6 @@ import base64
 import datetime as dt
 import io
 import json
-import socket
 import sys
 import tempfile
 import threading
@@ -33,7 +32,7 @@ if str(ROOT) not in sys.path:
 import requests  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from bench.timing import load_average, machine_info, markdown_table, replace_section, wait_for_quiet  # noqa: E402
+from bench.timing import free_port, load_average, machine_info, markdown_table, replace_section, wait_for_quiet  # noqa: E402
 from convlens.builtin.dataset import render_sample  # noqa: E402
 from serve import gate, server  # noqa: E402
 
@@ -92,10 +91,7 @@ def start_server(workers: int, torch_threads: int | None) -> tuple[Path, Any, ga
         per_endpoint["handler"] = {"torch_threads": torch_threads, "cache_size": 3, "preload": ["builtin"]}
     info = server.start(run_dir, server.Ports.free(), endpoints=ENDPOINTS,
                         model_config={e: per_endpoint for e in ENDPOINTS}, timeout=900)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return run_dir, info, gate.start(run_dir, ("127.0.0.1", port), info.ports.inference)
+    return run_dir, info, gate.start(run_dir, ("127.0.0.1", free_port()), info.ports.inference)
 
 
 def median_by(results: list[dict[str, Any]], key: str) -> dict[str, Any]:
