@@ -178,11 +178,6 @@ def wait_drawn(page, points: int) -> float:  # type: ignore[no-untyped-def]
     raise TimeoutError(f"the scatter never held {points} points")
 
 
-def pick(page, label: str, option: str) -> None:  # type: ignore[no-untyped-def]
-    page.locator('[data-testid="stSelectbox"]').filter(has_text=label).click()
-    page.get_by_role("option", name=option, exact=True).click()
-
-
 def browser(data: Path, small: str, n_small: int, large: str, n_large: int, log=print) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """With TorchServe and the dashboard running: a cached map through the API (time, JSON size); the
     Embedding page opened on ``small`` (UMAP cached on the server), ``large`` with its cached PCA map (first
@@ -192,6 +187,7 @@ def browser(data: Path, small: str, n_small: int, large: str, n_large: int, log=
     from client.http import ConvLensClient, read_token
     from dashboard import launch
     from serve import server
+    from tests.e2e.streamlit_ui import pick
     from tests.e2e.test_dashboard_browser import CHROMIUM_ARGS, hover_thumbnail
 
     out: dict[str, float] = {}

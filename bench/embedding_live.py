@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.embedding_browser import CHROMIUM, CHROMIUM_ARGS, THUMB_SHOWN, scatter_frame  # noqa: E402
 from bench.timing import free_port  # noqa: E402
+from tests.e2e.streamlit_ui import pick  # noqa: E402
 
 HEADING = "## The Embedding page of the running product on real images (bench/embedding_live.py)"
 FRAME = 'iframe[src*="hover_scatter"]'
@@ -61,8 +62,7 @@ def explore(url: str, dataset: str, sheets: Path, shot: Path | None, log: Any) -
             picker = page.locator('[data-testid="stSelectbox"]').filter(has_text="Dataset")
             picker.wait_for(timeout=60_000)
             if dataset not in picker.inner_text():
-                picker.click()
-                page.get_by_role("option", name=dataset, exact=True).click()
+                pick(page, "Dataset", dataset)
             frame = scatter_frame(page)
             frame.wait_for_function(DRAWN, timeout=3_600_000, polling=200)
             out["open_s"] = time.perf_counter() - started

@@ -13,6 +13,7 @@ from playwright.sync_api import sync_playwright
 
 from convlens import registry
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.streamlit_ui import pick
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs" / "dashboard-attribution.png"
@@ -35,8 +36,7 @@ def dashboard(url: str, height: int) -> Iterator[Any]:
 def test_attribution_page_shows_real_maps_in_a_browser(live: str) -> None:
     with dashboard(live, 1100) as page:
         # Pick a sample the way a user does: open the picker and click an option.
-        page.locator('[data-testid="stSelectbox"]').filter(has_text="Sample").click()
-        page.get_by_role("option", name="ring").click()
+        pick(page, "Sample", "ring")
         page.get_by_text("Why “ring”?").wait_for(timeout=240_000)  # the first answers of cold workers
         images = page.locator('[data-testid="stImage"] img:visible')  # the guided gradient hides in an expander
         images.nth(3).wait_for(timeout=60_000)
@@ -200,8 +200,7 @@ def test_models_page_lists_the_cards_and_a_registered_model_runs_the_attribution
         assert page.get_by_text("digits", exact=True).count() >= 1
         assert page.get_by_text("9e45c187", exact=False).count() >= 1  # the digits weights' SHA-256 on its card
         page.screenshot(path=str(ROOT / "docs" / "dashboard-models.png"), full_page=True)
-        page.locator('[data-testid="stSelectbox"]').filter(has_text="Model").first.click()
-        page.get_by_role("option").filter(has_text="digits").first.click()
+        pick(page, "Model", "digits", exact=False)
         page.get_by_role("link", name="Attribution").click()
         page.get_by_text("Why “").first.wait_for(timeout=120_000)
         page.locator('[data-testid="stImage"] img:visible').nth(3).wait_for(timeout=60_000)
