@@ -25,6 +25,7 @@ import hashlib
 import io
 import itertools
 import json
+import logging
 import os
 import re
 import shutil
@@ -35,9 +36,10 @@ import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cached_property, partial
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -45,6 +47,8 @@ from PIL import Image
 
 from convlens.images import ALLOWED_FORMATS, ImageDecodeError, decode_image
 from convlens.schema import SchemaError
+
+logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR_ENV = "CONVLENS_DATA_DIR"
@@ -122,9 +126,15 @@ class Dataset:
     digest: Callable[[], str] = field(repr=False, compare=False)
     meta: dict[str, object] = field(default_factory=dict)
 
-    @cached_property
+    @property
     def fingerprint(self) -> str:
-        return self.digest()
+        # not functools.cached_property: before Python 3.12 it holds one lock for every instance of the class, so
+        # a check of a million files would hold up every other dataset's fingerprint in the process
+        known = self.__dict__.get("_fingerprint")
+        if known is None:
+            known = self.digest()
+            object.__setattr__(self, "_fingerprint", known)
+        return str(known)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -269,45 +279,74 @@ def _checked_digest(root: Path, files: Sequence[str], sizes: np.ndarray, mtimes:
 
 
 RECHECK_IN_BACKGROUND_MIN = 100_000  # files: from here on, checking every file costs seconds (1M: ≈ 4.7 s here)
-_CHECKED: dict[tuple[str, int, int, int], str] = {}  # an index file's identity → this process's last fingerprint
-_RECHECKING: set[tuple[str, int, int, int]] = set()
+_Identity = tuple[str, int, int, int]  # an index file's path, inode, size and time
+_CHECKED: dict[_Identity, str] = {}  # an index file's identity → this process's last fingerprint
+_RECHECKING: dict[_Identity, Future[str]] = {}  # checks under way
 _CHECKED_LOCK = threading.Lock()
 
 
 def _indexed_digest(root: Path, files: Sequence[str], sizes: np.ndarray, mtimes: np.ndarray, recorded: str,
-                    identity: tuple[str, int, int, int]) -> str:
+                    identity: _Identity) -> str:
     """:func:`_checked_digest`, at once for a large dataset this process has checked before: it answers the
     fingerprint that check found and checks again on a background thread, whose answer the next open gets
     (stale-while-revalidate: a file rewritten in place, which leaves its folder's time alone, is seen one open
     later; added, removed or renamed files change a folder's time and are seen at once, as is everything in a
-    dataset under :data:`RECHECK_IN_BACKGROUND_MIN` files). ``identity``: the index file's path, inode, size and
-    time, so a rewritten index is checked afresh."""
+    dataset under :data:`RECHECK_IN_BACKGROUND_MIN` files). A large dataset this process has not checked yet
+    waits for a check, joining one under way (:func:`warm_fingerprints`) rather than starting a second.
+    ``identity``: the index file's path, inode, size and time, so a rewritten index is checked afresh."""
     check = partial(_checked_digest, root, files, sizes, mtimes, recorded)
     if len(files) < RECHECK_IN_BACKGROUND_MIN:
         return check()
     with _CHECKED_LOCK:
         known = _CHECKED.get(identity)
-        start = known is not None and identity not in _RECHECKING
-        if start:
-            _RECHECKING.add(identity)
-    if known is None:
+        running = _RECHECKING.get(identity)
+        if running is None:
+            running = _RECHECKING[identity] = Future()
+            run: Callable[[], None] | None = partial(_run_check, running, identity, check)
+        else:
+            run = None
+    if known is not None:
+        if run is not None:
+            threading.Thread(target=run, name=f"fingerprint-{root.name}", daemon=True).start()
+        return known
+    if run is not None:
+        run()
+    return running.result()
+
+
+def _run_check(future: Future[str], identity: _Identity, check: Callable[[], str]) -> None:
+    """Run ``check``, remember its answer, hand it (or its error) to everyone waiting on ``future``."""
+    try:
         digest = check()
         with _CHECKED_LOCK:
             _CHECKED[identity] = digest
-        return digest
+        future.set_result(digest)
+    except BaseException as exc:  # noqa: BLE001 — the waiters get it; nothing is remembered
+        future.set_exception(exc)
+    finally:
+        with _CHECKED_LOCK:
+            _RECHECKING.pop(identity, None)
 
-    def recheck() -> None:
-        try:
-            digest = check()
-            with _CHECKED_LOCK:
-                _CHECKED[identity] = digest
-        finally:
-            with _CHECKED_LOCK:
-                _RECHECKING.discard(identity)
 
-    if start:
-        threading.Thread(target=recheck, name=f"fingerprint-{root.name}", daemon=True).start()
-    return known
+def warm_fingerprints() -> threading.Thread:
+    """Check every large indexed dataset (:data:`RECHECK_IN_BACKGROUND_MIN` files and up), one after another,
+    on a daemon thread, so a server worker's first open of one does not pay the seconds of that check (an open
+    while it runs waits for it instead of checking again). A worker calls it when it starts; the thread."""
+    def run() -> None:
+        base = data_dir()
+        for folder in sorted(base.iterdir()) if base.is_dir() else ():
+            if not (folder.is_dir() and NAME_PATTERN.fullmatch(folder.name)):
+                continue
+            try:
+                ds = _from_index(folder, folder.name)
+                if ds is not None and len(ds) >= RECHECK_IN_BACKGROUND_MIN:
+                    ds.fingerprint  # noqa: B018 — the check, remembered for later opens
+            except Exception:  # noqa: BLE001 — that dataset's first open checks it itself
+                logger.exception("checking dataset %s in the background", folder.name)
+
+    thread = threading.Thread(target=run, name="warm-fingerprints", daemon=True)
+    thread.start()
+    return thread
 
 
 def _read_meta(root: Path) -> dict[str, object]:

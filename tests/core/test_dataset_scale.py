@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import threading
 import time
 from pathlib import Path
@@ -132,7 +133,7 @@ def test_a_large_dataset_checked_before_answers_at_once_and_sees_an_in_place_rew
     check's fingerprint and checks again on a background thread; the open after that sees the rewrite."""
     monkeypatch.setattr(store, "RECHECK_IN_BACKGROUND_MIN", 10)
     monkeypatch.setattr(store, "_CHECKED", {})
-    monkeypatch.setattr(store, "_RECHECKING", set())
+    monkeypatch.setattr(store, "_RECHECKING", {})
     store.builtin("big", 30, seed=4)
     checked_on: list[str] = []
     check = store._checked_digest
@@ -151,6 +152,57 @@ def test_a_large_dataset_checked_before_answers_at_once_and_sees_an_in_place_rew
     after = store.open_dataset("big")
     assert after.fingerprint != first
     same_as_a_scan(after)
+
+
+def waits_for_a_result(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is blocked in ``Future.result`` (read off its stack)."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name == "result" and "concurrent" in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_a_worker_checks_large_datasets_at_start_and_a_first_open_waits_for_that_check_instead_of_its_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """warm_fingerprints checks each large dataset once on its own thread (small ones are left to their opens);
+    an open during that check waits for it and starts none of its own; the open after it answers at once."""
+    monkeypatch.setattr(store, "RECHECK_IN_BACKGROUND_MIN", 10)
+    monkeypatch.setattr(store, "_CHECKED", {})
+    monkeypatch.setattr(store, "_RECHECKING", {})
+    big = store.builtin("big", 30, seed=4)
+    store.builtin("small", 6, seed=4)
+    truth = store.scan(big.root).fingerprint
+    release = threading.Event()
+    checked_on: list[str] = []
+    check = store._checked_digest
+
+    def held_check(*args):  # type: ignore[no-untyped-def]
+        checked_on.append(threading.current_thread().name)
+        release.wait(30)
+        return check(*args)
+
+    monkeypatch.setattr(store, "_checked_digest", held_check)
+    warm = store.warm_fingerprints()
+    deadline = time.monotonic() + 30
+    while not checked_on and time.monotonic() < deadline:
+        time.sleep(0.01)
+    answers: list[str] = []
+    opener = threading.Thread(target=lambda: answers.append(store.open_dataset("big").fingerprint))
+    opener.start()
+    while not waits_for_a_result(opener) and opener.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert waits_for_a_result(opener) and not answers  # waiting for the check under way
+    release.set()
+    opener.join(30)
+    warm.join(30)
+    assert answers == [truth]
+    assert checked_on == ["warm-fingerprints"]  # one check of "big" in all, none of "small"
+    assert store.open_dataset("big").fingerprint == truth  # at once, from that check
+    while len(checked_on) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert checked_on[1].startswith("fingerprint-")  # and checked again behind the answer
 
 
 def test_an_unreadable_or_foreign_index_is_ignored_and_rewritten(data_dir: Path) -> None:

@@ -35,6 +35,21 @@ def dataset_handler():  # type: ignore[no-untyped-def]
     return handler
 
 
+@pytest.mark.parametrize("warm", [True, False])
+def test_the_dataset_worker_checks_large_datasets_when_it_starts_if_its_config_says_so(
+        warm: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    from handlers.corpus import CorpusHandler
+
+    started: list[bool] = []
+    monkeypatch.setattr(store, "warm_fingerprints", lambda: started.append(True))
+    CorpusHandler().initialize(make_context("dataset", handler_config={"warm_umap": False, "warm_fingerprints": warm}))
+    assert started == ([True] if warm else [])
+    shipped = yaml.safe_load((Path(__file__).parents[2] / "serve" / "model-config" / "dataset.yaml").read_text())
+    assert shipped["handler"]["warm_fingerprints"] is True  # the endpoint the Embedding page opens datasets on
+
+
 def test_codes_endpoint_answers_a_batch_of_images_with_one_vector_each(codes_handler) -> None:  # type: ignore[no-untyped-def]
     images = [b64(png_bytes(index=i)) for i in range(5)]
     [(status, body)] = call(codes_handler, [{"body": {"images": images}}])
