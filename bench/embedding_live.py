@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.embedding_browser import CHROMIUM, CHROMIUM_ARGS, THUMB_SHOWN, scatter_frame  # noqa: E402
 from bench.timing import free_port  # noqa: E402
-from tests.e2e.streamlit_ui import pick  # noqa: E402
+from tests.e2e.streamlit_ui import pick, shown  # noqa: E402
 
 HEADING = "## The Embedding page of the running product on real images (bench/embedding_live.py)"
 FRAME = 'iframe[src*="hover_scatter"]'
@@ -61,7 +61,7 @@ def explore(url: str, dataset: str, sheets: Path, shot: Path | None, log: Any) -
             page.get_by_role("link", name="Embedding").click()
             picker = page.locator('[data-testid="stSelectbox"]').filter(has_text="Dataset")
             picker.wait_for(timeout=60_000)
-            if dataset not in picker.inner_text():
+            if shown(picker) != dataset:  # the value is in the combobox input, not the box's text
                 pick(page, "Dataset", dataset)
             frame = scatter_frame(page)
             frame.wait_for_function(DRAWN, timeout=3_600_000, polling=200)

@@ -300,18 +300,16 @@ def _indexed_digest(root: Path, files: Sequence[str], sizes: np.ndarray, mtimes:
     with _CHECKED_LOCK:
         known = _CHECKED.get(identity)
         running = _RECHECKING.get(identity)
+        mine = running is None
         if running is None:
             running = _RECHECKING[identity] = Future()
-            run: Callable[[], None] | None = partial(_run_check, running, identity, check)
+    if mine:
+        run = partial(_run_check, running, identity, check)
+        if known is None:
+            run()
         else:
-            run = None
-    if known is not None:
-        if run is not None:
             threading.Thread(target=run, name=f"fingerprint-{root.name}", daemon=True).start()
-        return known
-    if run is not None:
-        run()
-    return running.result()
+    return known if known is not None else running.result()
 
 
 def _run_check(future: Future[str], identity: _Identity, check: Callable[[], str]) -> None:
@@ -333,10 +331,7 @@ def warm_fingerprints() -> threading.Thread:
     on a daemon thread, so a server worker's first open of one does not pay the seconds of that check (an open
     while it runs waits for it instead of checking again). A worker calls it when it starts; the thread."""
     def run() -> None:
-        base = data_dir()
-        for folder in sorted(base.iterdir()) if base.is_dir() else ():
-            if not (folder.is_dir() and NAME_PATTERN.fullmatch(folder.name)):
-                continue
+        for folder in _dataset_folders():
             try:
                 ds = _from_index(folder, folder.name)
                 if ds is not None and len(ds) >= RECHECK_IN_BACKGROUND_MIN:
@@ -435,9 +430,13 @@ def _open(root: Path, name: str) -> Dataset:
     return _from_index(root, name) or scan(root, name, index=True)
 
 
+def _dataset_folders() -> list[Path]:
+    """The data directory's dataset folders (names on the allow-list), in name order."""
+    return [p for p in sorted(data_dir().iterdir()) if p.is_dir() and NAME_PATTERN.fullmatch(p.name)]
+
+
 def list_datasets() -> list[Dataset]:
-    base = data_dir()
-    return [_open(p, p.name) for p in sorted(base.iterdir()) if p.is_dir() and NAME_PATTERN.fullmatch(p.name)]
+    return [_open(p, p.name) for p in _dataset_folders()]
 
 
 def open_dataset(name: str) -> Dataset:
@@ -445,7 +444,7 @@ def open_dataset(name: str) -> Dataset:
     check_name(name)
     root = data_dir() / name
     if not root.is_dir():
-        known = ", ".join(p.name for p in sorted(data_dir().iterdir()) if p.is_dir() and NAME_PATTERN.fullmatch(p.name))
+        known = ", ".join(p.name for p in _dataset_folders())
         raise DatasetError("params.dataset", f"no dataset {name!r}; known: {known or 'none (create one first)'}")
     return _open(root, name)
 
